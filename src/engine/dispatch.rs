@@ -1,0 +1,190 @@
+//! Per-destination fan-out. Each destination server (callback scheme, host and port) has one
+//! queue of jobs, one worker and one concurrency window; a global cap bounds all deliveries in
+//! flight. A slow or dead destination only ever holds its own worker and window.
+//!
+//! A job is (event, destination, cursor): the worker pages through that destination's
+//! subscribers in callback order, and after each page stores the cursor, so a crash repeats at
+//! most one page. Successes write nothing per subscriber; failures become retry records.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+
+use super::Engine;
+use super::deliver::{Prepared, send, settle};
+use crate::config::Config;
+use crate::storage::{Job, StorageError};
+
+pub struct Dispatcher {
+    destinations: Mutex<HashMap<String, Arc<Destination>>>,
+    global: Arc<Semaphore>,
+    per_destination: usize,
+}
+
+pub struct Destination {
+    pub name: String,
+    state: Mutex<Queue>,
+    pub window: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    known: HashSet<u64>,
+    running: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Dispatcher {
+    pub fn new(cfg: &Config) -> Dispatcher {
+        Dispatcher {
+            destinations: Mutex::new(HashMap::new()),
+            global: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            per_destination: cfg.per_destination,
+        }
+    }
+
+    pub fn destination(&self, name: &str) -> Arc<Destination> {
+        lock(&self.destinations)
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Destination {
+                    name: name.to_owned(),
+                    state: Mutex::new(Queue::default()),
+                    window: Arc::new(Semaphore::new(self.per_destination)),
+                })
+            })
+            .clone()
+    }
+
+    pub fn global(&self) -> &Arc<Semaphore> {
+        &self.global
+    }
+
+    /// Queues a job on its destination and starts the destination's worker if idle.
+    pub fn enqueue(&self, engine: &Arc<Engine>, job: Job) {
+        let dest = self.destination(&job.destination);
+        let start = {
+            let mut q = lock(&dest.state);
+            if !q.known.insert(job.event) {
+                return;
+            }
+            q.jobs.push_back(job);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let engine2 = engine.clone();
+            engine.tracker.spawn(worker(engine2, dest));
+        }
+    }
+
+    /// Jobs waiting or running, over all destinations.
+    pub fn queued_jobs(&self) -> usize {
+        lock(&self.destinations)
+            .values()
+            .map(|d| lock(&d.state).known.len())
+            .sum()
+    }
+}
+
+async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
+    loop {
+        let job = {
+            let mut q = lock(&dest.state);
+            match q.jobs.pop_front() {
+                Some(j) => j,
+                None => {
+                    q.running = false;
+                    return;
+                }
+            }
+        };
+        let event = job.event;
+        match run_job(&engine, &dest, job.clone()).await {
+            Ok(()) => {
+                lock(&dest.state).known.remove(&event);
+            }
+            Err(e) => {
+                // Storage trouble: keep the job (it is stored) and try again shortly.
+                tracing::error!(destination = %dest.name, event, error = %e, "delivery job failed");
+                lock(&dest.state).jobs.push_front(job);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = engine.shutdown.cancelled() => {}
+                }
+            }
+        }
+        if engine.shutdown.is_cancelled() {
+            lock(&dest.state).running = false;
+            return;
+        }
+    }
+}
+
+async fn run_job(
+    engine: &Arc<Engine>,
+    dest: &Destination,
+    mut job: Job,
+) -> Result<(), StorageError> {
+    let store = &engine.store;
+    let Some(event) = store.publish.event(job.event).await? else {
+        store
+            .delivery
+            .remove_job(job.event, &job.destination)
+            .await?;
+        return Ok(());
+    };
+    let prepared = Prepared::new(engine, &event);
+    loop {
+        if engine.shutdown.is_cancelled() {
+            return Ok(()); // the stored cursor resumes it
+        }
+        let page = store
+            .subs
+            .page(
+                &event.topic,
+                &dest.name,
+                job.cursor.as_deref(),
+                engine.cfg.page_size,
+            )
+            .await?;
+        let Some(last) = page.last() else {
+            store
+                .delivery
+                .remove_job(job.event, &job.destination)
+                .await?;
+            return Ok(());
+        };
+        let last = last.callback.clone();
+        let mut in_flight: FuturesUnordered<_> = page
+            .iter()
+            .map(|sub| {
+                let prepared = &prepared;
+                async move {
+                    let _slot = dest.window.acquire().await;
+                    let _global = engine.dispatcher.global().acquire().await;
+                    let outcome = send(engine, prepared, sub).await;
+                    settle(engine, prepared, sub, None, outcome).await
+                }
+            })
+            .collect();
+        let mut first_error = None;
+        while let Some(result) = in_flight.next().await {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        job.cursor = Some(last);
+        store.delivery.put_job(job.clone()).await?;
+    }
+}

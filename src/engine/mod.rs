@@ -1,0 +1,205 @@
+//! The engine: everything that makes outbound calls, on its own tokio runtime.
+//!
+//! Handlers persist work and hand it off through [`Intake`] (a bounded channel). The engine
+//! verifies intents ([`verify`]), fetches and diffs topics ([`publish`]), plans one job per
+//! (event, destination) and delivers them ([`dispatch`], [`deliver`]), retries failures
+//! ([`retry`]) and sweeps expired leases and old events ([`sweep`]). At start it reloads all
+//! pending work from storage, so a crash loses nothing that was acknowledged.
+
+pub mod client;
+pub mod deliver;
+pub mod dispatch;
+pub mod keyed;
+pub mod publish;
+pub mod retry;
+pub mod sweep;
+pub mod verify;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::storage::{Intent, Ping, Storage, StorageError};
+use client::Clients;
+use keyed::{Keyed, KeyedQueue};
+
+/// Capacity of the hand-off channel; beyond it work waits in storage for a rescan.
+const INTAKE_CAPACITY: usize = 10_000;
+/// Concurrent topic fetches and verifications.
+const FETCH_CONCURRENCY: usize = 32;
+const VERIFY_CONCURRENCY: usize = 64;
+
+pub enum Work {
+    Intent(Intent),
+    Ping(Ping),
+}
+
+impl Keyed for Intent {
+    fn key(&self) -> String {
+        format!("{}\0{}", self.topic, self.callback)
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Keyed for Ping {
+    fn key(&self) -> String {
+        self.topic.clone()
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The handlers' side of the hand-off.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Work>,
+    overflow: Arc<AtomicBool>,
+}
+
+impl Intake {
+    /// Never blocks: the work is already durable, so when the channel is full the engine
+    /// finds it in storage on its next rescan.
+    pub fn hand_off(&self, work: Work) {
+        if self.tx.try_send(work).is_err() {
+            self.overflow.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+pub struct Engine {
+    pub cfg: Config,
+    pub store: Storage,
+    pub clients: Clients,
+    pub clock: Clock,
+    /// The hub URL sent as `rel="hub"`.
+    pub hub_url: String,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub dispatcher: dispatch::Dispatcher,
+    pub retry_wake: Notify,
+    fetch_permits: Semaphore,
+    verify_permits: Semaphore,
+    intents: std::sync::OnceLock<Arc<KeyedQueue<Intent>>>,
+    pings: std::sync::OnceLock<Arc<KeyedQueue<Ping>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl Engine {
+    /// Starts the engine's tasks on the current runtime and reloads pending work.
+    pub async fn start(
+        cfg: Config,
+        store: Storage,
+        hub_url: String,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Engine>, Intake), EngineError> {
+        let clients = Clients::build(&cfg)?;
+        let tracker = TaskTracker::new();
+        let engine = Arc::new(Engine {
+            dispatcher: dispatch::Dispatcher::new(&cfg),
+            cfg,
+            store,
+            clients,
+            clock: Clock::new(),
+            hub_url,
+            shutdown,
+            tracker: tracker.clone(),
+            retry_wake: Notify::new(),
+            fetch_permits: Semaphore::new(FETCH_CONCURRENCY),
+            verify_permits: Semaphore::new(VERIFY_CONCURRENCY),
+            intents: Default::default(),
+            pings: Default::default(),
+        });
+        let e = engine.clone();
+        let intents = KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
+            let e = e.clone();
+            async move {
+                let _permit = e.verify_permits.acquire().await;
+                for intent in batch {
+                    verify::run(&e, intent).await;
+                }
+            }
+        });
+        let e = engine.clone();
+        let pings = KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
+            let e = e.clone();
+            async move {
+                let _permit = e.fetch_permits.acquire().await;
+                publish::run(&e, topic, batch).await;
+            }
+        });
+        let _ = engine.intents.set(intents);
+        let _ = engine.pings.set(pings);
+
+        let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
+        let overflow = Arc::new(AtomicBool::new(false));
+        engine.reload().await?;
+        tracker.spawn(intake_loop(engine.clone(), rx, overflow.clone()));
+        tracker.spawn(retry::run(engine.clone()));
+        tracker.spawn(sweep::run(engine.clone()));
+        Ok((engine, Intake { tx, overflow }))
+    }
+
+    fn submit(&self, work: Work) {
+        match work {
+            Work::Intent(i) => self.intents.get().expect("set at start").submit(i),
+            Work::Ping(p) => self.pings.get().expect("set at start").submit(p),
+        }
+    }
+
+    /// Loads everything pending from storage: intents, pings, delivery jobs.
+    async fn reload(self: &Arc<Self>) -> Result<(), StorageError> {
+        for intent in self.store.subs.intents().await? {
+            self.submit(Work::Intent(intent));
+        }
+        for ping in self.store.publish.pings().await? {
+            self.submit(Work::Ping(ping));
+        }
+        for job in self.store.delivery.jobs().await? {
+            self.dispatcher.enqueue(self, job);
+        }
+        Ok(())
+    }
+
+    /// Stops taking work and waits for the tasks to end.
+    pub async fn stopped(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+async fn intake_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Work>, overflow: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            work = rx.recv() => match work {
+                Some(w) => engine.submit(w),
+                None => return,
+            },
+            _ = tick.tick() => {
+                if overflow.swap(false, Ordering::Relaxed)
+                    && let Err(e) = engine.reload().await
+                {
+                    tracing::error!(error = %e, "rescan of pending work failed");
+                    overflow.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

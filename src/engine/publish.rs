@@ -1,0 +1,285 @@
+//! From a ping to an event: fetch the topic (light pings) or take the pushed content (fat
+//! pings), diff it against the topic's state, and record event + one job per destination in
+//! one atomic step. Pings for one topic are handled by one worker at a time, and all light
+//! pings waiting for a topic are answered by a single fetch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header;
+
+use super::Engine;
+use super::client::{Failure, USER_AGENT, classify, read_limited};
+use crate::feed;
+use crate::storage::{Job, NewEvent, Ping, PublishOutcome, TopicState};
+
+/// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
+const FETCH_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+
+pub async fn run(engine: &Arc<Engine>, topic: String, batch: Vec<Ping>) {
+    let mut lights = Vec::new();
+    for ping in batch {
+        match ping.fat.clone() {
+            Some(fat) => {
+                let body = Bytes::from(fat.body);
+                let Some(prev) = state_or_log(engine, &topic).await else {
+                    return;
+                };
+                process(
+                    engine,
+                    &topic,
+                    &[ping.id],
+                    &fat.content_type,
+                    body,
+                    prev,
+                    None,
+                )
+                .await;
+            }
+            None => lights.push(ping.id),
+        }
+    }
+    if !lights.is_empty() {
+        fetch_and_process(engine, &topic, &lights).await;
+    }
+}
+
+/// `None` when storage failed (the pings stay stored and are retried after a restart).
+async fn state_or_log(engine: &Engine, topic: &str) -> Option<TopicState> {
+    match engine.store.publish.topic_state(topic).await {
+        Ok(s) => Some(s.unwrap_or_default()),
+        Err(e) => {
+            tracing::error!(%topic, error = %e, "cannot read topic state");
+            None
+        }
+    }
+}
+
+struct Fetched {
+    content_type: String,
+    body: Bytes,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+enum FetchResult {
+    NotModified,
+    Content(Fetched),
+}
+
+async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) {
+    let subscribers = match engine.store.subs.count_for_topic(topic).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(%topic, error = %e, "cannot count subscribers");
+            return;
+        }
+    };
+    if subscribers == 0 {
+        // Nobody to tell: no fetch.
+        finish(engine, topic, ping_ids, None).await;
+        return;
+    }
+    let Some(mut state) = state_or_log(engine, topic).await else {
+        return;
+    };
+    let mut attempt = 0;
+    let result = loop {
+        match fetch(engine, topic, &state, subscribers).await {
+            Ok(r) => break Ok(r),
+            Err(f) if attempt < FETCH_BACKOFF.len() && transient(&f) => {
+                tracing::debug!(%topic, failure = %f, "topic fetch failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(FETCH_BACKOFF[attempt]) => {}
+                    _ = engine.shutdown.cancelled() => return, // the pings stay stored
+                }
+                attempt += 1;
+            }
+            Err(f) => break Err(f),
+        }
+    };
+    state.last_fetch_ms = engine.clock.now_ms();
+    match result {
+        Ok(FetchResult::NotModified) => {
+            state.last_result = "304 not modified".into();
+            finish(engine, topic, ping_ids, Some(state)).await;
+        }
+        Ok(FetchResult::Content(f)) => {
+            let validators = Some((f.etag, f.last_modified));
+            process(
+                engine,
+                topic,
+                ping_ids,
+                &f.content_type,
+                f.body,
+                state,
+                validators,
+            )
+            .await;
+        }
+        Err(f) => {
+            tracing::warn!(%topic, failure = %f, "topic fetch failed; update not delivered");
+            state.last_result = format!("error: {f}");
+            finish(engine, topic, ping_ids, Some(state)).await;
+        }
+    }
+}
+
+fn transient(f: &Failure) -> bool {
+    matches!(f, Failure::Timeout | Failure::Refused | Failure::Other(_))
+        || matches!(f, Failure::Status(s) if *s >= 500 || *s == 429)
+}
+
+async fn fetch(
+    engine: &Engine,
+    topic: &str,
+    state: &TopicState,
+    subscribers: u64,
+) -> Result<FetchResult, Failure> {
+    let url = url::Url::parse(topic).map_err(|e| Failure::Other(e.to_string()))?;
+    engine
+        .clients
+        .topic_policy
+        .check_literal(&url)
+        .map_err(|e| Failure::Blocked(e.to_string()))?;
+    let plural = if subscribers == 1 { "" } else { "s" };
+    let mut req = engine
+        .clients
+        .topics
+        .get(url)
+        .timeout(engine.cfg.fetch_timeout)
+        .header(
+            header::USER_AGENT,
+            format!(
+                "{USER_AGENT} (+{}; {subscribers} subscriber{plural})",
+                engine.hub_url
+            ),
+        );
+    // Conditional only when the content those validators describe is known.
+    if state.content_hash.is_some() {
+        if let Some(etag) = &state.etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &state.last_modified {
+            req = req.header(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
+    let resp = req.send().await.map_err(|e| classify(&e))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(FetchResult::NotModified);
+    }
+    if !status.is_success() {
+        return Err(Failure::Status(status.as_u16()));
+    }
+    let text = |name: header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let content_type =
+        text(header::CONTENT_TYPE).unwrap_or_else(|| "application/octet-stream".into());
+    let etag = text(header::ETAG);
+    let last_modified = text(header::LAST_MODIFIED);
+    let body = read_limited(resp, engine.cfg.fetch_max_bytes).await?;
+    Ok(FetchResult::Content(Fetched {
+        content_type,
+        body,
+        etag,
+        last_modified,
+    }))
+}
+
+/// Diffs `body` against `state` and records the outcome; plans and starts the deliveries.
+async fn process(
+    engine: &Arc<Engine>,
+    topic: &str,
+    ping_ids: &[u64],
+    content_type: &str,
+    body: Bytes,
+    mut state: TopicState,
+    validators: Option<(Option<String>, Option<String>)>,
+) {
+    let now = engine.clock.now_ms();
+    let diff = match feed::diff(&engine.cfg.diff, content_type, &body, Some(&state)) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "content refused; update not delivered");
+            state.last_result = format!("refused: {e}");
+            state.last_fetch_ms = now;
+            finish(engine, topic, ping_ids, Some(state)).await;
+            return;
+        }
+    };
+    if let Some((etag, lm)) = validators {
+        state.etag = etag;
+        state.last_modified = lm;
+        state.last_result = "200".into();
+    } else {
+        state.last_result = "fat ping".into();
+    }
+    state.content_hash = Some(diff.content_hash);
+    state.entries = diff.entries;
+    let event = match diff.deliver {
+        Some(payload) => match engine.store.subs.destinations(topic).await {
+            Ok(dests) if dests.is_empty() => None,
+            Ok(dests) => Some((
+                NewEvent {
+                    content_type: content_type.to_owned(),
+                    body: payload,
+                    created_ms: now,
+                },
+                dests,
+            )),
+            Err(e) => {
+                tracing::error!(%topic, error = %e, "cannot plan deliveries");
+                return;
+            }
+        },
+        None => None,
+    };
+    let dests: Vec<String> = event.as_ref().map(|(_, d)| d.clone()).unwrap_or_default();
+    let (first, rest) = ping_ids.split_first().expect("at least one ping");
+    let outcome = PublishOutcome {
+        ping_id: *first,
+        topic: topic.to_owned(),
+        state,
+        event,
+    };
+    let seq = match engine.store.publish.commit_publish(outcome).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::error!(%topic, error = %e, "cannot record publish");
+            return;
+        }
+    };
+    tracing::info!(%topic, note = %diff.note, event = ?seq, destinations = dests.len(), "topic processed");
+    finish(engine, topic, rest, None).await;
+    if let Some(seq) = seq {
+        for destination in dests {
+            engine.dispatcher.enqueue(
+                engine,
+                Job {
+                    event: seq,
+                    destination,
+                    cursor: None,
+                },
+            );
+        }
+    }
+}
+
+/// Removes pings that need nothing more, storing `state` if given.
+async fn finish(engine: &Engine, topic: &str, ping_ids: &[u64], mut state: Option<TopicState>) {
+    for id in ping_ids {
+        if let Err(e) = engine
+            .store
+            .publish
+            .drop_ping(*id, topic, state.take())
+            .await
+        {
+            tracing::error!(%topic, error = %e, "cannot remove processed ping");
+        }
+    }
+}

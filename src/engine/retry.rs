@@ -1,0 +1,93 @@
+//! Durable retries: records come due, are sent again through the destination's window, and are
+//! rescheduled, dead-lettered or removed by [`super::deliver::settle`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Engine;
+use super::deliver::{Prepared, send, settle};
+use crate::storage::Retry;
+
+/// Retries taken per scan.
+const BATCH: usize = 256;
+/// Longest sleep between scans (a new retry also wakes the loop).
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+type Key = (u64, String, String);
+
+fn key(r: &Retry) -> Key {
+    (r.event, r.topic.clone(), r.callback.clone())
+}
+
+pub async fn run(engine: Arc<Engine>) {
+    let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
+    loop {
+        let now = engine.clock.now_ms();
+        let due = match engine
+            .store
+            .delivery
+            .due_retries(now, BATCH + in_flight_len(&in_flight))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read retries");
+                Vec::new()
+            }
+        };
+        for r in due {
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key(&r))
+            {
+                continue;
+            }
+            let engine2 = engine.clone();
+            let in_flight = in_flight.clone();
+            engine.tracker.spawn(async move {
+                if let Err(e) = attempt(&engine2, &r).await {
+                    tracing::error!(error = %e, callback = %r.callback, "retry failed to settle");
+                }
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key(&r));
+                engine2.retry_wake.notify_one();
+            });
+        }
+        let wait = match engine.store.delivery.next_retry_due().await {
+            Ok(Some(due)) if due > now => engine
+                .clock
+                .instant_at(due)
+                .min(tokio::time::Instant::now() + MAX_IDLE),
+            _ => tokio::time::Instant::now() + MAX_IDLE,
+        };
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = engine.retry_wake.notified() => {}
+            _ = tokio::time::sleep_until(wait) => {}
+        }
+    }
+}
+
+fn in_flight_len(s: &Mutex<HashSet<Key>>) -> usize {
+    s.lock().unwrap_or_else(|p| p.into_inner()).len()
+}
+
+async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
+    let store = &engine.store;
+    let sub = store.subs.get(&r.topic, &r.callback).await?;
+    let event = store.publish.event(r.event).await?;
+    let (Some(sub), Some(event)) = (sub, event) else {
+        // Unsubscribed since, or the event is gone: nothing left to deliver.
+        return store.delivery.remove_retry(r).await;
+    };
+    let prepared = Prepared::new(engine, &event);
+    let dest = engine.dispatcher.destination(&sub.destination);
+    let _slot = dest.window.acquire().await;
+    let _global = engine.dispatcher.global().acquire().await;
+    let outcome = send(engine, &prepared, &sub).await;
+    settle(engine, &prepared, &sub, Some(r), outcome).await
+}

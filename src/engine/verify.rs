@@ -1,0 +1,203 @@
+//! Verification of intent (W3C WebSub 5.3) and denial (5.2).
+
+use rand::RngCore;
+use url::Url;
+
+use super::Engine;
+use super::client::{Failure, classify, read_limited};
+use crate::ssrf::GuardError;
+use crate::storage::{Intent, IntentMode, Subscription, destination_of};
+
+/// Largest verification answer read; a challenge is 43 characters.
+const MAX_ANSWER: usize = 16 * 1024;
+
+/// A fresh challenge: 256 random bits, URL-safe.
+pub fn challenge() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Appends `params` to the callback's own query string, which is kept as it is.
+pub fn with_params(callback: &str, params: &[(&str, &str)]) -> Option<Url> {
+    let mut url = Url::parse(callback).ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    Some(url)
+}
+
+/// Why a request accepted with 202 is refused by policy, if it is.
+async fn policy_refusal(engine: &Engine, intent: &Intent) -> Option<String> {
+    if intent.mode == IntentMode::Unsubscribe {
+        return None; // unsubscriptions are never validated
+    }
+    let allowed = &engine.cfg.allowed_topics;
+    if !allowed.is_empty() && !allowed.iter().any(|p| intent.topic.starts_with(p.as_str())) {
+        return Some("this hub does not serve that topic".into());
+    }
+    let topic = Url::parse(&intent.topic).ok()?;
+    match engine.clients.topic_policy.check_url(&topic).await {
+        Err(GuardError::Blocked(reason)) => Some(format!("the topic is not fetchable: {reason}")),
+        // An unresolvable topic may resolve later; the fetch will tell.
+        Err(GuardError::Dns(_)) | Ok(()) => None,
+    }
+}
+
+pub async fn run(engine: &Engine, intent: Intent) {
+    let callback = intent.callback.clone();
+    let topic = intent.topic.clone();
+    if let Some(reason) = policy_refusal(engine, &intent).await {
+        deny(engine, &intent, &reason).await;
+    } else {
+        match verify(engine, &intent).await {
+            Ok(()) => {
+                if let Err(e) = apply(engine, &intent).await {
+                    // Keep the intent: it is verified again after a restart.
+                    tracing::error!(error = %e, %topic, %callback, "cannot store verified intent");
+                    return;
+                }
+                tracing::info!(mode = intent.mode.as_str(), %topic, %callback, "intent verified");
+            }
+            Err(f) => {
+                tracing::info!(mode = intent.mode.as_str(), %topic, %callback, failure = %f,
+                    "verification of intent failed; state unchanged");
+            }
+        }
+    }
+    if let Err(e) = engine.store.subs.remove_intent(intent.id).await {
+        tracing::error!(error = %e, "cannot remove finished intent");
+    }
+}
+
+async fn verify(engine: &Engine, intent: &Intent) -> Result<(), Failure> {
+    let challenge = challenge();
+    let lease = intent.lease_seconds.to_string();
+    let mut params = vec![
+        ("hub.mode", intent.mode.as_str()),
+        ("hub.topic", intent.topic.as_str()),
+        ("hub.challenge", challenge.as_str()),
+    ];
+    if intent.mode == IntentMode::Subscribe {
+        params.push(("hub.lease_seconds", lease.as_str()));
+    }
+    let url =
+        with_params(&intent.callback, &params).ok_or(Failure::Other("bad callback".into()))?;
+    engine
+        .clients
+        .callback_policy
+        .check_literal(&url)
+        .map_err(|e| Failure::Blocked(e.to_string()))?;
+    let resp = engine
+        .clients
+        .callbacks
+        .get(url)
+        .timeout(engine.cfg.verify_timeout)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    let status = resp.status();
+    if status.is_redirection() {
+        return Err(Failure::Redirect(status.as_u16()));
+    }
+    if !status.is_success() {
+        return Err(Failure::Status(status.as_u16()));
+    }
+    let body = read_limited(resp, MAX_ANSWER).await?;
+    // Exact echo; surrounding white space (a trailing newline) is tolerated.
+    if body.trim_ascii() == challenge.as_bytes() {
+        Ok(())
+    } else {
+        Err(Failure::Other("answer does not echo hub.challenge".into()))
+    }
+}
+
+async fn apply(engine: &Engine, intent: &Intent) -> crate::storage::Result<()> {
+    match intent.mode {
+        IntentMode::Subscribe => {
+            let now = engine.clock.now_ms();
+            let sub = Subscription {
+                topic: intent.topic.clone(),
+                callback: intent.callback.clone(),
+                destination: destination_of(&intent.callback),
+                secret: intent.secret.clone(),
+                lease_seconds: intent.lease_seconds,
+                expires_ms: now + intent.lease_seconds * 1000,
+                created_ms: now,
+            };
+            engine.store.subs.upsert(sub).await?;
+        }
+        IntentMode::Unsubscribe => {
+            engine
+                .store
+                .subs
+                .remove(&intent.topic, &intent.callback)
+                .await?;
+        }
+    }
+    engine.store.flush().await
+}
+
+/// Tells the subscriber its request was refused (`hub.mode=denied`), where policy lets the hub
+/// reach the callback at all.
+async fn deny(engine: &Engine, intent: &Intent, reason: &str) {
+    tracing::info!(topic = %intent.topic, callback = %intent.callback, %reason, "subscription denied");
+    let params = [
+        ("hub.mode", "denied"),
+        ("hub.topic", intent.topic.as_str()),
+        ("hub.reason", reason),
+    ];
+    let Some(url) = with_params(&intent.callback, &params) else {
+        return;
+    };
+    if let Err(e) = engine.clients.callback_policy.check_literal(&url) {
+        tracing::info!(callback = %intent.callback, error = %e, "denial not sent: callback unreachable under policy");
+        return;
+    }
+    match engine
+        .clients
+        .callbacks
+        .get(url)
+        .timeout(engine.cfg.verify_timeout)
+        .send()
+        .await
+    {
+        Ok(resp) => tracing::debug!(status = resp.status().as_u16(), "denial sent"),
+        Err(e) => {
+            tracing::info!(callback = %intent.callback, failure = %classify(&e), "denial not delivered")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_keep_the_callback_query() {
+        let u = with_params(
+            "http://x/cb?a=1&hub.mode=mine",
+            &[("hub.mode", "subscribe")],
+        )
+        .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://x/cb?a=1&hub.mode=mine&hub.mode=subscribe"
+        );
+        let u = with_params("http://x/cb", &[("hub.topic", "http://t/?a=b")]).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://x/cb?hub.topic=http%3A%2F%2Ft%2F%3Fa%3Db"
+        );
+    }
+
+    #[test]
+    fn challenges_are_long_and_unique() {
+        let a = challenge();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, challenge());
+    }
+}

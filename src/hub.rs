@@ -1,0 +1,112 @@
+//! Starting and stopping a whole hub: storage, engine, HTTP server. `main` and the tests share
+//! this path; the caller binds the listener (port 0 in tests).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, Config};
+use crate::engine::{Engine, EngineError};
+use crate::http::{AppState, configure};
+use crate::storage::memory::MemoryStore;
+use crate::storage::sled_backend::SledStore;
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage in {dir}: {source}")]
+    Storage { dir: String, source: StorageError },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot serve HTTP: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+pub fn open_storage(cfg: &Config) -> Result<Storage, StartError> {
+    match cfg.backend {
+        Backend::Memory => Ok(Storage::new(Arc::new(MemoryStore::new()))),
+        Backend::Sled => {
+            let store = SledStore::open(&cfg.data_dir, cfg.cache_capacity).map_err(|source| {
+                StartError::Storage {
+                    dir: cfg.data_dir.display().to_string(),
+                    source,
+                }
+            })?;
+            Ok(Storage::new(Arc::new(store)))
+        }
+    }
+}
+
+pub struct RunningHub {
+    pub addr: SocketAddr,
+    pub hub_url: String,
+    pub engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    server: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a hub on an already-bound listener. Must run on the engine's tokio runtime.
+pub async fn start(cfg: Config, listener: TcpListener) -> Result<RunningHub, StartError> {
+    let store = open_storage(&cfg)?;
+    start_with_storage(cfg, listener, store).await
+}
+
+pub async fn start_with_storage(
+    cfg: Config,
+    listener: TcpListener,
+    store: Storage,
+) -> Result<RunningHub, StartError> {
+    let addr = listener.local_addr()?;
+    let hub_url = match &cfg.public_url {
+        Some(u) => u.to_string(),
+        None => format!("http://{addr}/"),
+    };
+    let shutdown = CancellationToken::new();
+    let (engine, intake) = Engine::start(
+        cfg.clone(),
+        store.clone(),
+        hub_url.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let state = web::Data::new(AppState {
+        cfg: Arc::new(cfg.clone()),
+        store,
+        intake,
+        clock: engine.clock,
+        hub_url: hub_url.clone(),
+    });
+    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+        .workers(cfg.http_workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(%addr, %hub_url, "hub listening");
+    Ok(RunningHub {
+        addr,
+        hub_url,
+        engine,
+        shutdown,
+        server: handle,
+        server_task,
+    })
+}
+
+impl RunningHub {
+    /// Stops accepting, ends the engine's tasks (in-flight requests finish), flushes storage.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        self.shutdown.cancel();
+        self.engine.stopped().await;
+        if let Err(e) = self.engine.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod feed;
+pub mod http;
+pub mod hub;
+pub mod signature;
+pub mod ssrf;
+pub mod storage;
+pub mod urls;
+pub mod websub;

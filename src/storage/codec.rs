@@ -1,0 +1,134 @@
+//! Record encoding for byte-oriented backends: a JSON header followed by an opaque body, so
+//! content bytes are stored as they are (no base64, no copies into JSON).
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Event, FatContent, Ping, StorageError};
+
+/// `[u32 BE header length][JSON header][body]`.
+pub fn encode<H: Serialize>(header: &H, body: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).expect("storage headers serialise");
+    let mut out = Vec::with_capacity(4 + json.len() + body.len());
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn decode<H: DeserializeOwned>(bytes: &[u8]) -> Result<(H, &[u8]), StorageError> {
+    let corrupt = |what: &str| StorageError::Corrupt(what.to_owned());
+    let len = bytes.get(..4).ok_or_else(|| corrupt("short record"))?;
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    let json = bytes
+        .get(4..4 + len)
+        .ok_or_else(|| corrupt("truncated header"))?;
+    let header = serde_json::from_slice(json).map_err(|e| corrupt(&e.to_string()))?;
+    Ok((header, &bytes[4 + len..]))
+}
+
+pub fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("storage records serialise")
+}
+
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PingHeader {
+    id: u64,
+    topic: String,
+    content_type: Option<String>,
+    received_ms: u64,
+}
+
+pub fn encode_ping(p: &Ping) -> Vec<u8> {
+    let header = PingHeader {
+        id: p.id,
+        topic: p.topic.clone(),
+        content_type: p.fat.as_ref().map(|f| f.content_type.clone()),
+        received_ms: p.received_ms,
+    };
+    encode(
+        &header,
+        p.fat.as_ref().map(|f| f.body.as_slice()).unwrap_or(&[]),
+    )
+}
+
+pub fn decode_ping(bytes: &[u8]) -> Result<Ping, StorageError> {
+    let (h, body): (PingHeader, _) = decode(bytes)?;
+    Ok(Ping {
+        id: h.id,
+        topic: h.topic,
+        fat: h.content_type.map(|content_type| FatContent {
+            content_type,
+            body: body.to_vec(),
+        }),
+        received_ms: h.received_ms,
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EventHeader {
+    seq: u64,
+    topic: String,
+    content_type: String,
+    created_ms: u64,
+}
+
+pub fn encode_event(e: &Event) -> Vec<u8> {
+    let header = EventHeader {
+        seq: e.seq,
+        topic: e.topic.clone(),
+        content_type: e.content_type.clone(),
+        created_ms: e.created_ms,
+    };
+    encode(&header, &e.body)
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<Event, StorageError> {
+    let (h, body): (EventHeader, _) = decode(bytes)?;
+    Ok(Event {
+        seq: h.seq,
+        topic: h.topic,
+        content_type: h.content_type,
+        body: bytes::Bytes::copy_from_slice(body),
+        created_ms: h.created_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_and_event_roundtrip() {
+        let p = Ping {
+            id: 7,
+            topic: "http://t/".into(),
+            fat: Some(FatContent {
+                content_type: "text/plain".into(),
+                body: vec![0, 1, 2, 255],
+            }),
+            received_ms: 9,
+        };
+        assert_eq!(decode_ping(&encode_ping(&p)).unwrap(), p);
+        let light = Ping { fat: None, ..p };
+        assert_eq!(decode_ping(&encode_ping(&light)).unwrap(), light);
+        let e = Event {
+            seq: 1,
+            topic: "t".into(),
+            content_type: "a/b".into(),
+            body: bytes::Bytes::from_static(b"\x00body"),
+            created_ms: 3,
+        };
+        assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        assert!(decode_ping(b"").is_err());
+        assert!(decode_ping(&[0, 0, 0, 50, b'{']).is_err());
+        assert!(decode_event(&[0, 0, 0, 1, b'x']).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! In-memory backend: nothing persisted. For unit tests and experiments.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+
+#[derive(Default)]
+struct Inner {
+    subs: BTreeMap<Vec<u8>, Subscription>,
+    intents: BTreeMap<u64, Intent>,
+    pings: BTreeMap<u64, Ping>,
+    topics: HashMap<String, TopicState>,
+    events: BTreeMap<u64, Event>,
+    jobs: BTreeMap<(String, u64), Job>,
+    retries: BTreeMap<(u64, u64, String, String), Retry>,
+    dead: BTreeMap<u64, DeadLetter>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    // std Mutex: nothing awaits while it is held.
+    inner: Mutex<Inner>,
+    ids: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn retry_key(r: &Retry) -> (u64, u64, String, String) {
+    (r.due_ms, r.event, r.topic.clone(), r.callback.clone())
+}
+
+fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut p = topic.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+impl IdSource for MemoryStore {
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.ids.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+#[async_trait]
+impl Flush for MemoryStore {
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for MemoryStore {
+    async fn upsert(&self, sub: Subscription) -> Result<()> {
+        let key = sub_key(&sub.topic, &sub.destination, &sub.callback);
+        self.lock().subs.insert(key, sub);
+        Ok(())
+    }
+
+    async fn get(&self, topic: &str, callback: &str) -> Result<Option<Subscription>> {
+        let key = sub_key(topic, &destination_of(callback), callback);
+        Ok(self.lock().subs.get(&key).cloned())
+    }
+
+    async fn remove(&self, topic: &str, callback: &str) -> Result<bool> {
+        let key = sub_key(topic, &destination_of(callback), callback);
+        Ok(self.lock().subs.remove(&key).is_some())
+    }
+
+    async fn count_for_topic(&self, topic: &str) -> Result<u64> {
+        let p = topic_prefix(topic);
+        let g = self.lock();
+        Ok(g.subs
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .count() as u64)
+    }
+
+    async fn destinations(&self, topic: &str) -> Result<Vec<String>> {
+        let p = topic_prefix(topic);
+        let g = self.lock();
+        let set: BTreeSet<String> = g
+            .subs
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(_, s)| s.destination.clone())
+            .collect();
+        Ok(set.into_iter().collect())
+    }
+
+    async fn page(
+        &self,
+        topic: &str,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>> {
+        let prefix = sub_key(topic, destination, "");
+        let g = self.lock();
+        Ok(g.subs
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, s)| s)
+            .filter(|s| after.is_none_or(|a| s.callback.as_str() > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>> {
+        let g = self.lock();
+        Ok(g.subs
+            .values()
+            .filter(|s| s.expires_ms < now_ms)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn put_intent(&self, intent: Intent) -> Result<()> {
+        self.lock().intents.insert(intent.id, intent);
+        Ok(())
+    }
+
+    async fn remove_intent(&self, id: u64) -> Result<()> {
+        self.lock().intents.remove(&id);
+        Ok(())
+    }
+
+    async fn intents(&self) -> Result<Vec<Intent>> {
+        Ok(self.lock().intents.values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl PublishStore for MemoryStore {
+    async fn put_pings(&self, pings: Vec<Ping>) -> Result<()> {
+        let mut g = self.lock();
+        for p in pings {
+            g.pings.insert(p.id, p);
+        }
+        Ok(())
+    }
+
+    async fn pings(&self) -> Result<Vec<Ping>> {
+        Ok(self.lock().pings.values().cloned().collect())
+    }
+
+    async fn topic_state(&self, topic: &str) -> Result<Option<TopicState>> {
+        Ok(self.lock().topics.get(topic).cloned())
+    }
+
+    async fn commit_publish(&self, o: PublishOutcome) -> Result<Option<u64>> {
+        let seq = match &o.event {
+            Some(_) => Some(self.next_id()?),
+            None => None,
+        };
+        let mut g = self.lock();
+        g.topics.insert(o.topic.clone(), o.state);
+        if let (Some(seq), Some((ev, dests))) = (seq, o.event) {
+            g.events.insert(
+                seq,
+                Event {
+                    seq,
+                    topic: o.topic.clone(),
+                    content_type: ev.content_type,
+                    body: ev.body,
+                    created_ms: ev.created_ms,
+                },
+            );
+            for d in dests {
+                let job = Job {
+                    event: seq,
+                    destination: d.clone(),
+                    cursor: None,
+                };
+                g.jobs.insert((d, seq), job);
+            }
+        }
+        g.pings.remove(&o.ping_id);
+        Ok(seq)
+    }
+
+    async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()> {
+        let mut g = self.lock();
+        if let Some(s) = state {
+            g.topics.insert(topic.to_owned(), s);
+        }
+        g.pings.remove(&ping_id);
+        Ok(())
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<Event>> {
+        Ok(self.lock().events.get(&seq).cloned())
+    }
+
+    async fn prune_events(&self, before_ms: u64) -> Result<usize> {
+        let mut g = self.lock();
+        let mut used: BTreeSet<u64> = g.jobs.values().map(|j| j.event).collect();
+        used.extend(g.retries.values().map(|r| r.event));
+        used.extend(g.dead.values().map(|d| d.event));
+        let doomed: Vec<u64> = g
+            .events
+            .values()
+            .filter(|e| e.created_ms < before_ms && !used.contains(&e.seq))
+            .map(|e| e.seq)
+            .collect();
+        for s in &doomed {
+            g.events.remove(s);
+        }
+        Ok(doomed.len())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for MemoryStore {
+    async fn jobs(&self) -> Result<Vec<Job>> {
+        Ok(self.lock().jobs.values().cloned().collect())
+    }
+
+    async fn put_job(&self, job: Job) -> Result<()> {
+        self.lock()
+            .jobs
+            .insert((job.destination.clone(), job.event), job);
+        Ok(())
+    }
+
+    async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
+        self.lock().jobs.remove(&(destination.to_owned(), event));
+        Ok(())
+    }
+
+    async fn put_retry(&self, retry: Retry) -> Result<()> {
+        self.lock().retries.insert(retry_key(&retry), retry);
+        Ok(())
+    }
+
+    async fn remove_retry(&self, retry: &Retry) -> Result<()> {
+        self.lock().retries.remove(&retry_key(retry));
+        Ok(())
+    }
+
+    async fn due_retries(&self, now_ms: u64, limit: usize) -> Result<Vec<Retry>> {
+        Ok(self
+            .lock()
+            .retries
+            .values()
+            .take_while(|r| r.due_ms <= now_ms)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn next_retry_due(&self) -> Result<Option<u64>> {
+        Ok(self.lock().retries.keys().next().map(|k| k.0))
+    }
+
+    async fn count_retries(&self) -> Result<u64> {
+        Ok(self.lock().retries.len() as u64)
+    }
+
+    async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
+        let id = self.next_id()?;
+        let dl = DeadLetter {
+            id,
+            event: retry.event,
+            topic: retry.topic.clone(),
+            callback: retry.callback.clone(),
+            attempts: retry.attempts,
+            last_error: retry.last_error.clone(),
+            failed_ms,
+        };
+        let mut g = self.lock();
+        g.retries.remove(&retry_key(retry));
+        g.dead.insert(id, dl.clone());
+        Ok(dl)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.lock().dead.values().take(limit).cloned().collect())
+    }
+
+    async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
+        Ok(self.lock().dead.remove(&id))
+    }
+}

@@ -1,0 +1,310 @@
+//! Storage behind domain-level traits, held as `Arc<dyn …>`.
+//!
+//! - [`SubscriptionStore`]: active subscriptions (indexed by topic, destination, callback) and
+//!   pending verifications of intent.
+//! - [`PublishStore`]: accepted pings waiting to be processed, per-topic fetch/diff state and the
+//!   event log; [`PublishStore::commit_publish`] records the outcome of one ping atomically.
+//! - [`DeliveryStore`]: one job per (event, destination) with a cursor, retry records for single
+//!   failed deliveries, dead letters.
+//!
+//! Backends: [`sled_backend::SledStore`] (the default, embedded) and [`memory::MemoryStore`].
+//! The same conformance suite (`tests/it/storage_conformance.rs`) runs against both.
+
+pub mod codec;
+pub mod memory;
+pub mod sled_backend;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage backend: {0}")]
+    Backend(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// An active (verified) subscription.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub topic: String,
+    pub callback: String,
+    /// Destination server of the callback (`scheme://host:port`).
+    pub destination: String,
+    pub secret: Option<String>,
+    pub lease_seconds: u64,
+    pub expires_ms: u64,
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("callback", &self.callback)
+            .field("has_secret", &self.secret.is_some())
+            .field("expires_ms", &self.expires_ms)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntentMode {
+    Subscribe,
+    Unsubscribe,
+}
+
+impl IntentMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentMode::Subscribe => "subscribe",
+            IntentMode::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// A (un)subscription request accepted with 202 and waiting for verification of intent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: u64,
+    pub mode: IntentMode,
+    pub topic: String,
+    pub callback: String,
+    pub secret: Option<String>,
+    pub lease_seconds: u64,
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for Intent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intent")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .field("topic", &self.topic)
+            .field("callback", &self.callback)
+            .field("has_secret", &self.secret.is_some())
+            .finish()
+    }
+}
+
+/// Content pushed by a publisher (fat ping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatContent {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// An accepted publish notification, durable until processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ping {
+    pub id: u64,
+    pub topic: String,
+    /// `None`: a light ping (the hub fetches the topic).
+    pub fat: Option<FatContent>,
+    pub received_ms: u64,
+}
+
+/// What the hub remembers of a topic between fetches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// SHA-256 (hex) of the last content seen.
+    pub content_hash: Option<String>,
+    /// Fingerprints of the entries of the last feed seen (Atom, RSS, JSON Feed items).
+    pub entries: Vec<String>,
+    pub last_fetch_ms: u64,
+    /// Outcome of the last fetch, for operators ("200", "304", "error: …").
+    pub last_result: String,
+}
+
+/// A piece of content to distribute to every subscriber of `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub topic: String,
+    pub content_type: String,
+    pub body: bytes::Bytes,
+    pub created_ms: u64,
+}
+
+/// Fan-out of one event to one destination server. `cursor` is the last callback done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub event: u64,
+    pub destination: String,
+    pub cursor: Option<String>,
+}
+
+/// A single failed delivery, to be attempted again at `due_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub event: u64,
+    pub topic: String,
+    pub callback: String,
+    pub destination: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub due_ms: u64,
+    pub last_error: String,
+}
+
+/// A delivery that failed on every attempt of the retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub event: u64,
+    pub topic: String,
+    pub callback: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_ms: u64,
+}
+
+/// The outcome of processing one ping, recorded in one atomic step.
+#[derive(Debug, Clone)]
+pub struct PublishOutcome {
+    pub ping_id: u64,
+    pub topic: String,
+    pub state: TopicState,
+    /// New content to distribute, with the destinations to plan one job each for.
+    pub event: Option<(NewEvent, Vec<String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub content_type: String,
+    pub body: bytes::Bytes,
+    pub created_ms: u64,
+}
+
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// Inserts or replaces the subscription of (topic, callback).
+    async fn upsert(&self, sub: Subscription) -> Result<()>;
+    async fn get(&self, topic: &str, callback: &str) -> Result<Option<Subscription>>;
+    /// Removes it; `true` when it existed.
+    async fn remove(&self, topic: &str, callback: &str) -> Result<bool>;
+    async fn count_for_topic(&self, topic: &str) -> Result<u64>;
+    /// Distinct destination servers with subscribers of `topic`, in order.
+    async fn destinations(&self, topic: &str) -> Result<Vec<String>>;
+    /// Subscriptions of `topic` at `destination` with callback after `after`, in callback order.
+    async fn page(
+        &self,
+        topic: &str,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>>;
+    /// Subscriptions whose lease ended before `now_ms`.
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>>;
+
+    async fn put_intent(&self, intent: Intent) -> Result<()>;
+    async fn remove_intent(&self, id: u64) -> Result<()>;
+    async fn intents(&self) -> Result<Vec<Intent>>;
+}
+
+#[async_trait]
+pub trait PublishStore: Send + Sync {
+    async fn put_pings(&self, pings: Vec<Ping>) -> Result<()>;
+    async fn pings(&self) -> Result<Vec<Ping>>;
+    async fn topic_state(&self, topic: &str) -> Result<Option<TopicState>>;
+    /// Atomically: store the topic state, append the event (if any) with one job per
+    /// destination, and remove the ping. Returns the event's sequence number.
+    async fn commit_publish(&self, outcome: PublishOutcome) -> Result<Option<u64>>;
+    /// Records a ping that produced nothing to distribute (e.g. a failed fetch).
+    async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()>;
+    async fn event(&self, seq: u64) -> Result<Option<Event>>;
+    /// Deletes events created before `before_ms` that no job, retry or dead letter refers to.
+    async fn prune_events(&self, before_ms: u64) -> Result<usize>;
+}
+
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    async fn jobs(&self) -> Result<Vec<Job>>;
+    async fn put_job(&self, job: Job) -> Result<()>;
+    async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
+    async fn put_retry(&self, retry: Retry) -> Result<()>;
+    async fn remove_retry(&self, retry: &Retry) -> Result<()>;
+    /// Retries due at or before `now_ms`, earliest first.
+    async fn due_retries(&self, now_ms: u64, limit: usize) -> Result<Vec<Retry>>;
+    /// When the earliest retry is due.
+    async fn next_retry_due(&self) -> Result<Option<u64>>;
+    async fn count_retries(&self) -> Result<u64>;
+    /// Moves a retry to the dead letters.
+    async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter>;
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+    async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>>;
+}
+
+/// A backend implements every trait; the hub holds them as trait objects.
+pub trait Backend: SubscriptionStore + PublishStore + DeliveryStore {}
+impl<T: SubscriptionStore + PublishStore + DeliveryStore> Backend for T {}
+
+/// The hub's handle on storage.
+#[derive(Clone)]
+pub struct Storage {
+    pub subs: Arc<dyn SubscriptionStore>,
+    pub publish: Arc<dyn PublishStore>,
+    pub delivery: Arc<dyn DeliveryStore>,
+    ids: Arc<dyn IdSource>,
+    flusher: Arc<dyn Flush>,
+}
+
+/// Unique, increasing ids that survive restarts.
+pub trait IdSource: Send + Sync {
+    fn next_id(&self) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait Flush: Send + Sync {
+    /// Makes every earlier write durable.
+    async fn flush(&self) -> Result<()>;
+}
+
+impl Storage {
+    pub fn new<B: Backend + IdSource + Flush + 'static>(backend: Arc<B>) -> Storage {
+        Storage {
+            subs: backend.clone(),
+            publish: backend.clone(),
+            delivery: backend.clone(),
+            ids: backend.clone(),
+            flusher: backend,
+        }
+    }
+
+    pub fn next_id(&self) -> Result<u64> {
+        self.ids.next_id()
+    }
+
+    pub async fn flush(&self) -> Result<()> {
+        self.flusher.flush().await
+    }
+}
+
+/// Key of a subscription in the (topic, destination, callback) index.
+pub(crate) fn sub_key(topic: &str, destination: &str, callback: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + destination.len() + callback.len() + 2);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(destination.as_bytes());
+    k.push(0);
+    k.extend_from_slice(callback.as_bytes());
+    k
+}
+
+/// Destination of a stored callback (callbacks are stored normalised).
+pub(crate) fn destination_of(callback: &str) -> String {
+    crate::urls::HttpUrl::from_stored(callback.to_owned()).destination()
+}

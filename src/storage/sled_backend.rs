@@ -1,0 +1,484 @@
+//! sled backend (embedded, the default). One `Db`, one tree per keyspace. Numbers in keys are
+//! big-endian so range scans come out in order. Multi-tree updates use sled transactions
+//! (never with a range scan inside: keys are designed so that every write is idempotent).
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::path::Path;
+
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::codec::{decode_event, decode_ping, encode_event, encode_ping, from_json, json};
+use super::*;
+
+pub struct SledStore {
+    db: sled::Db,
+    subs: sled::Tree,
+    counts: sled::Tree,
+    expiry: sled::Tree,
+    intents: sled::Tree,
+    pings: sled::Tree,
+    topics: sled::Tree,
+    events: sled::Tree,
+    jobs: sled::Tree,
+    retries: sled::Tree,
+    dead: sled::Tree,
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_be(bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StorageError::Corrupt("short numeric key".into()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn expiry_key(s: &Subscription) -> Vec<u8> {
+    let mut k = be(s.expires_ms).to_vec();
+    k.extend_from_slice(&sub_key(&s.topic, &s.destination, &s.callback));
+    k
+}
+
+fn job_key(destination: &str, event: u64) -> Vec<u8> {
+    let mut k = destination.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&be(event));
+    k
+}
+
+fn retry_key(r: &Retry) -> Vec<u8> {
+    let mut k = be(r.due_ms).to_vec();
+    k.extend_from_slice(&be(r.event));
+    k.extend_from_slice(r.topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(r.callback.as_bytes());
+    k
+}
+
+fn tx_err(e: TransactionError<StorageError>) -> StorageError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn abort(e: StorageError) -> ConflictableTransactionError<StorageError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Fails loudly on a corrupt database.
+    pub fn open(dir: &Path, cache_capacity: u64) -> Result<SledStore> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let t = |name: &str| db.open_tree(name);
+        Ok(SledStore {
+            subs: t("subs")?,
+            counts: t("sub_counts")?,
+            expiry: t("sub_expiry")?,
+            intents: t("intents")?,
+            pings: t("pings")?,
+            topics: t("topics")?,
+            events: t("events")?,
+            jobs: t("jobs")?,
+            retries: t("retries")?,
+            dead: t("dead_letters")?,
+            db,
+        })
+    }
+
+    fn scan_prefix_values(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<sled::IVec>> {
+        tree.scan_prefix(prefix)
+            .values()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    }
+}
+
+impl IdSource for SledStore {
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()? + 1)
+    }
+}
+
+#[async_trait]
+impl Flush for SledStore {
+    async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut p = topic.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+#[async_trait]
+impl SubscriptionStore for SledStore {
+    async fn upsert(&self, sub: Subscription) -> Result<()> {
+        let key = sub_key(&sub.topic, &sub.destination, &sub.callback);
+        let value = json(&sub);
+        let ekey = expiry_key(&sub);
+        (&self.subs, &self.counts, &self.expiry)
+            .transaction(|(subs, counts, expiry)| {
+                match subs.insert(key.as_slice(), value.as_slice())? {
+                    Some(old) => {
+                        let old: Subscription = from_json(&old).map_err(abort)?;
+                        expiry.remove(expiry_key(&old))?;
+                    }
+                    None => {
+                        let n = match counts.get(sub.topic.as_bytes())? {
+                            Some(v) => read_be(&v).map_err(abort)?,
+                            None => 0,
+                        };
+                        counts.insert(sub.topic.as_bytes(), &be(n + 1))?;
+                    }
+                }
+                expiry.insert(ekey.as_slice(), key.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn get(&self, topic: &str, callback: &str) -> Result<Option<Subscription>> {
+        let key = sub_key(topic, &destination_of(callback), callback);
+        self.subs.get(key)?.map(|v| from_json(&v)).transpose()
+    }
+
+    async fn remove(&self, topic: &str, callback: &str) -> Result<bool> {
+        let key = sub_key(topic, &destination_of(callback), callback);
+        (&self.subs, &self.counts, &self.expiry)
+            .transaction(|(subs, counts, expiry)| {
+                let Some(old) = subs.remove(key.as_slice())? else {
+                    return Ok(false);
+                };
+                let old: Subscription = from_json(&old).map_err(abort)?;
+                expiry.remove(expiry_key(&old))?;
+                let n = match counts.get(topic.as_bytes())? {
+                    Some(v) => read_be(&v).map_err(abort)?,
+                    None => 0,
+                };
+                if n <= 1 {
+                    counts.remove(topic.as_bytes())?;
+                } else {
+                    counts.insert(topic.as_bytes(), &be(n - 1))?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_err)
+    }
+
+    async fn count_for_topic(&self, topic: &str) -> Result<u64> {
+        match self.counts.get(topic.as_bytes())? {
+            Some(v) => read_be(&v),
+            None => Ok(0),
+        }
+    }
+
+    async fn destinations(&self, topic: &str) -> Result<Vec<String>> {
+        // Skip from one destination to the next instead of reading every subscriber.
+        let prefix = topic_prefix(topic);
+        let mut out = Vec::new();
+        let mut start = Bound::Included(prefix.clone());
+        loop {
+            let Some(entry) = self.subs.range((start, Bound::Unbounded)).next() else {
+                break;
+            };
+            let (k, _) = entry?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            let end = rest
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| StorageError::Corrupt("subscription key".into()))?;
+            let dest = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let mut next = prefix.clone();
+            next.extend_from_slice(dest.as_bytes());
+            next.push(1); // just past every key "topic\0dest\0…"
+            start = Bound::Included(next);
+            out.push(dest);
+        }
+        Ok(out)
+    }
+
+    async fn page(
+        &self,
+        topic: &str,
+        destination: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>> {
+        let prefix = sub_key(topic, destination, "");
+        let start = match after {
+            Some(a) => Bound::Excluded(sub_key(topic, destination, a)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self.subs.range((start, Bound::Unbounded)) {
+            let (k, v) = entry?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(from_json(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>> {
+        let mut out = Vec::new();
+        for entry in self.expiry.range(..be(now_ms).to_vec()) {
+            let (_, sub_key) = entry?;
+            if let Some(v) = self.subs.get(&sub_key)? {
+                let s: Subscription = from_json(&v)?;
+                if s.expires_ms < now_ms {
+                    out.push(s);
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_intent(&self, intent: Intent) -> Result<()> {
+        self.intents.insert(be(intent.id), json(&intent))?;
+        Ok(())
+    }
+
+    async fn remove_intent(&self, id: u64) -> Result<()> {
+        self.intents.remove(be(id))?;
+        Ok(())
+    }
+
+    async fn intents(&self) -> Result<Vec<Intent>> {
+        self.scan_prefix_values(&self.intents, &[])?
+            .iter()
+            .map(|v| from_json(v))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl PublishStore for SledStore {
+    async fn put_pings(&self, pings: Vec<Ping>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for p in &pings {
+            batch.insert(&be(p.id), encode_ping(p));
+        }
+        self.pings.apply_batch(batch)?;
+        Ok(())
+    }
+
+    async fn pings(&self) -> Result<Vec<Ping>> {
+        self.scan_prefix_values(&self.pings, &[])?
+            .iter()
+            .map(|v| decode_ping(v))
+            .collect()
+    }
+
+    async fn topic_state(&self, topic: &str) -> Result<Option<TopicState>> {
+        self.topics
+            .get(topic.as_bytes())?
+            .map(|v| from_json(&v))
+            .transpose()
+    }
+
+    async fn commit_publish(&self, o: PublishOutcome) -> Result<Option<u64>> {
+        let state = json(&o.state);
+        let prepared = match &o.event {
+            Some((ev, dests)) => {
+                let seq = self.next_id()?;
+                let record = encode_event(&Event {
+                    seq,
+                    topic: o.topic.clone(),
+                    content_type: ev.content_type.clone(),
+                    body: ev.body.clone(),
+                    created_ms: ev.created_ms,
+                });
+                let jobs: Vec<(Vec<u8>, Vec<u8>)> = dests
+                    .iter()
+                    .map(|d| {
+                        let job = Job {
+                            event: seq,
+                            destination: d.clone(),
+                            cursor: None,
+                        };
+                        (job_key(d, seq), json(&job))
+                    })
+                    .collect();
+                Some((seq, record, jobs))
+            }
+            None => None,
+        };
+        (&self.topics, &self.events, &self.jobs, &self.pings)
+            .transaction(|(topics, events, jobs, pings)| {
+                topics.insert(o.topic.as_bytes(), state.as_slice())?;
+                if let Some((seq, record, job_records)) = &prepared {
+                    events.insert(&be(*seq), record.as_slice())?;
+                    for (k, v) in job_records {
+                        jobs.insert(k.as_slice(), v.as_slice())?;
+                    }
+                }
+                pings.remove(&be(o.ping_id))?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        Ok(prepared.map(|(seq, _, _)| seq))
+    }
+
+    async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()> {
+        let state = state.map(|s| json(&s));
+        (&self.topics, &self.pings)
+            .transaction(|(topics, pings)| {
+                if let Some(s) = &state {
+                    topics.insert(topic.as_bytes(), s.as_slice())?;
+                }
+                pings.remove(&be(ping_id))?;
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<Event>> {
+        self.events
+            .get(be(seq))?
+            .map(|v| decode_event(&v))
+            .transpose()
+    }
+
+    async fn prune_events(&self, before_ms: u64) -> Result<usize> {
+        let mut used = BTreeSet::new();
+        for entry in self.jobs.iter() {
+            let (k, _) = entry?;
+            used.insert(read_be(&k[k.len().saturating_sub(8)..])?);
+        }
+        for entry in self.retries.iter() {
+            let (k, _) = entry?;
+            used.insert(read_be(&k[8..])?);
+        }
+        for entry in self.dead.iter() {
+            let (_, v) = entry?;
+            let d: DeadLetter = from_json(&v)?;
+            used.insert(d.event);
+        }
+        let mut removed = 0;
+        for entry in self.events.iter() {
+            let (k, v) = entry?;
+            let seq = read_be(&k)?;
+            if used.contains(&seq) {
+                continue;
+            }
+            let e = decode_event(&v)?;
+            if e.created_ms < before_ms {
+                self.events.remove(k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SledStore {
+    async fn jobs(&self) -> Result<Vec<Job>> {
+        self.scan_prefix_values(&self.jobs, &[])?
+            .iter()
+            .map(|v| from_json(v))
+            .collect()
+    }
+
+    async fn put_job(&self, job: Job) -> Result<()> {
+        self.jobs
+            .insert(job_key(&job.destination, job.event), json(&job))?;
+        Ok(())
+    }
+
+    async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
+        self.jobs.remove(job_key(destination, event))?;
+        Ok(())
+    }
+
+    async fn put_retry(&self, retry: Retry) -> Result<()> {
+        self.retries.insert(retry_key(&retry), json(&retry))?;
+        Ok(())
+    }
+
+    async fn remove_retry(&self, retry: &Retry) -> Result<()> {
+        self.retries.remove(retry_key(retry))?;
+        Ok(())
+    }
+
+    async fn due_retries(&self, now_ms: u64, limit: usize) -> Result<Vec<Retry>> {
+        let mut end = be(now_ms).to_vec();
+        end.push(0xff);
+        let mut out = Vec::new();
+        for entry in self.retries.range(..end) {
+            let (_, v) = entry?;
+            let r: Retry = from_json(&v)?;
+            if r.due_ms > now_ms || out.len() >= limit {
+                break;
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    async fn next_retry_due(&self) -> Result<Option<u64>> {
+        match self.retries.first()? {
+            Some((k, _)) => Ok(Some(read_be(&k)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn count_retries(&self) -> Result<u64> {
+        Ok(self.retries.len() as u64)
+    }
+
+    async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
+        let dl = DeadLetter {
+            id: self.next_id()?,
+            event: retry.event,
+            topic: retry.topic.clone(),
+            callback: retry.callback.clone(),
+            attempts: retry.attempts,
+            last_error: retry.last_error.clone(),
+            failed_ms,
+        };
+        let rkey = retry_key(retry);
+        let value = json(&dl);
+        (&self.retries, &self.dead)
+            .transaction(|(retries, dead)| {
+                retries.remove(rkey.as_slice())?;
+                dead.insert(&be(dl.id), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        Ok(dl)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        for entry in self.dead.iter().take(limit) {
+            let (_, v) = entry?;
+            out.push(from_json(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
+        self.dead.remove(be(id))?.map(|v| from_json(&v)).transpose()
+    }
+}

@@ -1,0 +1,302 @@
+//! The hub endpoint's protocol: parsing `hub.*` parameters into a typed request.
+//! Unknown parameters are ignored (W3C WebSub 5.1).
+
+use crate::urls::{HttpUrl, UrlError};
+
+/// `hub.secret` must be less than 200 bytes (W3C WebSub 5.1).
+pub const MAX_SECRET_BYTES: usize = 199;
+/// Topics one publish request may name.
+pub const MAX_TOPICS_PER_PING: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubRequest {
+    Subscribe(SubRequest),
+    Unsubscribe(SubRequest),
+    Publish(Vec<HttpUrl>),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubRequest {
+    pub topic: HttpUrl,
+    pub callback: HttpUrl,
+    /// Requested lease (subscribe only).
+    pub lease_seconds: Option<u64>,
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for SubRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubRequest")
+            .field("topic", &self.topic)
+            .field("callback", &self.callback)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("has_secret", &self.secret.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{param} {reason}")]
+    Invalid { param: &'static str, reason: String },
+    #[error("hub.mode {0:?} is not supported; use subscribe, unsubscribe or publish")]
+    UnknownMode(String),
+}
+
+fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn url_param(pairs: &[(String, String)], key: &'static str) -> Result<HttpUrl, RequestError> {
+    let raw = first(pairs, key)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(RequestError::Missing(key))?;
+    HttpUrl::parse(raw).map_err(|e: UrlError| RequestError::Invalid {
+        param: key,
+        reason: e.to_string(),
+    })
+}
+
+pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
+    let mode = first(pairs, "hub.mode")
+        .filter(|m| !m.is_empty())
+        .ok_or(RequestError::Missing("hub.mode"))?;
+    match mode {
+        "subscribe" | "unsubscribe" => {
+            let callback = url_param(pairs, "hub.callback")?;
+            let topic = url_param(pairs, "hub.topic")?;
+            let subscribe = mode == "subscribe";
+            // hub.lease_seconds and hub.secret mean nothing for unsubscribe: ignored.
+            let lease_seconds = match first(pairs, "hub.lease_seconds").filter(|_| subscribe) {
+                None | Some("") => None,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => {
+                        return Err(RequestError::Invalid {
+                            param: "hub.lease_seconds",
+                            reason: format!("must be a positive integer, not {v:?}"),
+                        });
+                    }
+                },
+            };
+            let secret = match first(pairs, "hub.secret").filter(|_| subscribe) {
+                None | Some("") => None,
+                Some(s) if s.len() > MAX_SECRET_BYTES => {
+                    return Err(RequestError::Invalid {
+                        param: "hub.secret",
+                        reason: format!(
+                            "must be less than 200 bytes; it has {} bytes (UTF-8)",
+                            s.len()
+                        ),
+                    });
+                }
+                Some(s) => Some(s.to_owned()),
+            };
+            let req = SubRequest {
+                topic,
+                callback,
+                lease_seconds,
+                secret,
+            };
+            Ok(if subscribe {
+                HubRequest::Subscribe(req)
+            } else {
+                HubRequest::Unsubscribe(req)
+            })
+        }
+        "publish" => parse_publish(pairs).map(HubRequest::Publish),
+        other => Err(RequestError::UnknownMode(other.to_owned())),
+    }
+}
+
+/// Topics of a publish ping: `hub.url` (repeatable), `hub.url[]`, or `hub.topic`. A value that
+/// is not a URL but a comma-separated list of URLs counts as several.
+fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestError> {
+    let mut topics: Vec<HttpUrl> = Vec::new();
+    let mut any = false;
+    for (k, v) in pairs {
+        let param: &'static str = match k.as_str() {
+            "hub.url" => "hub.url",
+            "hub.url[]" => "hub.url[]",
+            "hub.topic" => "hub.topic",
+            _ => continue,
+        };
+        any = true;
+        let parsed = match HttpUrl::parse(v) {
+            Ok(u) => vec![u],
+            Err(e) => {
+                let parts: Result<Vec<HttpUrl>, _> =
+                    v.split(',').map(str::trim).map(HttpUrl::parse).collect();
+                match parts {
+                    Ok(list) if v.contains(',') => list,
+                    _ => {
+                        return Err(RequestError::Invalid {
+                            param,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        for t in parsed {
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+    }
+    if !any {
+        return Err(RequestError::Missing("hub.url (or hub.topic)"));
+    }
+    if topics.len() > MAX_TOPICS_PER_PING {
+        return Err(RequestError::Invalid {
+            param: "hub.url",
+            reason: format!("names more than {MAX_TOPICS_PER_PING} topics"),
+        });
+    }
+    Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn subscribe_with_everything() {
+        let r = parse(&p(&[
+            ("hub.mode", "subscribe"),
+            ("hub.callback", "http://s/cb?x=1"),
+            ("hub.topic", "http://t/feed"),
+            ("hub.lease_seconds", "3600"),
+            ("hub.secret", "s3cret"),
+            ("foo", "bar"),
+            ("hub.foo", "hub.bar"),
+        ]))
+        .unwrap();
+        let HubRequest::Subscribe(s) = r else {
+            panic!()
+        };
+        assert_eq!(s.lease_seconds, Some(3600));
+        assert_eq!(s.secret.as_deref(), Some("s3cret"));
+        assert_eq!(s.callback.as_str(), "http://s/cb?x=1");
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "secrets never in Debug"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_parameter() {
+        let e = parse(&p(&[("hub.mode", "subscribe"), ("hub.topic", "http://t/")])).unwrap_err();
+        assert_eq!(e, RequestError::Missing("hub.callback"));
+        let e = parse(&p(&[
+            ("hub.callback", "http://c/"),
+            ("hub.topic", "http://t/"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e, RequestError::Missing("hub.mode"));
+        let e = parse(&p(&[("hub.mode", "bogus")])).unwrap_err();
+        assert!(matches!(e, RequestError::UnknownMode(_)));
+        let e = parse(&p(&[
+            ("hub.mode", "subscribe"),
+            ("hub.callback", "nope"),
+            ("hub.topic", "http://t/"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("hub.callback"), "{e}");
+        let e = parse(&p(&[
+            ("hub.mode", "subscribe"),
+            ("hub.callback", "http://c/"),
+            ("hub.topic", "http://t/"),
+            ("hub.lease_seconds", "soon"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("hub.lease_seconds"));
+    }
+
+    #[test]
+    fn secret_limit_counts_utf8_bytes() {
+        let base = [
+            ("hub.mode", "subscribe"),
+            ("hub.callback", "http://c/"),
+            ("hub.topic", "http://t/"),
+        ];
+        let with = |s: &str| {
+            let mut v = p(&base);
+            v.push(("hub.secret".into(), s.into()));
+            parse(&v)
+        };
+        assert!(with(&"a".repeat(199)).is_ok());
+        assert!(with(&"a".repeat(200)).is_err());
+        // 100 two-byte characters: 200 bytes.
+        assert!(with(&"é".repeat(100)).is_err());
+        assert!(with(&format!("{}a", "é".repeat(99))).is_ok());
+    }
+
+    #[test]
+    fn unsubscribe_ignores_lease_and_secret() {
+        let r = parse(&p(&[
+            ("hub.mode", "unsubscribe"),
+            ("hub.callback", "http://c/"),
+            ("hub.topic", "http://t/"),
+            ("hub.lease_seconds", "garbage"),
+            ("hub.secret", &"x".repeat(500)),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            r,
+            HubRequest::Unsubscribe(SubRequest {
+                secret: None,
+                lease_seconds: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn publish_forms() {
+        let r = parse(&p(&[
+            ("hub.mode", "publish"),
+            ("hub.url", "http://a/"),
+            ("hub.url", "http://b/"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            r,
+            HubRequest::Publish(vec![
+                HttpUrl::parse("http://a/").unwrap(),
+                HttpUrl::parse("http://b/").unwrap()
+            ])
+        );
+        let r = parse(&p(&[("hub.mode", "publish"), ("hub.topic", "http://a/")])).unwrap();
+        assert!(matches!(r, HubRequest::Publish(v) if v.len() == 1));
+        let r = parse(&p(&[
+            ("hub.mode", "publish"),
+            ("hub.url[]", "http://a/"),
+            ("hub.url[]", "http://a/"),
+        ]))
+        .unwrap();
+        assert!(matches!(r, HubRequest::Publish(v) if v.len() == 1));
+        let r = parse(&p(&[
+            ("hub.mode", "publish"),
+            ("hub.url", "http://a/,http://b/"),
+        ]))
+        .unwrap();
+        assert!(matches!(r, HubRequest::Publish(v) if v.len() == 2));
+        // A comma inside one URL stays one URL.
+        let r = parse(&p(&[("hub.mode", "publish"), ("hub.url", "http://a/x,y")])).unwrap();
+        assert!(matches!(r, HubRequest::Publish(v) if v.len() == 1));
+        assert!(parse(&p(&[("hub.mode", "publish"), ("hub.url", "not a url")])).is_err());
+        assert!(parse(&p(&[("hub.mode", "publish")])).is_err());
+    }
+}
