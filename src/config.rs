@@ -221,15 +221,22 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Defaults plus a TOML snippet; for tests and tools.
-    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+    /// Defaults plus TOML snippets layered in order; for tests and tools.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Config, ConfigError> {
         let mut value = parse_toml("defaults", DEFAULTS)?;
-        merge(&mut value, parse_toml("snippet", text)?);
+        for (i, text) in layers.iter().enumerate() {
+            merge(&mut value, parse_toml(&format!("layer {i}"), text)?);
+        }
         let raw = RawConfig::deserialize(value).map_err(|e| ConfigError::Parse {
-            origin: "snippet".into(),
+            origin: "(merged layers)".into(),
             message: e.to_string().trim().to_owned(),
         })?;
         raw.validate()
+    }
+
+    /// Defaults plus one TOML snippet.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_layers(&[text])
     }
 
     fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {

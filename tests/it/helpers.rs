@@ -1,0 +1,513 @@
+//! Test doubles on loopback: an in-process hub on port 0, subscriber callbacks and topic
+//! servers. Tests wait on what the doubles record (a watch channel), never on the clock.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use hubcast::config::Config;
+use hubcast::hub::RunningHub;
+use tokio::sync::watch;
+
+/// Longest any test waits for something the hub should do.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("hubcast=debug")
+            .init();
+    }
+});
+
+/// Config for tests: loopback allow-listed (never in the defaults), fast retries.
+pub const TEST_CONFIG: &str = r#"
+[ssrf]
+callback_allow = ["127.0.0.0/8"]
+topic_allow = ["127.0.0.0/8"]
+[delivery]
+retry_schedule = ["100ms", "200ms"]
+timeout = "5s"
+[subscriptions]
+verify_timeout = "5s"
+"#;
+
+pub struct TestHub {
+    pub hub: Option<RunningHub>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_hub() -> TestHub {
+    spawn_hub_with("").await
+}
+
+/// A hub on 127.0.0.1:0 with TEST_CONFIG, then `extra` TOML layered over it.
+pub async fn spawn_hub_with(extra: &str) -> TestHub {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir, extra);
+    start_in(dir, cfg).await
+}
+
+pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
+    let storage = format!(
+        "[storage]\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
+        dir.path().join("data").display().to_string()
+    );
+    Config::from_toml_layers(&[TEST_CONFIG, &storage, extra]).expect("test config is valid")
+}
+
+pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hub = hubcast::hub::start(cfg, listener)
+        .await
+        .expect("hub starts");
+    TestHub {
+        url: hub.hub_url.clone(),
+        hub: Some(hub),
+        dir,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+impl TestHub {
+    pub fn running(&self) -> &RunningHub {
+        self.hub.as_ref().unwrap()
+    }
+
+    pub fn store(&self) -> &hubcast::storage::Storage {
+        &self.running().engine.store
+    }
+
+    pub async fn post_form(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.client
+            .post(&self.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn subscribe(&self, topic: &str, callback: &str) -> reqwest::Response {
+        self.post_form(&[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic),
+            ("hub.callback", callback),
+        ])
+        .await
+    }
+
+    /// Subscribes and waits until the subscription is active.
+    pub async fn subscribed(&self, topic: &str, callback: &str) {
+        let r = self.subscribe(topic, callback).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        self.wait_active(topic, callback).await;
+    }
+
+    pub async fn wait_active(&self, topic: &str, callback: &str) {
+        self.wait_for("subscription to be active", || async {
+            self.store()
+                .subs
+                .get(topic, callback)
+                .await
+                .unwrap()
+                .is_some()
+        })
+        .await;
+    }
+
+    /// Waits until no verification is pending.
+    pub async fn wait_intents_done(&self) {
+        self.wait_for("pending verifications to finish", || async {
+            self.store().subs.intents().await.unwrap().is_empty()
+        })
+        .await;
+    }
+
+    /// Waits until every accepted ping has been processed.
+    pub async fn wait_pings_done(&self) {
+        self.wait_for("pings to be processed", || async {
+            self.store().publish.pings().await.unwrap().is_empty()
+        })
+        .await;
+    }
+
+    /// Waits until no delivery job is pending.
+    pub async fn wait_jobs_done(&self) {
+        self.wait_for("delivery jobs to finish", || async {
+            self.store().delivery.jobs().await.unwrap().is_empty()
+        })
+        .await;
+    }
+
+    /// Polls hub state that has no notification of its own (storage), within PATIENCE.
+    pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn publish(&self, topic: &str) -> reqwest::Response {
+        self.post_form(&[("hub.mode", "publish"), ("hub.url", topic)])
+            .await
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.hub.take().unwrap().stop().await;
+        self.dir
+    }
+}
+
+/// How a subscriber double answers verification GETs.
+#[derive(Clone, Debug)]
+pub enum Verify {
+    Echo,
+    Wrong,
+    Status(u16),
+    Redirect(String),
+    /// Record the request, then never answer.
+    Hang,
+}
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query as received.
+    pub target: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct SubState {
+    verify: Verify,
+    /// Statuses for the next deliveries; 200 when empty.
+    replies: VecDeque<u16>,
+    requests: Vec<Recorded>,
+}
+
+/// A subscriber callback server.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub base: String,
+    state: Arc<Mutex<SubState>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Subscriber {
+    pub async fn start() -> Subscriber {
+        Subscriber::start_on("127.0.0.1").await
+    }
+
+    pub async fn start_on(ip: &str) -> Subscriber {
+        let state = Arc::new(Mutex::new(SubState {
+            verify: Verify::Echo,
+            replies: VecDeque::new(),
+            requests: Vec::new(),
+        }));
+        let (tx, rx) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let st = state.clone();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let st = st.clone();
+            let tx = tx.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let st = st.clone();
+                let tx = tx.clone();
+                async move { answer(&st, &tx, req, body).await }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Subscriber {
+            base: format!("http://{addr}"),
+            state,
+            changed: rx,
+        }
+    }
+
+    pub fn callback(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn set_verify(&self, v: Verify) {
+        self.state.lock().unwrap().verify = v;
+    }
+
+    pub fn reply_with(&self, statuses: &[u16]) {
+        self.state.lock().unwrap().replies.extend(statuses);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn verifications(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect()
+    }
+
+    pub fn deliveries(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
+
+    /// Waits until `check` holds over everything recorded so far.
+    pub async fn wait<F: Fn(&[Recorded]) -> bool>(&self, what: &str, check: F) -> Vec<Recorded> {
+        let mut rx = self.changed.clone();
+        let state = self.state.clone();
+        let ok = tokio::time::timeout(
+            PATIENCE,
+            rx.wait_for(|_| check(&state.lock().unwrap().requests)),
+        )
+        .await;
+        assert!(
+            ok.is_ok(),
+            "timed out waiting for {what}; saw {:#?}",
+            self.requests()
+        );
+        self.requests()
+    }
+
+    pub async fn wait_deliveries(&self, n: usize) -> Vec<Recorded> {
+        self.wait(&format!("{n} deliveries"), |r| {
+            r.iter().filter(|r| r.method == "POST").count() >= n
+        })
+        .await;
+        self.deliveries()
+    }
+
+    pub async fn wait_verifications(&self, n: usize) -> Vec<Recorded> {
+        self.wait(&format!("{n} verification requests"), |r| {
+            r.iter().filter(|r| r.method == "GET").count() >= n
+        })
+        .await;
+        self.verifications()
+    }
+}
+
+async fn answer(
+    st: &Mutex<SubState>,
+    tx: &watch::Sender<u64>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let rec = Recorded {
+        method: req.method().to_string(),
+        target: req.uri().to_string(),
+        query: url::form_urlencoded::parse(req.query_string().as_bytes())
+            .into_owned()
+            .collect(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let is_get = rec.method == "GET";
+    let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
+    let (verify, reply) = {
+        let mut s = st.lock().unwrap();
+        s.requests.push(rec);
+        let reply = if is_get {
+            200
+        } else {
+            s.replies.pop_front().unwrap_or(200)
+        };
+        (s.verify.clone(), reply)
+    };
+    tx.send_modify(|v| *v += 1);
+    if !is_get {
+        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply).unwrap());
+        if (300..400).contains(&reply) {
+            r.insert_header(("location", "http://127.0.0.1:9/elsewhere"));
+        }
+        return r.finish();
+    }
+    match verify {
+        Verify::Echo => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(challenge),
+        Verify::Wrong => HttpResponse::Ok().body("not-the-challenge"),
+        Verify::Status(s) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(s).unwrap()).body(challenge)
+        }
+        Verify::Redirect(to) => HttpResponse::Found()
+            .insert_header(("location", to))
+            .finish(),
+        Verify::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+}
+
+struct TopicDoc {
+    content_type: String,
+    body: Vec<u8>,
+    etag: Option<String>,
+}
+
+/// A publisher's topic server: serves documents set by the test, records fetches.
+#[derive(Clone)]
+pub struct Publisher {
+    pub base: String,
+    docs: Arc<Mutex<std::collections::HashMap<String, TopicDoc>>>,
+    fetches: Arc<Mutex<Vec<Recorded>>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Publisher {
+    pub async fn start() -> Publisher {
+        let docs: Arc<Mutex<std::collections::HashMap<String, TopicDoc>>> = Arc::default();
+        let fetches: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let (tx, rx) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let (d, f) = (docs.clone(), fetches.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let (d, f, tx) = (d.clone(), f.clone(), tx.clone());
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let (d, f, tx) = (d.clone(), f.clone(), tx.clone());
+                async move {
+                    let rec = Recorded {
+                        method: req.method().to_string(),
+                        target: req.uri().to_string(),
+                        query: vec![],
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect(),
+                        body: vec![],
+                    };
+                    let inm = rec.header("if-none-match").map(str::to_owned);
+                    f.lock().unwrap().push(rec);
+                    tx.send_modify(|v| *v += 1);
+                    let docs = d.lock().unwrap();
+                    let Some(doc) = docs.get(req.path()) else {
+                        return HttpResponse::NotFound().finish();
+                    };
+                    if doc.etag.is_some() && inm == doc.etag {
+                        return HttpResponse::NotModified().finish();
+                    }
+                    let mut r = HttpResponse::Ok();
+                    r.insert_header(("content-type", doc.content_type.clone()));
+                    if let Some(e) = &doc.etag {
+                        r.insert_header(("etag", e.clone()));
+                    }
+                    r.body(doc.body.clone())
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Publisher {
+            base: format!("http://{addr}"),
+            docs,
+            fetches,
+            changed: rx,
+        }
+    }
+
+    pub fn topic(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn set(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) {
+        self.set_with_etag(path, content_type, body, None);
+    }
+
+    pub fn set_with_etag(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+        etag: Option<&str>,
+    ) {
+        self.docs.lock().unwrap().insert(
+            path.to_owned(),
+            TopicDoc {
+                content_type: content_type.to_owned(),
+                body: body.into(),
+                etag: etag.map(str::to_owned),
+            },
+        );
+    }
+
+    pub fn fetches(&self) -> Vec<Recorded> {
+        self.fetches.lock().unwrap().clone()
+    }
+
+    pub async fn wait_fetches(&self, n: usize) -> Vec<Recorded> {
+        let mut rx = self.changed.clone();
+        let f = self.fetches.clone();
+        let ok =
+            tokio::time::timeout(PATIENCE, rx.wait_for(|_| f.lock().unwrap().len() >= n)).await;
+        assert!(ok.is_ok(), "timed out waiting for {n} topic fetches");
+        self.fetches()
+    }
+}

@@ -1,0 +1,5 @@
+mod diffing;
+mod distribution;
+mod helpers;
+mod publishing;
+mod subscriptions;
