@@ -136,6 +136,8 @@ pub async fn settle(
                     tracing::debug!(callback = %sub.callback, attempts, failure = %failure,
                         class = failure.class(), "delivery failed; retry scheduled");
                     store.delivery.put_retry(retry).await?;
+                    // Failures are rare and must survive a crash: make them durable now.
+                    store.flush().await?;
                     engine.retry_wake.notify_one();
                 }
                 None => {
@@ -148,6 +150,7 @@ pub async fn settle(
                         ..last
                     };
                     store.delivery.dead_letter(&dead, now).await?;
+                    store.flush().await?;
                 }
             }
         }

@@ -13,14 +13,35 @@ use crate::websub::{self, HubRequest, SubRequest};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-pub async fn get(state: web::Data<AppState>) -> HttpResponse {
-    text(
-        StatusCode::OK,
-        format!(
-            "hubcast WebSub hub at {}\nPOST hub.mode=subscribe|unsubscribe|publish to this URL.",
-            state.hub_url
+/// A short notice; with `?hub.topic=URL`, that topic's subscriber count and last fetch.
+pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let topic = form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "hub.topic")
+        .map(|(_, v)| v.into_owned());
+    let Some(topic) = topic else {
+        return text(
+            StatusCode::OK,
+            format!(
+                "hubcast WebSub hub at {}\nPOST hub.mode=subscribe|unsubscribe|publish to this URL.",
+                state.hub_url
+            ),
+        );
+    };
+    let Ok(topic) = crate::urls::HttpUrl::parse(&topic) else {
+        return text(StatusCode::BAD_REQUEST, "hub.topic is not an http(s) URL");
+    };
+    let report = async {
+        let count = state.store.subs.count_for_topic(topic.as_str()).await?;
+        let last = state.store.publish.topic_state(topic.as_str()).await?;
+        Ok::<_, StorageError>((count, last.map(|s| s.last_result).unwrap_or_default()))
+    };
+    match report.await {
+        Ok((count, last)) => text(
+            StatusCode::OK,
+            format!("topic: {topic}\nsubscribers: {count}\nlast fetch: {last}"),
         ),
-    )
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
 }
 
 pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {

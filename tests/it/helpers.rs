@@ -223,7 +223,7 @@ impl Recorded {
 
 struct SubState {
     verify: Verify,
-    /// Statuses for the next deliveries; 200 when empty.
+    /// Statuses for the next deliveries (0: never answer); 200 when empty.
     replies: VecDeque<u16>,
     requests: Vec<Recorded>,
 }
@@ -375,6 +375,10 @@ async fn answer(
         (s.verify.clone(), reply)
     };
     tx.send_modify(|v| *v += 1);
+    if !is_get && reply == 0 {
+        // 0: accept the delivery and never answer.
+        std::future::pending::<()>().await;
+    }
     if !is_get {
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply).unwrap());
         if (300..400).contains(&reply) {

@@ -1,5 +1,9 @@
+mod config_cli;
 mod diffing;
 mod distribution;
+mod fat_ping;
 mod helpers;
 mod publishing;
+mod restart;
+mod security;
 mod subscriptions;

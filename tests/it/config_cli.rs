@@ -1,0 +1,70 @@
+//! The binary's configuration handling: bad config names the key and exits 64 before binding.
+
+use std::process::Command;
+
+fn hubcast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hubcast"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_defaults() {
+    let out = hubcast()
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/hub-config/hubcast.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[delivery]\nretry_schedule = [\"2s\", \"often\"]\n").unwrap();
+    let out = hubcast()
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("delivery.retry_schedule[1]"), "{err}");
+
+    std::fs::write(&file, "[delivery]\nsurprise = 1\n").unwrap();
+    let out = hubcast()
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+}
+
+#[test]
+fn serve_refuses_bad_flags_and_env_before_binding() {
+    let out = hubcast()
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+    let out = hubcast()
+        .args(["serve", "--allow-cidr", "10.0.0.0/99"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = hubcast()
+        .args(["serve"])
+        .env("HUBCAST_SUBSCRIPTIONS__MAX_LEASE", "1s")
+        .env("HUBCAST_SUBSCRIPTIONS__MIN_LEASE", "1h")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("subscriptions.max_lease"));
+}

@@ -1,0 +1,208 @@
+//! Durability with a real process: after `kill -9` and a restart, active subscriptions, pending
+//! verifications, undelivered events and scheduled retries are all there and resume.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+async fn start_process(config: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the hub starts")
+        .unwrap()
+        .expect("the hub prints its address");
+    let addr = line
+        .strip_prefix("hubcast listening on ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    Proc {
+        child,
+        url: format!("http://{addr}/"),
+    }
+}
+
+async fn post(url: &str, form: &[(&str, &str)]) -> u16 {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn subscribers(url: &str, topic: &str) -> u64 {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("hub.topic", topic)
+        .finish();
+    let body = reqwest::Client::new()
+        .get(format!("{url}?{q}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("subscribers: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_subscribers(url: &str, topic: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while subscribers(url, topic).await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {n} subscribers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n[delivery]\nretry_schedule = [\"4s\"]\ntimeout = \"60s\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let publisher = Publisher::start().await;
+    let topic = publisher.topic("/t");
+    let (a, b, c) = (
+        Subscriber::start().await,
+        Subscriber::start().await,
+        Subscriber::start().await,
+    );
+
+    let mut hub = start_process(&config).await;
+    for s in [&a, &c] {
+        assert_eq!(
+            post(
+                &hub.url,
+                &[
+                    ("hub.mode", "subscribe"),
+                    ("hub.topic", &topic),
+                    ("hub.callback", &s.callback("/cb"))
+                ]
+            )
+            .await,
+            202
+        );
+    }
+    wait_subscribers(&hub.url, &topic, 2).await;
+    // B's verification is in progress when the hub dies.
+    b.set_verify(Verify::Hang);
+    post(
+        &hub.url,
+        &[
+            ("hub.mode", "subscribe"),
+            ("hub.topic", &topic),
+            ("hub.callback", &b.callback("/cb")),
+        ],
+    )
+    .await;
+    b.wait_verifications(1).await;
+    // A accepts v1 and never answers; C refuses v1 once (a retry is scheduled), then takes v2.
+    a.reply_with(&[0]);
+    c.reply_with(&[500]);
+    publisher.set("/t", "text/plain", "v1");
+    assert_eq!(
+        post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await,
+        202
+    );
+    a.wait_deliveries(1).await;
+    c.wait_deliveries(1).await;
+    publisher.set("/t", "text/plain", "v2");
+    post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
+    // C's destination handles events in order: v2 arriving means v1's retry is recorded.
+    c.wait_deliveries(2).await;
+
+    hub.child.start_kill().unwrap(); // SIGKILL
+    hub.child.wait().await.unwrap();
+    b.set_verify(Verify::Echo);
+    let restarted_at = c.requests().len();
+    let hub = start_process(&config).await;
+
+    // The pending verification resumes and succeeds.
+    b.wait_verifications(2).await;
+    wait_subscribers(&hub.url, &topic, 3).await;
+    // The event A never acknowledged is delivered again, and v2 after it.
+    let got = a
+        .wait(&"v1 and v2 at A", |r| {
+            let bodies: Vec<&[u8]> = r
+                .iter()
+                .filter(|r| r.method == "POST")
+                .map(|r| r.body.as_slice())
+                .collect();
+            bodies.iter().filter(|b| **b == b"v1").count() >= 2 && bodies.contains(&&b"v2"[..])
+        })
+        .await;
+    assert!(got.len() >= 3);
+    // C's retry keeps its schedule and arrives after the restart.
+    let got = c
+        .wait(&"v1 retried at C", |r| {
+            r.iter()
+                .filter(|r| r.method == "POST" && r.body == b"v1")
+                .count()
+                >= 2
+        })
+        .await;
+    let retry_index = got.iter().rposition(|r| r.body == b"v1").unwrap();
+    assert!(
+        retry_index >= restarted_at,
+        "the retry was delivered by the restarted hub"
+    );
+
+    // All three subscriptions are active: a new update reaches each.
+    publisher.set("/t", "text/plain", "v3");
+    post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
+    for s in [&a, &b, &c] {
+        s.wait(&"v3", |r| r.iter().any(|r| r.body == b"v3")).await;
+    }
+    stop_gracefully(hub).await;
+}
+
+async fn stop_gracefully(mut hub: Proc) {
+    let pid = hub.child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
+        .await
+        .expect("SIGTERM stops the hub")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
