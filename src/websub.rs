@@ -115,7 +115,7 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
 }
 
 /// Topics of a publish ping: `hub.url` (repeatable), `hub.url[]`, or `hub.topic`. A value that
-/// is not a URL but a comma-separated list of URLs counts as several.
+/// is a comma-separated list of http(s) URLs (`http://a/,http://b/`) counts as several.
 fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestError> {
     let mut topics: Vec<HttpUrl> = Vec::new();
     let mut any = false;
@@ -127,21 +127,12 @@ fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestErro
             _ => continue,
         };
         any = true;
-        let parsed = match HttpUrl::parse(v) {
-            Ok(u) => vec![u],
-            Err(e) => {
-                let parts: Result<Vec<HttpUrl>, _> =
-                    v.split(',').map(str::trim).map(HttpUrl::parse).collect();
-                match parts {
-                    Ok(list) if v.contains(',') => list,
-                    _ => {
-                        return Err(RequestError::Invalid {
-                            param,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
+        let parsed = match split_url_list(v) {
+            Some(list) => list,
+            None => vec![HttpUrl::parse(v).map_err(|e| RequestError::Invalid {
+                param,
+                reason: e.to_string(),
+            })?],
         };
         for t in parsed {
             if !topics.contains(&t) {
@@ -159,6 +150,19 @@ fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestErro
         });
     }
     Ok(topics)
+}
+
+/// `Some` when `v` is a comma-separated list of two or more absolute http(s) URLs. A comma that
+/// is not followed by a scheme belongs to the URL itself (`http://a/x,y` is one URL).
+fn split_url_list(v: &str) -> Option<Vec<HttpUrl>> {
+    let lower = v.to_ascii_lowercase();
+    if !lower.contains(",http://") && !lower.contains(",https://") {
+        return None;
+    }
+    v.split(',')
+        .map(str::trim)
+        .map(|part| HttpUrl::parse(part).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -125,20 +125,24 @@ impl Engine {
             intents: Default::default(),
             pings: Default::default(),
         });
-        let e = engine.clone();
+        // The queues live inside the engine, so their workers hold it weakly: a strong
+        // reference would be a cycle, and the store (and its file lock) would outlive `stop`.
+        let weak = Arc::downgrade(&engine);
         let intents = KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
-            let e = e.clone();
+            let e = weak.upgrade();
             async move {
+                let Some(e) = e else { return };
                 let _permit = e.verify_permits.acquire().await;
                 for intent in batch {
                     verify::run(&e, intent).await;
                 }
             }
         });
-        let e = engine.clone();
+        let weak = Arc::downgrade(&engine);
         let pings = KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
-            let e = e.clone();
+            let e = weak.upgrade();
             async move {
+                let Some(e) = e else { return };
                 let _permit = e.fetch_permits.acquire().await;
                 publish::run(&e, topic, batch).await;
             }

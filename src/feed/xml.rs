@@ -54,12 +54,10 @@ pub fn split(doc: &str) -> Result<SplitFeed, FeedError> {
             .read_event()
             .map_err(|e| FeedError::Malformed(e.to_string()))?;
         match event {
-            Event::DocType(d) => {
-                if d.contains("<!ENTITY") || d.contains("<!entity") {
-                    return Err(FeedError::Refused(
-                        "the document declares entities in its DTD",
-                    ));
-                }
+            Event::DocType(d) if (d.contains("<!ENTITY") || d.contains("<!entity")) => {
+                return Err(FeedError::Refused(
+                    "the document declares entities in its DTD",
+                ));
             }
             Event::Start(e) => {
                 let name = e.local_name();

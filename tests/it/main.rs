@@ -6,4 +6,5 @@ mod helpers;
 mod publishing;
 mod restart;
 mod security;
+mod storage_conformance;
 mod subscriptions;

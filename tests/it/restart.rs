@@ -159,7 +159,7 @@ async fn kill_9_and_restart_loses_nothing() {
     wait_subscribers(&hub.url, &topic, 3).await;
     // The event A never acknowledged is delivered again, and v2 after it.
     let got = a
-        .wait(&"v1 and v2 at A", |r| {
+        .wait("v1 and v2 at A", |r| {
             let bodies: Vec<&[u8]> = r
                 .iter()
                 .filter(|r| r.method == "POST")
@@ -171,7 +171,7 @@ async fn kill_9_and_restart_loses_nothing() {
     assert!(got.len() >= 3);
     // C's retry keeps its schedule and arrives after the restart.
     let got = c
-        .wait(&"v1 retried at C", |r| {
+        .wait("v1 retried at C", |r| {
             r.iter()
                 .filter(|r| r.method == "POST" && r.body == b"v1")
                 .count()
@@ -188,7 +188,7 @@ async fn kill_9_and_restart_loses_nothing() {
     publisher.set("/t", "text/plain", "v3");
     post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
     for s in [&a, &b, &c] {
-        s.wait(&"v3", |r| r.iter().any(|r| r.body == b"v3")).await;
+        s.wait("v3", |r| r.iter().any(|r| r.body == b"v3")).await;
     }
     stop_gracefully(hub).await;
 }
@@ -205,4 +205,20 @@ async fn stop_gracefully(mut hub: Proc) {
         .expect("SIGTERM stops the hub")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn a_stopped_in_process_hub_reopens_its_store() {
+    let hub = spawn_hub().await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "after restart");
+    hub.subscribed(&topic, &sub.callback("/cb")).await;
+    let dir = hub.stop().await;
+    let cfg = config(&dir, "");
+    let hub = start_in(dir, cfg).await;
+    assert_eq!(hub.store().subs.count_for_topic(&topic).await.unwrap(), 1);
+    hub.publish(&topic).await;
+    assert_eq!(sub.wait_deliveries(1).await[0].body, b"after restart");
 }

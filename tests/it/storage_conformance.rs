@@ -1,0 +1,301 @@
+//! One conformance suite, run against every storage backend.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hubcast::storage::memory::MemoryStore;
+use hubcast::storage::sled_backend::SledStore;
+use hubcast::storage::*;
+
+fn sub(topic: &str, callback: &str, expires_ms: u64) -> Subscription {
+    Subscription {
+        topic: topic.into(),
+        callback: callback.into(),
+        destination: hubcast::urls::HttpUrl::parse(callback)
+            .unwrap()
+            .destination(),
+        secret: Some("s".into()),
+        lease_seconds: 10,
+        expires_ms,
+        created_ms: 0,
+    }
+}
+
+fn retry(event: u64, callback: &str, due_ms: u64) -> Retry {
+    Retry {
+        event,
+        topic: "http://t/".into(),
+        callback: callback.into(),
+        destination: "http://c:80".into(),
+        attempts: 1,
+        due_ms,
+        last_error: "HTTP 500".into(),
+    }
+}
+
+async fn subscriptions(s: Storage) {
+    let t = "http://t/feed";
+    assert_eq!(s.subs.count_for_topic(t).await.unwrap(), 0);
+    for cb in [
+        "http://b.example/2",
+        "http://a.example/1",
+        "http://b.example/1",
+        "http://a.example/2",
+    ] {
+        s.subs.upsert(sub(t, cb, 1000)).await.unwrap();
+    }
+    s.subs
+        .upsert(sub("http://t/feed2", "http://a.example/1", 1000))
+        .await
+        .unwrap();
+    // Replacing is not adding.
+    s.subs
+        .upsert(sub(t, "http://a.example/1", 5000))
+        .await
+        .unwrap();
+    assert_eq!(s.subs.count_for_topic(t).await.unwrap(), 4);
+    assert_eq!(
+        s.subs
+            .get(t, "http://a.example/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        5000
+    );
+    assert_eq!(
+        s.subs.destinations(t).await.unwrap(),
+        ["http://a.example:80", "http://b.example:80"]
+    );
+    // Pages in callback order, resuming after a cursor.
+    let p1 = s
+        .subs
+        .page(t, "http://b.example:80", None, 1)
+        .await
+        .unwrap();
+    assert_eq!(p1.len(), 1);
+    assert_eq!(p1[0].callback, "http://b.example/1");
+    let p2 = s
+        .subs
+        .page(t, "http://b.example:80", Some(&p1[0].callback), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.iter().map(|s| s.callback.as_str()).collect::<Vec<_>>(),
+        ["http://b.example/2"]
+    );
+    assert!(
+        s.subs
+            .page(t, "http://b.example:80", Some("http://b.example/2"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Expiry.
+    let expired = s.subs.expired(2000, 100).await.unwrap();
+    let mut cbs: Vec<_> = expired
+        .iter()
+        .filter(|s| s.topic == t)
+        .map(|s| s.callback.clone())
+        .collect();
+    cbs.sort();
+    assert_eq!(
+        cbs,
+        [
+            "http://a.example/2",
+            "http://b.example/1",
+            "http://b.example/2"
+        ]
+    );
+    assert_eq!(
+        s.subs.expired(2000, 1).await.unwrap().len(),
+        1,
+        "limit respected"
+    );
+    // Removal.
+    assert!(s.subs.remove(t, "http://b.example/1").await.unwrap());
+    assert!(!s.subs.remove(t, "http://b.example/1").await.unwrap());
+    assert_eq!(s.subs.count_for_topic(t).await.unwrap(), 3);
+    assert_eq!(s.subs.count_for_topic("http://t/feed2").await.unwrap(), 1);
+    // Intents.
+    let i = Intent {
+        id: s.next_id().unwrap(),
+        mode: IntentMode::Subscribe,
+        topic: t.into(),
+        callback: "http://a.example/1".into(),
+        secret: None,
+        lease_seconds: 10,
+        created_ms: 1,
+    };
+    s.subs.put_intent(i.clone()).await.unwrap();
+    assert_eq!(s.subs.intents().await.unwrap(), vec![i.clone()]);
+    s.subs.remove_intent(i.id).await.unwrap();
+    assert!(s.subs.intents().await.unwrap().is_empty());
+}
+
+async fn publishing(s: Storage) {
+    let ping = |id| Ping {
+        id,
+        topic: "http://t/".into(),
+        fat: Some(FatContent {
+            content_type: "text/plain".into(),
+            body: vec![1, 2, 3],
+        }),
+        received_ms: 5,
+    };
+    let (a, b) = (s.next_id().unwrap(), s.next_id().unwrap());
+    assert!(b > a, "ids increase");
+    s.publish.put_pings(vec![ping(a), ping(b)]).await.unwrap();
+    assert_eq!(s.publish.pings().await.unwrap(), vec![ping(a), ping(b)]);
+    let state = TopicState {
+        content_hash: Some("h".into()),
+        entries: vec!["e1".into()],
+        ..Default::default()
+    };
+    let seq = s
+        .publish
+        .commit_publish(PublishOutcome {
+            ping_id: a,
+            topic: "http://t/".into(),
+            state: state.clone(),
+            event: Some((
+                NewEvent {
+                    content_type: "text/plain".into(),
+                    body: Bytes::from_static(b"body"),
+                    created_ms: 100,
+                },
+                vec!["http://x:80".into(), "http://y:80".into()],
+            )),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.publish.pings().await.unwrap(), vec![ping(b)]);
+    assert_eq!(
+        s.publish.topic_state("http://t/").await.unwrap(),
+        Some(state)
+    );
+    let ev = s.publish.event(seq).await.unwrap().unwrap();
+    assert_eq!(ev.body, Bytes::from_static(b"body"));
+    let jobs = s.delivery.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.event == seq && j.cursor.is_none()));
+    s.publish.drop_ping(b, "http://t/", None).await.unwrap();
+    assert!(s.publish.pings().await.unwrap().is_empty());
+    // Events referenced by jobs are kept; unreferenced old ones pruned.
+    assert_eq!(s.publish.prune_events(1_000).await.unwrap(), 0);
+    s.delivery.remove_job(seq, "http://x:80").await.unwrap();
+    s.delivery.remove_job(seq, "http://y:80").await.unwrap();
+    assert_eq!(s.publish.prune_events(50).await.unwrap(), 0, "too recent");
+    assert_eq!(s.publish.prune_events(1_000).await.unwrap(), 1);
+    assert!(s.publish.event(seq).await.unwrap().is_none());
+}
+
+async fn delivery(s: Storage) {
+    let job = Job {
+        event: 7,
+        destination: "http://x:80".into(),
+        cursor: Some("http://x/5".into()),
+    };
+    s.delivery.put_job(job.clone()).await.unwrap();
+    assert_eq!(s.delivery.jobs().await.unwrap(), vec![job.clone()]);
+    s.delivery
+        .put_job(Job {
+            cursor: Some("http://x/9".into()),
+            ..job.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delivery.jobs().await.unwrap().len(),
+        1,
+        "a cursor update replaces the job"
+    );
+    s.delivery.remove_job(7, "http://x:80").await.unwrap();
+    assert!(s.delivery.jobs().await.unwrap().is_empty());
+
+    let (r1, r2, r3) = (
+        retry(1, "http://c/1", 300),
+        retry(1, "http://c/2", 100),
+        retry(2, "http://c/1", 200),
+    );
+    for r in [&r1, &r2, &r3] {
+        s.delivery.put_retry(r.clone()).await.unwrap();
+    }
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 3);
+    assert_eq!(s.delivery.next_retry_due().await.unwrap(), Some(100));
+    assert_eq!(
+        s.delivery.due_retries(200, 10).await.unwrap(),
+        vec![r2.clone(), r3.clone()]
+    );
+    assert_eq!(
+        s.delivery.due_retries(200, 1).await.unwrap(),
+        vec![r2.clone()]
+    );
+    s.delivery.remove_retry(&r2).await.unwrap();
+    let dl = s.delivery.dead_letter(&r3, 999).await.unwrap();
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
+    assert_eq!(s.delivery.dead_letters(10).await.unwrap(), vec![dl.clone()]);
+    assert_eq!(dl.last_error, "HTTP 500");
+    assert_eq!(
+        s.delivery.remove_dead_letter(dl.id).await.unwrap(),
+        Some(dl)
+    );
+    assert!(s.delivery.dead_letters(10).await.unwrap().is_empty());
+    s.flush().await.unwrap();
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn subscriptions_conform() {
+                let (_guard, s) = $make;
+                subscriptions(s).await;
+            }
+
+            #[tokio::test]
+            async fn publishing_conforms() {
+                let (_guard, s) = $make;
+                publishing(s).await;
+            }
+
+            #[tokio::test]
+            async fn delivery_conforms() {
+                let (_guard, s) = $make;
+                delivery(s).await;
+            }
+        }
+    };
+}
+
+conformance!(memory, ((), Storage::new(Arc::new(MemoryStore::new()))));
+conformance!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 8 << 20).unwrap();
+    (dir, Storage::new(Arc::new(store)))
+});
+
+#[tokio::test]
+async fn sled_state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Storage::new(Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap()));
+        s.subs
+            .upsert(sub("http://t/", "http://c/1", 10))
+            .await
+            .unwrap();
+        s.delivery
+            .put_retry(retry(3, "http://c/1", 5))
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let s = Storage::new(Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap()));
+    assert_eq!(s.subs.count_for_topic("http://t/").await.unwrap(), 1);
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
+    let before = s.next_id().unwrap();
+    assert!(before > 0);
+}
