@@ -8,10 +8,10 @@ use super::client::{Failure, classify, read_limited};
 use crate::ssrf::GuardError;
 use crate::storage::{Intent, IntentMode, Subscription, destination_of};
 
-/// Largest verification answer read; a challenge is 43 characters.
+/// Largest verification answer read; a challenge is 64 hex characters.
 const MAX_ANSWER: usize = 16 * 1024;
 
-/// A fresh challenge: 256 random bits, URL-safe.
+/// A fresh challenge: 256 random bits, hex.
 pub fn challenge() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

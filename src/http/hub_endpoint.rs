@@ -33,7 +33,11 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let report = async {
         let count = state.store.subs.count_for_topic(topic.as_str()).await?;
         let last = state.store.publish.topic_state(topic.as_str()).await?;
-        Ok::<_, StorageError>((count, last.map(|s| s.last_result).unwrap_or_default()))
+        let last = last
+            .map(|s| s.last_result)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "never".to_owned());
+        Ok::<_, StorageError>((count, last))
     };
     match report.await {
         Ok((count, last)) => text(

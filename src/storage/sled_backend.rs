@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -14,6 +15,7 @@ use super::*;
 
 pub struct SledStore {
     db: sled::Db,
+    flusher: GroupFlush,
     subs: sled::Tree,
     counts: sled::Tree,
     expiry: sled::Tree,
@@ -91,6 +93,7 @@ impl SledStore {
             jobs: t("jobs")?,
             retries: t("retries")?,
             dead: t("dead_letters")?,
+            flusher: GroupFlush::default(),
             db,
         })
     }
@@ -109,10 +112,32 @@ impl IdSource for SledStore {
     }
 }
 
+/// Group commit. Every caller takes a ticket after its writes; one blocking `Db::flush` on the
+/// blocking pool covers every ticket taken before it started, so concurrent callers share
+/// flushes instead of queueing one each. (`flush_async` is not used: concurrent calls can
+/// leave futures that are never woken in sled 0.34.)
+#[derive(Default)]
+struct GroupFlush {
+    requested: AtomicU64,
+    done: AtomicU64,
+    running: tokio::sync::Mutex<()>,
+}
+
 #[async_trait]
 impl Flush for SledStore {
     async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let f = &self.flusher;
+        let ticket = f.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = f.running.lock().await;
+        if f.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covered = f.requested.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StorageError::Backend(format!("flush task failed: {e}")))??;
+        f.done.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -72,6 +72,7 @@ pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
         dir,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .timeout(PATIENCE)
             .build()
             .unwrap(),
     }

@@ -128,3 +128,62 @@ async fn topic_redirects_are_followed_and_failed_fetches_deliver_nothing() {
     assert!(state.last_result.contains("404"), "{}", state.last_result);
     assert!(sub.deliveries().is_empty());
 }
+
+#[tokio::test]
+async fn a_comma_separated_list_names_several_topics() {
+    let hub = spawn_hub().await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    for n in ["/x", "/y"] {
+        publisher.set(n, "text/plain", format!("content {n}"));
+        hub.subscribed(&publisher.topic(n), &sub.callback(n)).await;
+    }
+    let list = format!("{},{}", publisher.topic("/x"), publisher.topic("/y"));
+    let r = hub
+        .post_form(&[("hub.mode", "publish"), ("hub.url", &list)])
+        .await;
+    assert_eq!(r.status(), 202);
+    let mut targets: Vec<String> = sub
+        .wait_deliveries(2)
+        .await
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["/x", "/y"]);
+}
+
+#[tokio::test]
+async fn a_topic_can_be_looked_up_on_the_hub_url() {
+    let hub = spawn_hub().await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/looked-up");
+    publisher.set("/looked-up", "text/plain", "v1");
+    let lookup = || async {
+        let url = format!("{}?hub.topic={}", hub.url, urlencode(&topic));
+        let r = hub.client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let before = lookup().await;
+    assert!(before.contains("subscribers: 0"), "{before}");
+    assert!(before.contains("last fetch: never"), "{before}");
+    hub.subscribed(&topic, &sub.callback("/cb")).await;
+    hub.publish(&topic).await;
+    sub.wait_deliveries(1).await;
+    let after = lookup().await;
+    assert!(after.contains("subscribers: 1"), "{after}");
+    assert!(after.contains("last fetch: 200"), "{after}");
+    let r = hub
+        .client
+        .get(format!("{}?hub.topic=not-a-url", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -44,7 +44,7 @@ async fn post(url: &str, form: &[(&str, &str)]) -> u16 {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    reqwest::Client::new()
+    client()
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -59,7 +59,7 @@ async fn subscribers(url: &str, topic: &str) -> u64 {
     let q = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("hub.topic", topic)
         .finish();
-    let body = reqwest::Client::new()
+    let body = client()
         .get(format!("{url}?{q}"))
         .send()
         .await
@@ -221,4 +221,12 @@ async fn a_stopped_in_process_hub_reopens_its_store() {
     assert_eq!(hub.store().subs.count_for_topic(&topic).await.unwrap(), 1);
     hub.publish(&topic).await;
     assert_eq!(sub.wait_deliveries(1).await[0].body, b"after restart");
+}
+
+/// A client that gives up instead of hanging the suite.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
 }
