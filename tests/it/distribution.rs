@@ -163,52 +163,24 @@ async fn expired_leases_are_not_delivered_and_are_swept() {
     hub.subscribed(&topic, &live.callback("/cb")).await;
     hub.subscribed(&topic, &expired.callback("/cb")).await;
     // End one lease in the past.
-    let mut s = hub
-        .store()
-        .subs
-        .get(&topic, &expired.callback("/cb"))
-        .await
-        .unwrap()
-        .unwrap();
-    s.expires_ms = 1;
-    hub.store().subs.upsert(s.clone()).await.unwrap();
+    hub.end_lease(&topic, &expired.callback("/cb")).await;
     hub.publish(&topic).await;
     live.wait_deliveries(1).await;
     hub.wait_jobs_done().await;
     assert!(expired.deliveries().is_empty());
     assert!(
-        hub.store()
-            .subs
-            .get(&topic, &s.callback)
-            .await
-            .unwrap()
-            .is_none(),
+        !hub.is_subscribed(&topic, &expired.callback("/cb")).await,
         "removed at delivery time"
     );
 
     // The sweeper removes expired subscriptions nobody published to.
     let other = Subscriber::start().await;
     hub.subscribed(&topic, &other.callback("/cb")).await;
-    let mut s = hub
-        .store()
-        .subs
-        .get(&topic, &other.callback("/cb"))
-        .await
-        .unwrap()
-        .unwrap();
-    s.expires_ms = 1;
-    hub.store().subs.upsert(s.clone()).await.unwrap();
+    hub.end_lease(&topic, &other.callback("/cb")).await;
     hubcast::engine::sweep::sweep_once(&hub.running().engine)
         .await
         .unwrap();
-    assert!(
-        hub.store()
-            .subs
-            .get(&topic, &s.callback)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!hub.is_subscribed(&topic, &other.callback("/cb")).await);
 }
 
 #[tokio::test]

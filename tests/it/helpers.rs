@@ -173,6 +173,34 @@ impl TestHub {
             .await
     }
 
+    /// The result of the topic's last fetch as the hub recorded it.
+    pub async fn last_fetch(&self, topic: &str) -> String {
+        self.store()
+            .publish
+            .topic_state(topic)
+            .await
+            .unwrap()
+            .expect("the topic has state")
+            .last_result
+    }
+
+    pub async fn is_subscribed(&self, topic: &str, callback: &str) -> bool {
+        let sub = self.store().subs.get(topic, callback).await.unwrap();
+        sub.is_some()
+    }
+
+    /// Moves a subscription's lease end into the past.
+    pub async fn end_lease(&self, topic: &str, callback: &str) {
+        let subs = &self.store().subs;
+        let mut s = subs
+            .get(topic, callback)
+            .await
+            .unwrap()
+            .expect("subscribed");
+        s.expires_ms = 1;
+        subs.upsert(s).await.unwrap();
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.hub.take().unwrap().stop().await;
         self.dir

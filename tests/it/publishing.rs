@@ -118,14 +118,8 @@ async fn topic_redirects_are_followed_and_failed_fetches_deliver_nothing() {
     hub.publish(&missing).await;
     publisher.wait_fetches(1).await;
     hub.wait_pings_done().await;
-    let state = hub
-        .store()
-        .publish
-        .topic_state(&missing)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(state.last_result.contains("404"), "{}", state.last_result);
+    let last = hub.last_fetch(&missing).await;
+    assert!(last.contains("404"), "{last}");
     assert!(sub.deliveries().is_empty());
 }
 

@@ -83,14 +83,8 @@ async fn topic_fetches_have_their_own_policy() {
     hub.publish(&topic).await;
     hub.wait_pings_done().await;
     assert!(publisher.fetches().is_empty());
-    let st = hub
-        .store()
-        .publish
-        .topic_state(&topic)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(st.last_result.contains("blocked"), "{}", st.last_result);
+    let last = hub.last_fetch(&topic).await;
+    assert!(last.contains("blocked"), "{last}");
     assert!(sub.deliveries().is_empty());
 }
 
