@@ -22,6 +22,8 @@ pub enum Failure {
     Blocked(String),
     /// Redirect answered where none is followed.
     Redirect(u16),
+    /// A topic fetch gave up on its redirects (too many, or a hop that is not http(s)).
+    Redirects(String),
     Status(u16),
     TooLarge,
     Other(String),
@@ -35,7 +37,7 @@ impl Failure {
             Failure::Refused => "refused",
             Failure::Tls(_) => "tls",
             Failure::Blocked(_) => "blocked",
-            Failure::Redirect(_) => "3xx",
+            Failure::Redirect(_) | Failure::Redirects(_) => "3xx",
             Failure::Status(s) if *s < 500 => "4xx",
             Failure::Status(_) => "5xx",
             Failure::TooLarge => "too-large",
@@ -53,6 +55,7 @@ impl fmt::Display for Failure {
             Failure::Tls(m) => write!(f, "tls: {m}"),
             Failure::Blocked(m) => write!(f, "{m}"),
             Failure::Redirect(s) => write!(f, "HTTP {s} (redirects are not followed)"),
+            Failure::Redirects(m) => write!(f, "redirects: {m}"),
             Failure::Status(s) => write!(f, "HTTP {s}"),
             Failure::TooLarge => write!(f, "response too large"),
             Failure::Other(m) => write!(f, "{m}"),
@@ -82,6 +85,10 @@ pub fn classify(err: &reqwest::Error) -> Failure {
     }
     if err.is_timeout() {
         return Failure::Timeout;
+    }
+    if err.is_redirect() {
+        let why = std::error::Error::source(err).map_or_else(String::new, |e| e.to_string());
+        return Failure::Redirects(why);
     }
     let mut msg = err.to_string();
     let mut source = std::error::Error::source(err);

@@ -437,6 +437,8 @@ struct TopicDoc {
     content_type: String,
     body: Vec<u8>,
     etag: Option<String>,
+    /// Answer `302 Found` to this location instead.
+    redirect: Option<String>,
 }
 
 /// A publisher's topic server: serves documents set by the test, records fetches.
@@ -480,6 +482,11 @@ impl Publisher {
                     let Some(doc) = docs.get(req.path()) else {
                         return HttpResponse::NotFound().finish();
                     };
+                    if let Some(to) = &doc.redirect {
+                        return HttpResponse::Found()
+                            .insert_header(("location", to.clone()))
+                            .finish();
+                    }
                     if doc.etag.is_some() && inm == doc.etag {
                         return HttpResponse::NotModified().finish();
                     }
@@ -527,6 +534,20 @@ impl Publisher {
                 content_type: content_type.to_owned(),
                 body: body.into(),
                 etag: etag.map(str::to_owned),
+                redirect: None,
+            },
+        );
+    }
+
+    /// `path` answers `302 Found` with `Location: to`.
+    pub fn redirect(&self, path: &str, to: &str) {
+        self.docs.lock().unwrap().insert(
+            path.to_owned(),
+            TopicDoc {
+                content_type: String::new(),
+                body: vec![],
+                etag: None,
+                redirect: Some(to.to_owned()),
             },
         );
     }

@@ -109,7 +109,64 @@ async fn pings_arriving_together_share_one_fetch() {
 }
 
 #[tokio::test]
-async fn topic_redirects_are_followed_and_failed_fetches_deliver_nothing() {
+async fn topic_redirects_are_followed_a_bounded_number_of_times() {
+    let hub = spawn_hub_with("[fetch]\nmax_redirects = 2").await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    publisher.set("/new", "text/plain", "moved content");
+    publisher.redirect("/old", &publisher.topic("/new"));
+    let old = publisher.topic("/old");
+    hub.subscribed(&old, &sub.callback("/cb")).await;
+    hub.publish(&old).await;
+    let got = sub.wait_deliveries(1).await;
+    assert_eq!(got[0].body, b"moved content");
+    // The subscription is to the topic as published: rel=self stays the old URL.
+    assert!(
+        got[0]
+            .header("link")
+            .unwrap()
+            .contains(&format!("<{old}>; rel=\"self\""))
+    );
+
+    // A chain longer than fetch.max_redirects is a failed fetch; nothing is delivered.
+    for (from, to) in [("/r1", "/r2"), ("/r2", "/r3"), ("/r3", "/new")] {
+        publisher.redirect(from, &publisher.topic(to));
+    }
+    let long = publisher.topic("/r1");
+    hub.subscribed(&long, &sub.callback("/long")).await;
+    hub.publish(&long).await;
+    hub.wait_pings_done().await;
+    let last = hub.last_fetch(&long).await;
+    assert!(last.contains("redirect"), "{last}");
+    hub.wait_jobs_done().await;
+    assert_eq!(sub.deliveries().len(), 1);
+}
+
+#[tokio::test]
+async fn every_redirect_hop_passes_the_ssrf_guard() {
+    // Only 127.0.0.1 may be fetched: a hop to 127.0.0.2 is blocked before any connection.
+    let hub = spawn_hub_with("[ssrf]\ntopic_allow = [\"127.0.0.1/32\"]").await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let port = publisher.base.rsplit(':').next().unwrap().to_owned();
+    publisher.redirect("/hop", &format!("http://127.0.0.2:{port}/inside"));
+    let topic = publisher.topic("/hop");
+    hub.subscribed(&topic, &sub.callback("/cb")).await;
+    hub.publish(&topic).await;
+    hub.wait_pings_done().await;
+    let last = hub.last_fetch(&topic).await;
+    assert!(last.contains("blocked"), "{last}");
+    assert_eq!(
+        publisher.fetches().len(),
+        1,
+        "only the first hop was fetched"
+    );
+    hub.wait_jobs_done().await;
+    assert!(sub.deliveries().is_empty());
+}
+
+#[tokio::test]
+async fn failed_fetches_deliver_nothing() {
     let hub = spawn_hub().await;
     let publisher = Publisher::start().await;
     let sub = Subscriber::start().await;
