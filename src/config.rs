@@ -95,6 +95,11 @@ struct RawDelivery {
     timeout: String,
     connect_timeout: String,
     per_destination: usize,
+    initial_window: usize,
+    dead_after: u32,
+    probe_interval: String,
+    max_probe_interval: String,
+    max_retry_after: String,
     max_in_flight: usize,
     retry_schedule: Vec<String>,
     signature: String,
@@ -169,6 +174,7 @@ pub struct Config {
     pub delivery_timeout: Duration,
     pub connect_timeout: Duration,
     pub per_destination: usize,
+    pub window: WindowConfig,
     pub max_in_flight: usize,
     pub retry_schedule: Vec<Duration>,
     pub signature: Algorithm,
@@ -177,6 +183,21 @@ pub struct Config {
     pub callback_allow: Vec<IpNet>,
     pub topic_allow: Vec<IpNet>,
     pub publishers: Vec<PublisherConfig>,
+}
+
+/// The adaptive concurrency window of each destination server.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Window of a destination not seen before (and of one that comes back from dead).
+    pub initial: usize,
+    /// Largest window (`delivery.per_destination`).
+    pub max: usize,
+    /// Consecutive failures after which a destination is dead.
+    pub dead_after: u32,
+    pub probe_interval: Duration,
+    pub max_probe_interval: Duration,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
 }
 
 /// Flags given on the command line; they win over every other layer.
@@ -314,6 +335,32 @@ impl RawConfig {
         if d.per_destination == 0 {
             return Err(invalid("delivery.per_destination", "must be at least 1"));
         }
+        if d.initial_window == 0 || d.initial_window > d.per_destination {
+            return Err(invalid(
+                "delivery.initial_window",
+                "must be between 1 and delivery.per_destination",
+            ));
+        }
+        if d.dead_after == 0 {
+            return Err(invalid("delivery.dead_after", "must be at least 1"));
+        }
+        let probe_interval = parse_duration("delivery.probe_interval", &d.probe_interval)?;
+        let max_probe_interval =
+            parse_duration("delivery.max_probe_interval", &d.max_probe_interval)?;
+        if probe_interval.is_zero() || max_probe_interval < probe_interval {
+            return Err(invalid(
+                "delivery.max_probe_interval",
+                "must be at least delivery.probe_interval, which must not be zero",
+            ));
+        }
+        let window = WindowConfig {
+            initial: d.initial_window,
+            max: d.per_destination,
+            dead_after: d.dead_after,
+            probe_interval,
+            max_probe_interval,
+            max_retry_after: parse_duration("delivery.max_retry_after", &d.max_retry_after)?,
+        };
         if d.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
         }
@@ -380,6 +427,7 @@ impl RawConfig {
             delivery_timeout: parse_duration("delivery.timeout", &d.timeout)?,
             connect_timeout: parse_duration("delivery.connect_timeout", &d.connect_timeout)?,
             per_destination: d.per_destination,
+            window,
             max_in_flight: d.max_in_flight,
             retry_schedule,
             signature,

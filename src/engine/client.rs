@@ -25,6 +25,11 @@ pub enum Failure {
     /// A topic fetch gave up on its redirects (too many, or a hop that is not http(s)).
     Redirects(String),
     Status(u16),
+    /// 429 or 503 with a `Retry-After` the hub honours.
+    Throttled {
+        status: u16,
+        retry_after: Duration,
+    },
     TooLarge,
     Other(String),
 }
@@ -38,7 +43,8 @@ impl Failure {
             Failure::Tls(_) => "tls",
             Failure::Blocked(_) => "blocked",
             Failure::Redirect(_) | Failure::Redirects(_) => "3xx",
-            Failure::Status(s) if *s < 500 => "4xx",
+            Failure::Status(s) | Failure::Throttled { status: s, .. } if *s < 500 => "4xx",
+            Failure::Throttled { .. } => "5xx",
             Failure::Status(_) => "5xx",
             Failure::TooLarge => "too-large",
             Failure::Other(_) => "other",
@@ -57,6 +63,14 @@ impl fmt::Display for Failure {
             Failure::Redirect(s) => write!(f, "HTTP {s} (redirects are not followed)"),
             Failure::Redirects(m) => write!(f, "redirects: {m}"),
             Failure::Status(s) => write!(f, "HTTP {s}"),
+            Failure::Throttled {
+                status,
+                retry_after,
+            } => write!(
+                f,
+                "HTTP {status} (Retry-After {})",
+                humantime::format_duration(*retry_after)
+            ),
             Failure::TooLarge => write!(f, "response too large"),
             Failure::Other(m) => write!(f, "{m}"),
         }

@@ -8,6 +8,7 @@ use reqwest::header;
 
 use super::Engine;
 use super::client::{Failure, classify};
+use super::window::Signal;
 use crate::signature;
 use crate::storage::{Event, Retry, Subscription};
 
@@ -79,12 +80,63 @@ pub async fn send(engine: &Engine, p: &Prepared, sub: &Subscription) -> Outcome 
                 Outcome::Gone
             } else if status.is_redirection() {
                 Outcome::Failed(Failure::Redirect(status.as_u16()))
+            } else if let Some(retry_after) = retry_after(&resp) {
+                Outcome::Failed(Failure::Throttled {
+                    status: status.as_u16(),
+                    retry_after,
+                })
             } else {
                 Outcome::Failed(Failure::Status(status.as_u16()))
             }
         }
         Err(e) => Outcome::Failed(classify(&e)),
     }
+}
+
+/// `Retry-After` of a 429 or 503 answer: delay-seconds or an HTTP date.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let status = resp.status().as_u16();
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let value = resp
+        .headers()
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    parse_retry_after(value, std::time::SystemTime::now())
+}
+
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// What an outcome says about the destination server; `None` when no request was made.
+pub fn signal(outcome: &Outcome) -> Option<Signal> {
+    Some(match outcome {
+        Outcome::Delivered => Signal::Success,
+        Outcome::Gone => Signal::Answered,
+        Outcome::Expired => return None,
+        Outcome::Failed(f) => match f {
+            Failure::Throttled { retry_after, .. } => Signal::Throttled(*retry_after),
+            Failure::Status(s) if *s == 429 || *s >= 500 => Signal::Failure,
+            Failure::Status(_) | Failure::Redirect(_) => Signal::Answered,
+            // Refused by policy, before any connection: says nothing about the server.
+            Failure::Blocked(_) => return None,
+            Failure::Timeout
+            | Failure::Dns(_)
+            | Failure::Refused
+            | Failure::Tls(_)
+            | Failure::Redirects(_)
+            | Failure::TooLarge
+            | Failure::Other(_) => Signal::Failure,
+        },
+    })
 }
 
 /// Delay before attempt `failed + 1`, jittered by ±20%; `None` when the schedule is used up.
@@ -127,8 +179,15 @@ pub async fn settle(
                 due_ms: now,
                 last_error: failure.to_string(),
             };
+            let not_before = match &failure {
+                Failure::Throttled { retry_after, .. } => {
+                    (*retry_after).min(engine.cfg.window.max_retry_after)
+                }
+                _ => Duration::ZERO,
+            };
             match backoff(&engine.cfg.retry_schedule, attempts) {
                 Some(delay) => {
+                    let delay = delay.max(not_before);
                     let retry = Retry {
                         due_ms: now + delay.as_millis() as u64,
                         ..retry
@@ -175,5 +234,24 @@ mod tests {
         assert!(backoff(&s, 2).unwrap() >= Duration::from_secs(8));
         assert_eq!(backoff(&s, 3), None);
         assert_eq!(backoff(&[], 1), None);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now = httpdate::parse_http_date("Tue, 24 Nov 2026 10:00:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

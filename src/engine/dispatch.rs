@@ -1,6 +1,9 @@
 //! Per-destination fan-out. Each destination server (callback scheme, host and port) has one
-//! queue of jobs, one worker and one concurrency window; a global cap bounds all deliveries in
-//! flight. A slow or dead destination only ever holds its own worker and window.
+//! queue of jobs, one worker and one adaptive concurrency window ([`super::window`]); a global
+//! cap bounds all deliveries in flight. A slow or dead destination only ever holds its own
+//! worker and window, and its jobs wait (stored) until it comes back. Every destination holds
+//! at most its window's worth of requests in the FIFO queue of the global cap, so destinations
+//! are served in turn however many subscribers each has.
 //!
 //! A job is (event, destination, cursor): the worker pages through that destination's
 //! subscribers in callback order, and after each page stores the cursor, so a crash repeats at
@@ -15,20 +18,21 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 
 use super::Engine;
-use super::deliver::{Prepared, send, settle};
-use crate::config::Config;
-use crate::storage::{Job, StorageError};
+use super::deliver::{Outcome, Prepared, send, settle, signal};
+use super::window::Window;
+use crate::config::{Config, WindowConfig};
+use crate::storage::{Job, StorageError, Subscription};
 
 pub struct Dispatcher {
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
     global: Arc<Semaphore>,
-    per_destination: usize,
+    window: WindowConfig,
 }
 
 pub struct Destination {
     pub name: String,
     state: Mutex<Queue>,
-    pub window: Arc<Semaphore>,
+    pub window: Window,
 }
 
 #[derive(Default)]
@@ -47,7 +51,7 @@ impl Dispatcher {
         Dispatcher {
             destinations: Mutex::new(HashMap::new()),
             global: Arc::new(Semaphore::new(cfg.max_in_flight)),
-            per_destination: cfg.per_destination,
+            window: cfg.window.clone(),
         }
     }
 
@@ -58,7 +62,7 @@ impl Dispatcher {
                 Arc::new(Destination {
                     name: name.to_owned(),
                     state: Mutex::new(Queue::default()),
-                    window: Arc::new(Semaphore::new(self.per_destination)),
+                    window: Window::new(self.window.clone()),
                 })
             })
             .clone()
@@ -168,9 +172,7 @@ async fn run_job(
             .map(|sub| {
                 let prepared = &prepared;
                 async move {
-                    let _slot = dest.window.acquire().await;
-                    let _global = engine.dispatcher.global().acquire().await;
-                    let outcome = send(engine, prepared, sub).await;
+                    let outcome = send_in_window(engine, dest, prepared, sub).await;
                     settle(engine, prepared, sub, None, outcome).await
                 }
             })
@@ -187,4 +189,23 @@ async fn run_job(
         job.cursor = Some(last);
         store.delivery.put_job(job.clone()).await?;
     }
+}
+
+/// One delivery through the destination's window and the global cap; its outcome is reported
+/// to the window before it is returned.
+pub async fn send_in_window(
+    engine: &Engine,
+    dest: &Destination,
+    prepared: &Prepared,
+    sub: &Subscription,
+) -> Outcome {
+    let slot = dest.window.acquire().await;
+    let global = engine.dispatcher.global().acquire().await;
+    let outcome = send(engine, prepared, sub).await;
+    drop(global);
+    match signal(&outcome) {
+        Some(s) => slot.done(s),
+        None => drop(slot),
+    }
+    outcome
 }

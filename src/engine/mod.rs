@@ -14,6 +14,7 @@ pub mod publish;
 pub mod retry;
 pub mod sweep;
 pub mod verify;
+pub mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Engine;
-use super::deliver::{Prepared, send, settle};
+use super::deliver::{Prepared, settle};
+use super::dispatch::send_in_window;
 use crate::storage::Retry;
 
 /// Retries taken per scan.
@@ -84,10 +85,21 @@ async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
         // Unsubscribed since, or the event is gone: nothing left to deliver.
         return store.delivery.remove_retry(r).await;
     };
-    let prepared = Prepared::new(engine, &event);
     let dest = engine.dispatcher.destination(&sub.destination);
-    let _slot = dest.window.acquire().await;
-    let _global = engine.dispatcher.global().acquire().await;
-    let outcome = send(engine, &prepared, &sub).await;
+    if let Some(at) = dest.window.blocked_until() {
+        // Dead or paused: move the retry to when the destination takes requests again rather
+        // than queue on it. This is no attempt, so the count stays.
+        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+        if wait > Duration::from_millis(50) {
+            let moved = Retry {
+                due_ms: engine.clock.now_ms() + wait.as_millis() as u64,
+                ..r.clone()
+            };
+            store.delivery.put_retry(moved).await?;
+            return store.delivery.remove_retry(r).await;
+        }
+    }
+    let prepared = Prepared::new(engine, &event);
+    let outcome = send_in_window(engine, &dest, &prepared, &sub).await;
     settle(engine, &prepared, &sub, Some(r), outcome).await
 }

@@ -226,6 +226,8 @@ pub struct Recorded {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -252,8 +254,15 @@ impl Recorded {
 
 struct SubState {
     verify: Verify,
-    /// Statuses for the next deliveries (0: never answer); 200 when empty.
+    /// Statuses for the next deliveries (0: never answer); `usual` when empty.
     replies: VecDeque<u16>,
+    usual: u16,
+    /// Sent with 429 and 503 answers.
+    retry_after: Option<String>,
+    /// How long each delivery answer takes.
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
     requests: Vec<Recorded>,
 }
 
@@ -274,6 +283,11 @@ impl Subscriber {
         let state = Arc::new(Mutex::new(SubState {
             verify: Verify::Echo,
             replies: VecDeque::new(),
+            usual: 200,
+            retry_after: None,
+            delay: Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
             requests: Vec::new(),
         }));
         let (tx, rx) = watch::channel(0u64);
@@ -313,6 +327,26 @@ impl Subscriber {
 
     pub fn reply_with(&self, statuses: &[u16]) {
         self.state.lock().unwrap().replies.extend(statuses);
+    }
+
+    /// The status of every delivery answer once `reply_with`'s list is used up.
+    pub fn usually_reply(&self, status: u16) {
+        self.state.lock().unwrap().usual = status;
+    }
+
+    /// `Retry-After` value sent with 429 and 503 answers.
+    pub fn retry_after(&self, value: &str) {
+        self.state.lock().unwrap().retry_after = Some(value.to_owned());
+    }
+
+    /// Every delivery answer takes this long.
+    pub fn answer_after(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Most deliveries ever in progress at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -390,29 +424,39 @@ async fn answer(
             })
             .collect(),
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     };
     let is_get = rec.method == "GET";
     let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
-    let (verify, reply) = {
+    let (verify, reply, delay, retry_after) = {
         let mut s = st.lock().unwrap();
         s.requests.push(rec);
         let reply = if is_get {
             200
         } else {
-            s.replies.pop_front().unwrap_or(200)
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+            let usual = s.usual;
+            s.replies.pop_front().unwrap_or(usual)
         };
-        (s.verify.clone(), reply)
+        (s.verify.clone(), reply, s.delay, s.retry_after.clone())
     };
     tx.send_modify(|v| *v += 1);
-    if !is_get && reply == 0 {
-        // 0: accept the delivery and never answer.
-        std::future::pending::<()>().await;
-    }
     if !is_get {
+        if reply == 0 {
+            // 0: accept the delivery and never answer.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(delay).await;
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply).unwrap());
         if (300..400).contains(&reply) {
             r.insert_header(("location", "http://127.0.0.1:9/elsewhere"));
         }
+        if let (429 | 503, Some(ra)) = (reply, retry_after) {
+            r.insert_header(("retry-after", ra));
+        }
+        st.lock().unwrap().in_flight -= 1;
+        tx.send_modify(|v| *v += 1);
         return r.finish();
     }
     match verify {
@@ -474,6 +518,7 @@ impl Publisher {
                             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
                             .collect(),
                         body: vec![],
+                        at: std::time::Instant::now(),
                     };
                     let inm = rec.header("if-none-match").map(str::to_owned);
                     f.lock().unwrap().push(rec);

@@ -5,6 +5,7 @@ mod fat_ping;
 mod helpers;
 mod publishing;
 mod restart;
+mod scheduler;
 mod security;
 mod storage_conformance;
 mod subscriptions;

@@ -1,0 +1,151 @@
+//! The destination scheduler over real HTTP: adaptive windows, dead destinations and their
+//! probes, Retry-After, fairness between destinations. (The window's timing rules are unit
+//! tests with paused time in `src/engine/window.rs`; these check the wiring end to end.)
+
+use std::time::Duration;
+
+use hubcast::engine::window::{Health, WindowStatus};
+
+use crate::helpers::*;
+
+fn window(hub: &TestHub, sub: &Subscriber) -> WindowStatus {
+    hub.running()
+        .engine
+        .dispatcher
+        .destination(&sub.base)
+        .window
+        .status()
+}
+
+/// Subscribes `n` callbacks of `sub` to `topic`: /cb0, /cb1, ...
+async fn subscribe_many(hub: &TestHub, topic: &str, sub: &Subscriber, n: usize) {
+    let all = (0..n).map(|i| {
+        let cb = sub.callback(&format!("/cb{i}"));
+        async move { hub.subscribed(topic, &cb).await }
+    });
+    futures_util::future::join_all(all).await;
+}
+
+#[tokio::test]
+async fn the_window_grows_with_successes_and_stays_within_its_maximum() {
+    let hub = spawn_hub_with("[delivery]\ninitial_window = 1\nper_destination = 4").await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "x");
+    subscribe_many(&hub, &topic, &sub, 60).await;
+    sub.answer_after(Duration::from_millis(20));
+    hub.publish(&topic).await;
+    sub.wait_deliveries(60).await;
+    assert_eq!(window(&hub, &sub).limit, 4, "grew from 1 to the maximum");
+    let most = sub.max_concurrency();
+    assert!(
+        (2..=4).contains(&most),
+        "at most 4 at once, and more than 1: {most}"
+    );
+}
+
+#[tokio::test]
+async fn failures_shrink_the_window_and_kill_the_destination_until_a_probe_succeeds() {
+    let hub = spawn_hub_with(
+        "[delivery]\ninitial_window = 4\nper_destination = 4\ndead_after = 3\n\
+         probe_interval = \"300ms\"\nmax_probe_interval = \"300ms\"\n\
+         retry_schedule = [\"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\"]",
+    )
+    .await;
+    let publisher = Publisher::start().await;
+    let dead = Subscriber::start().await;
+    let healthy = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "x");
+    subscribe_many(&hub, &topic, &dead, 20).await;
+    hub.subscribed(&topic, &healthy.callback("/cb")).await;
+
+    dead.usually_reply(500);
+    hub.publish(&topic).await;
+    // The healthy destination is not held up by the failing one.
+    healthy.wait_deliveries(1).await;
+    hub.wait_for("the failing destination to be dead", || async {
+        window(&hub, &dead).health == Health::Dead
+    })
+    .await;
+    let status = window(&hub, &dead);
+    assert!(status.limit < 4, "the window shrank: {status:?}");
+    // While dead it gets single probes, not the 20 deliveries and their retries.
+    let at_death = dead.deliveries().len();
+    assert!(
+        at_death < 20,
+        "{at_death} requests before it was declared dead"
+    );
+    // Up to three requests let in before it died may still arrive; the fourth is a probe,
+    // a probe interval after the death.
+    let got = dead.wait_deliveries(at_death + 4).await;
+    let gap = got[at_death + 3].at - got[at_death + 2].at;
+    assert!(gap >= Duration::from_millis(200), "probe after {gap:?}");
+
+    // It comes back: every subscriber there gets the update (from the job or its retries).
+    dead.usually_reply(200);
+    dead.wait("every callback delivered once", |r| {
+        (0..20).all(|i| {
+            let cb = format!("/cb{i}");
+            r.iter().any(|r| r.method == "POST" && r.target == cb)
+        })
+    })
+    .await;
+    hub.wait_for("the destination to be healthy", || async {
+        window(&hub, &dead).health == Health::Healthy
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retry_after_pauses_the_destination() {
+    let hub = spawn_hub_with("[delivery]\ninitial_window = 1\nper_destination = 1").await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "x");
+    subscribe_many(&hub, &topic, &sub, 2).await;
+    sub.retry_after("1");
+    sub.reply_with(&[429]);
+    hub.publish(&topic).await;
+    let got = sub.wait_deliveries(3).await;
+    // The 429 paused the destination: nothing was sent to it for a second, neither the
+    // other subscriber's delivery nor the retry.
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(950),
+        "next request {:?} after the 429",
+        got[1].at - got[0].at
+    );
+    assert_eq!(
+        window(&hub, &sub).consecutive_failures,
+        0,
+        "not a step towards dead"
+    );
+    let dls = hub.store().delivery.dead_letters(10).await.unwrap();
+    assert!(dls.is_empty());
+}
+
+#[tokio::test]
+async fn a_huge_destination_does_not_starve_a_small_one() {
+    let hub = spawn_hub_with(
+        "[delivery]\ninitial_window = 4\nper_destination = 4\nmax_in_flight = 4\npage_size = 50",
+    )
+    .await;
+    let publisher = Publisher::start().await;
+    let huge = Subscriber::start().await;
+    let small = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "x");
+    subscribe_many(&hub, &topic, &huge, 200).await;
+    hub.subscribed(&topic, &small.callback("/cb")).await;
+    huge.answer_after(Duration::from_millis(10));
+    hub.publish(&topic).await;
+    small.wait_deliveries(1).await;
+    let before = huge.deliveries().len();
+    assert!(
+        before < 100,
+        "the small destination waited for {before} of the huge one's 200 deliveries"
+    );
+    huge.wait_deliveries(200).await;
+}
