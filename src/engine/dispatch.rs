@@ -21,7 +21,7 @@ use super::Engine;
 use super::deliver::{Outcome, Prepared, send, settle, signal};
 use super::window::Window;
 use crate::config::{Config, WindowConfig};
-use crate::storage::{Job, StorageError, Subscription};
+use crate::storage::{Job, NewEvent, StorageError, Subscription};
 
 pub struct Dispatcher {
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
@@ -110,6 +110,7 @@ async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
                 }
             }
         };
+        let job = coalesce_backlog(&engine, &dest, job).await;
         let event = job.event;
         match run_job(&engine, &dest, job.clone()).await {
             Ok(()) => {
@@ -130,6 +131,113 @@ async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
             return;
         }
     }
+}
+
+/// Most events merged into one delivery.
+const MAX_COALESCED: usize = 64;
+
+/// When the destination's queue holds later unstarted jobs of the same topic (it fell behind:
+/// dead, throttled or slow), merges them with `job` into one event and one job, so that each
+/// subscriber there gets one delivery carrying all of them ([`crate::feed::coalesce`]). Returns
+/// the job to run: the merged one, or `job` itself when there is nothing to merge or the
+/// contents cannot be merged.
+async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job {
+    if job.cursor.is_some() || job.topic.is_empty() {
+        return job;
+    }
+    let later: Vec<Job> = {
+        let mut q = lock(&dest.state);
+        let mut later = Vec::new();
+        let mut rest = VecDeque::with_capacity(q.jobs.len());
+        for j in q.jobs.drain(..) {
+            if later.len() + 1 < MAX_COALESCED && j.cursor.is_none() && j.topic == job.topic {
+                later.push(j);
+            } else {
+                rest.push_back(j);
+            }
+        }
+        q.jobs = rest;
+        later
+    };
+    if later.is_empty() {
+        return job;
+    }
+    let put_back = |later: Vec<Job>| {
+        let mut q = lock(&dest.state);
+        for j in later.into_iter().rev() {
+            q.jobs.push_front(j);
+        }
+    };
+    let merged = merge_events(engine, dest, &job, &later).await;
+    match merged {
+        Ok(Some(merged)) => {
+            let mut q = lock(&dest.state);
+            q.known.remove(&job.event);
+            for j in &later {
+                q.known.remove(&j.event);
+            }
+            q.known.insert(merged.event);
+            tracing::debug!(destination = %dest.name, topic = %job.topic,
+                events = later.len() + 1, "backlog coalesced into one delivery");
+            merged
+        }
+        Ok(None) => {
+            put_back(later);
+            job
+        }
+        Err(e) => {
+            tracing::warn!(destination = %dest.name, error = %e, "cannot coalesce the backlog");
+            put_back(later);
+            job
+        }
+    }
+}
+
+async fn merge_events(
+    engine: &Engine,
+    dest: &Destination,
+    job: &Job,
+    later: &[Job],
+) -> Result<Option<Job>, StorageError> {
+    let mut events = Vec::with_capacity(later.len() + 1);
+    for j in std::iter::once(job).chain(later) {
+        match engine.store.publish.event(j.event).await? {
+            Some(e) => events.push(e),
+            None => return Ok(None),
+        }
+    }
+    let total: usize = events.iter().map(|e| e.body.len()).sum();
+    if total > engine.cfg.fetch_max_bytes {
+        return Ok(None);
+    }
+    let parts: Vec<(&str, &bytes::Bytes)> = events
+        .iter()
+        .map(|e| (e.content_type.as_str(), &e.body))
+        .collect();
+    let Some((content_type, body)) = crate::feed::coalesce(&engine.cfg.diff, &parts) else {
+        return Ok(None);
+    };
+    let replaced: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let created_ms = events
+        .iter()
+        .map(|e| e.created_ms)
+        .min()
+        .unwrap_or_default();
+    let merged = engine
+        .store
+        .delivery
+        .coalesce_jobs(
+            &dest.name,
+            &job.topic,
+            &replaced,
+            NewEvent {
+                content_type,
+                body,
+                created_ms,
+            },
+        )
+        .await?;
+    Ok(Some(merged))
 }
 
 async fn run_job(

@@ -264,6 +264,7 @@ async fn process(
                     event: seq,
                     destination,
                     cursor: None,
+                    topic: topic.to_owned(),
                 },
             );
         }

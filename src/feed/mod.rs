@@ -140,6 +140,56 @@ pub fn diff(
     }
 }
 
+/// One delivery that carries several events of a topic (oldest first), for a destination that
+/// fell behind: Atom/RSS and item-diffed JSON Feed get the union of the entries; content that is
+/// delivered whole gets the newest version. `None` when they cannot be merged (their media
+/// types differ, or a feed cannot be parsed), in which case they are delivered one by one.
+pub fn coalesce(cfg: &DiffConfig, events: &[(&str, &Bytes)]) -> Option<(String, Bytes)> {
+    let (newest_type, newest_body) = *events.last()?;
+    let kind = essence(newest_type);
+    if events.iter().any(|(ct, _)| essence(ct) != kind) {
+        return None;
+    }
+    match format_of(newest_type, newest_body) {
+        Format::XmlFeed => {
+            let docs: Vec<&str> = events
+                .iter()
+                .map(|(_, b)| std::str::from_utf8(b).ok())
+                .collect::<Option<_>>()?;
+            let merged = xml::merge(&docs)?;
+            Some((newest_type.to_owned(), Bytes::from(merged)))
+        }
+        Format::JsonFeed if cfg.json_feed_items => {
+            let mut docs: Vec<serde_json::Value> = events
+                .iter()
+                .map(|(_, b)| serde_json::from_slice(b).ok())
+                .collect::<Option<_>>()?;
+            let mut newest = docs.pop()?;
+            let mut items = newest.get("items")?.as_array()?.clone();
+            let mut seen: std::collections::HashSet<String> = items
+                .iter()
+                .filter_map(|i| i.get("id"))
+                .map(|v| v.to_string())
+                .collect();
+            for doc in docs.iter().rev() {
+                for item in doc.get("items")?.as_array()? {
+                    let fresh = item.get("id").is_none_or(|id| seen.insert(id.to_string()));
+                    if fresh {
+                        items.push(item.clone());
+                    }
+                }
+            }
+            newest["items"] = serde_json::Value::Array(items);
+            Some((
+                newest_type.to_owned(),
+                Bytes::from(serde_json::to_vec(&newest).ok()?),
+            ))
+        }
+        // Whole content: the newest version says everything the older ones did.
+        _ => Some((newest_type.to_owned(), newest_body.clone())),
+    }
+}
+
 /// Keeps the entries whose fingerprint is new; `build` makes the document from the choice.
 fn select(
     prev: Option<&TopicState>,
@@ -311,5 +361,63 @@ mod tests {
         let b = Bytes::from_static(b"<feed><entry></feed>");
         let d = diff(&cfg(false), "application/atom+xml", &b, None).unwrap();
         assert_eq!(d.deliver.as_ref(), Some(&b));
+    }
+
+    #[test]
+    fn coalescing_unions_feeds_and_keeps_the_newest_whole_content() {
+        let c = cfg(false);
+        let a = atom(&[("a", "A")]);
+        let b = atom(&[("b", "B")]);
+        let (ct, m) = coalesce(
+            &c,
+            &[("application/atom+xml", &a), ("application/atom+xml", &b)],
+        )
+        .unwrap();
+        assert_eq!(ct, "application/atom+xml");
+        let m = String::from_utf8(m.to_vec()).unwrap();
+        assert!(
+            m.find("<id>b</id>").unwrap() < m.find("<id>a</id>").unwrap(),
+            "{m}"
+        );
+        let t1 = Bytes::from_static(b"one");
+        let t2 = Bytes::from_static(b"two");
+        assert_eq!(
+            coalesce(&c, &[("text/plain", &t1), ("text/plain", &t2)])
+                .unwrap()
+                .1,
+            t2
+        );
+        assert_eq!(
+            coalesce(&c, &[("text/plain", &t1), ("text/html", &t2)]),
+            None
+        );
+        let j1 = Bytes::from_static(
+            br#"{"version":"https://jsonfeed.org/version/1.1","items":[{"id":"1"}]}"#,
+        );
+        let j2 = Bytes::from_static(
+            br#"{"version":"https://jsonfeed.org/version/1.1","items":[{"id":"2"}]}"#,
+        );
+        let whole = coalesce(
+            &c,
+            &[
+                ("application/feed+json", &j1),
+                ("application/feed+json", &j2),
+            ],
+        );
+        assert_eq!(
+            whole.unwrap().1,
+            j2,
+            "a whole JSON Feed is its newest version"
+        );
+        let items = coalesce(
+            &cfg(true),
+            &[
+                ("application/feed+json", &j1),
+                ("application/feed+json", &j2),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&items.unwrap().1).unwrap();
+        assert_eq!(v["items"][0]["id"], "2");
+        assert_eq!(v["items"][1]["id"], "1");
     }
 }

@@ -176,6 +176,47 @@ pub fn without_entries(doc: &str, entries: &[EntrySpan], keep: &[bool]) -> Strin
     out
 }
 
+/// One document with the entries of several versions of a feed (oldest first): the newest
+/// document byte for byte, with the entries of older ones that it does not carry (by identity)
+/// added after its own, newest first. `None` when they cannot be merged (not all feeds of one
+/// kind, or the newest has no entry to place the others after).
+pub fn merge(docs: &[&str]) -> Option<String> {
+    let (newest, older) = docs.split_last()?;
+    let split_newest = split(newest).ok()?;
+    let last = split_newest.entries.last()?;
+    let mut seen: std::collections::HashSet<String> = split_newest
+        .entries
+        .iter()
+        .filter_map(|e| e.id.clone())
+        .collect();
+    // Added entries are indented like the newest document's last entry.
+    let line_start = newest[..last.span.start].rsplit('\n').next().unwrap_or("");
+    let indent = if line_start.trim().is_empty() {
+        line_start
+    } else {
+        ""
+    };
+    let mut extra = String::new();
+    for doc in older.iter().rev() {
+        let f = split(doc).ok()?;
+        if f.kind != split_newest.kind {
+            return None;
+        }
+        for e in &f.entries {
+            if e.id.as_ref().is_none_or(|id| seen.insert(id.clone())) {
+                extra.push('\n');
+                extra.push_str(indent);
+                extra.push_str(&doc[e.span.clone()]);
+            }
+        }
+    }
+    let mut out = String::with_capacity(newest.len() + extra.len());
+    out.push_str(&newest[..last.span.end]);
+    out.push_str(&extra);
+    out.push_str(&newest[last.span.end..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +294,25 @@ mod tests {
             Err(FeedError::Malformed(_))
         ));
         assert!(split("").is_err());
+    }
+
+    #[test]
+    fn merge_keeps_the_newest_frame_and_the_union_of_entries() {
+        let v1 = "<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>old</title>\n<entry><id>a</id><title>A</title></entry>\n<entry><id>b</id><title>B</title></entry>\n</feed>";
+        let v2 = "<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>new</title>\n<entry><id>c</id><title>C</title></entry>\n<entry><id>b</id><title>B2</title></entry>\n</feed>";
+        let m = merge(&[v1, v2]).unwrap();
+        let f = split(&m).unwrap();
+        let ids: Vec<_> = f.entries.iter().map(|e| e.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["c", "b", "a"]);
+        assert!(m.contains("<title>new</title>") && !m.contains("<title>old</title>"));
+        assert!(m.contains("B2") && !m.contains("<title>B</title>"), "{m}");
+        // Different kinds, or a newest document without entries, do not merge.
+        let rss = "<rss><channel><item><guid>x</guid></item></channel></rss>";
+        assert_eq!(merge(&[rss, v2]), None);
+        assert_eq!(
+            merge(&[v1, "<feed xmlns=\"http://www.w3.org/2005/Atom\"></feed>"]),
+            None
+        );
+        assert_eq!(merge(&[v1]).as_deref(), Some(v1));
     }
 }

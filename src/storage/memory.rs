@@ -184,6 +184,7 @@ impl PublishStore for MemoryStore {
                     event: seq,
                     destination: d.clone(),
                     cursor: None,
+                    topic: o.topic.clone(),
                 };
                 g.jobs.insert((d, seq), job);
             }
@@ -239,6 +240,38 @@ impl DeliveryStore for MemoryStore {
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
         self.lock().jobs.remove(&(destination.to_owned(), event));
         Ok(())
+    }
+
+    async fn coalesce_jobs(
+        &self,
+        destination: &str,
+        topic: &str,
+        replaced: &[u64],
+        event: NewEvent,
+    ) -> Result<Job> {
+        let seq = self.next_id()?;
+        let mut g = self.lock();
+        g.events.insert(
+            seq,
+            Event {
+                seq,
+                topic: topic.to_owned(),
+                content_type: event.content_type,
+                body: event.body,
+                created_ms: event.created_ms,
+            },
+        );
+        for e in replaced {
+            g.jobs.remove(&(destination.to_owned(), *e));
+        }
+        let job = Job {
+            event: seq,
+            destination: destination.to_owned(),
+            cursor: None,
+            topic: topic.to_owned(),
+        };
+        g.jobs.insert((destination.to_owned(), seq), job.clone());
+        Ok(job)
     }
 
     async fn put_retry(&self, retry: Retry) -> Result<()> {

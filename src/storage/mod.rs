@@ -145,6 +145,9 @@ pub struct Job {
     pub event: u64,
     pub destination: String,
     pub cursor: Option<String>,
+    /// The event's topic (so a destination's backlog can be coalesced without reading events).
+    #[serde(default)]
+    pub topic: String,
 }
 
 /// A single failed delivery, to be attempted again at `due_ms`.
@@ -235,6 +238,15 @@ pub trait DeliveryStore: Send + Sync {
     async fn jobs(&self) -> Result<Vec<Job>>;
     async fn put_job(&self, job: Job) -> Result<()>;
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
+    /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a new
+    /// event of `topic` (their coalesced content), atomically. Returns the new job.
+    async fn coalesce_jobs(
+        &self,
+        destination: &str,
+        topic: &str,
+        replaced: &[u64],
+        event: NewEvent,
+    ) -> Result<Job>;
     async fn put_retry(&self, retry: Retry) -> Result<()>;
     async fn remove_retry(&self, retry: &Retry) -> Result<()>;
     /// Retries due at or before `now_ms`, earliest first.

@@ -340,6 +340,7 @@ impl PublishStore for SledStore {
                             event: seq,
                             destination: d.clone(),
                             cursor: None,
+                            topic: o.topic.clone(),
                         };
                         (job_key(d, seq), json(&job))
                     })
@@ -434,6 +435,41 @@ impl DeliveryStore for SledStore {
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
         self.jobs.remove(job_key(destination, event))?;
         Ok(())
+    }
+
+    async fn coalesce_jobs(
+        &self,
+        destination: &str,
+        topic: &str,
+        replaced: &[u64],
+        event: NewEvent,
+    ) -> Result<Job> {
+        let seq = self.next_id()?;
+        let record = encode_event(&Event {
+            seq,
+            topic: topic.to_owned(),
+            content_type: event.content_type,
+            body: event.body,
+            created_ms: event.created_ms,
+        });
+        let job = Job {
+            event: seq,
+            destination: destination.to_owned(),
+            cursor: None,
+            topic: topic.to_owned(),
+        };
+        let job_record = json(&job);
+        (&self.events, &self.jobs)
+            .transaction(|(events, jobs)| {
+                events.insert(&be(seq), record.as_slice())?;
+                for e in replaced {
+                    jobs.remove(job_key(destination, *e))?;
+                }
+                jobs.insert(job_key(destination, seq), job_record.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        Ok(job)
     }
 
     async fn put_retry(&self, retry: Retry) -> Result<()> {

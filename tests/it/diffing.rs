@@ -4,19 +4,6 @@ use std::str::FromStr;
 
 use crate::helpers::*;
 
-fn atom(entries: &[(&str, &str)]) -> String {
-    let mut s = String::from(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\" xmlns:media=\"http://search.yahoo.com/mrss/\">\n  <title>Blog</title>\n  <id>urn:blog</id>\n  <updated>2026-11-24T00:00:00Z</updated>\n",
-    );
-    for (id, title) in entries {
-        s.push_str(&format!(
-            "  <entry>\n    <id>{id}</id>\n    <title>{title}</title>\n    <updated>2026-11-24T00:00:00Z</updated>\n    <media:thumbnail url=\"http://x/{id}.png\"/>\n  </entry>\n"
-        ));
-    }
-    s.push_str("</feed>\n");
-    s
-}
-
 #[tokio::test]
 async fn atom_delivers_only_new_and_changed_entries() {
     let hub = spawn_hub().await;

@@ -610,3 +610,17 @@ impl Publisher {
         self.fetches()
     }
 }
+
+/// An Atom feed with these (id, title) entries, feed-level metadata and a namespace extension.
+pub fn atom(entries: &[(&str, &str)]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\" xmlns:media=\"http://search.yahoo.com/mrss/\">\n  <title>Blog</title>\n  <id>urn:blog</id>\n  <updated>2026-11-24T00:00:00Z</updated>\n",
+    );
+    for (id, title) in entries {
+        s.push_str(&format!(
+            "  <entry>\n    <id>{id}</id>\n    <title>{title}</title>\n    <updated>2026-11-24T00:00:00Z</updated>\n    <media:thumbnail url=\"http://x/{id}.png\"/>\n  </entry>\n"
+        ));
+    }
+    s.push_str("</feed>\n");
+    s
+}

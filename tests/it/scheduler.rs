@@ -149,3 +149,66 @@ async fn a_huge_destination_does_not_starve_a_small_one() {
     );
     huge.wait_deliveries(200).await;
 }
+
+#[tokio::test]
+async fn a_paused_destination_gets_its_backlog_of_one_topic_in_one_delivery() {
+    let hub = spawn_hub_with("[delivery]\ninitial_window = 1\nper_destination = 1").await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/feed");
+    let ct = "application/atom+xml";
+    publisher.set("/feed", ct, atom(&[("a", "A")]));
+    hub.subscribed(&topic, &sub.callback("/cb")).await;
+    // The first delivery is answered 429 Retry-After 2: the destination pauses for 2 s.
+    sub.retry_after("2");
+    sub.reply_with(&[429]);
+    hub.publish(&topic).await;
+    sub.wait_deliveries(1).await;
+    // Three more versions while it is paused; the first becomes the job in progress, the
+    // other two wait in the destination's queue.
+    for (i, entries) in [
+        vec![("b", "B"), ("a", "A")],
+        vec![("c", "C"), ("b", "B"), ("a", "A")],
+        vec![("d", "D"), ("c", "C"), ("b", "B"), ("a", "A")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        publisher.set("/feed", ct, atom(&entries));
+        hub.publish(&topic).await;
+        publisher.wait_fetches(i + 2).await;
+        hub.wait_pings_done().await;
+    }
+    hub.wait_jobs_done().await;
+    hub.wait_for("the v1 retry", || async {
+        hub.store().delivery.count_retries().await.unwrap() == 0
+    })
+    .await;
+    let got = sub.deliveries();
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    // v1 (429), v1 again, b, then c and d together: four requests for five.
+    assert_eq!(bodies.len(), 4, "{bodies:#?}");
+    let merged = bodies
+        .iter()
+        .find(|b| b.contains("<id>c</id>"))
+        .expect("c delivered");
+    assert!(
+        merged.contains("<id>d</id>"),
+        "c and d in one delivery: {merged}"
+    );
+    assert!(
+        !merged.contains("<id>b</id>"),
+        "b was delivered before: {merged}"
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("<id>b</id>") && !b.contains("<id>c</id>"))
+    );
+    // The merged document is still a valid Atom feed with the publisher's metadata.
+    atom_syndication::Feed::read_from(merged.as_bytes()).expect("valid Atom");
+    assert!(merged.contains("xmlns:media="));
+}

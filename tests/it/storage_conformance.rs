@@ -196,6 +196,7 @@ async fn delivery(s: Storage) {
         event: 7,
         destination: "http://x:80".into(),
         cursor: Some("http://x/5".into()),
+        topic: "http://t/".into(),
     };
     s.delivery.put_job(job.clone()).await.unwrap();
     assert_eq!(s.delivery.jobs().await.unwrap(), vec![job.clone()]);
@@ -213,6 +214,52 @@ async fn delivery(s: Storage) {
     );
     s.delivery.remove_job(7, "http://x:80").await.unwrap();
     assert!(s.delivery.jobs().await.unwrap().is_empty());
+
+    // Coalescing replaces a destination's jobs with one job of a new event, and only there.
+    for (event, dest) in [(7, "http://x:80"), (8, "http://x:80"), (8, "http://y:80")] {
+        s.delivery
+            .put_job(Job {
+                event,
+                destination: dest.into(),
+                cursor: None,
+                topic: "http://t/".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let merged = s
+        .delivery
+        .coalesce_jobs(
+            "http://x:80",
+            "http://t/",
+            &[7, 8],
+            NewEvent {
+                content_type: "text/plain".into(),
+                body: bytes::Bytes::from_static(b"both"),
+                created_ms: 5,
+            },
+        )
+        .await
+        .unwrap();
+    let mut jobs = s.delivery.jobs().await.unwrap();
+    jobs.sort_by_key(|j| j.destination.clone());
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0], merged);
+    assert_eq!(
+        (jobs[1].event, jobs[1].destination.as_str()),
+        (8, "http://y:80")
+    );
+    let ev = s.publish.event(merged.event).await.unwrap().unwrap();
+    assert_eq!(
+        (ev.topic.as_str(), &ev.body[..]),
+        ("http://t/", &b"both"[..])
+    );
+    for j in jobs {
+        s.delivery
+            .remove_job(j.event, &j.destination)
+            .await
+            .unwrap();
+    }
 
     let (r1, r2, r3) = (
         retry(1, "http://c/1", 300),
