@@ -296,6 +296,9 @@ async fn run_job(
         }
         job.cursor = Some(last);
         store.delivery.put_job(job.clone()).await?;
+        // Durable before the next page, so a crash repeats at most the page in progress.
+        // Group commit: destinations finishing pages together share one flush.
+        store.flush().await?;
     }
 }
 

@@ -193,6 +193,86 @@ async fn kill_9_and_restart_loses_nothing() {
     stop_gracefully(hub).await;
 }
 
+/// A config file for a hub process on port 0 with its data in `dir`, loopback allowed.
+fn process_config(dir: &tempfile::TempDir, extra: &str) -> std::path::PathBuf {
+    let config = dir.path().join("hubcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{extra}",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_fan_out_then_every_subscriber_gets_it() {
+    const PAGE: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(
+        &dir,
+        &format!("[delivery]\npage_size = {PAGE}\ninitial_window = 2\nper_destination = 2\n"),
+    );
+    let publisher = Publisher::start().await;
+    let topic = publisher.topic("/t");
+    publisher.set("/t", "text/plain", "the update");
+    let (big, small) = (Subscriber::start().await, Subscriber::start().await);
+    let callbacks: Vec<String> = (0..120)
+        .map(|i| big.callback(&format!("/cb{i}")))
+        .chain((0..30).map(|i| small.callback(&format!("/cb{i}"))))
+        .collect();
+
+    let hub = start_process(&config).await;
+    for chunk in callbacks.chunks(50) {
+        let (url, topic) = (&hub.url, &topic);
+        let all = chunk.iter().map(|cb| async move {
+            let form = [
+                ("hub.mode", "subscribe"),
+                ("hub.topic", topic.as_str()),
+                ("hub.callback", cb.as_str()),
+            ];
+            post(url, &form).await
+        });
+        futures_util::future::join_all(all).await;
+    }
+    wait_subscribers(&hub.url, &topic, callbacks.len() as u64).await;
+    // Slow answers: the fan-out takes seconds, and the hub dies a third of the way in.
+    big.answer_after(Duration::from_millis(20));
+    small.answer_after(Duration::from_millis(20));
+    post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
+    big.wait_deliveries(40).await;
+    let mut hub = hub;
+    hub.child.start_kill().unwrap();
+    hub.child.wait().await.unwrap();
+    let before_restart = big.deliveries().len() + small.deliveries().len();
+    assert!(
+        before_restart < callbacks.len(),
+        "the fan-out was cut short"
+    );
+
+    let hub = start_process(&config).await;
+    for (s, n) in [(&big, 120), (&small, 30)] {
+        s.wait("every callback delivered", |r| {
+            (0..n).all(|i| {
+                let cb = format!("/cb{i}");
+                r.iter()
+                    .any(|r| r.method == "POST" && r.target == cb && r.body == b"the update")
+            })
+        })
+        .await;
+    }
+    // Duplicates are bounded by what was in flight: at most a page per destination again.
+    let total = big.deliveries().len() + small.deliveries().len();
+    let duplicates = total - callbacks.len();
+    assert!(
+        duplicates <= 2 * PAGE,
+        "{duplicates} duplicates after the restart"
+    );
+    stop_gracefully(hub).await;
+}
+
 async fn stop_gracefully(mut hub: Proc) {
     let pid = hub.child.id().unwrap();
     let status = std::process::Command::new("kill")
