@@ -267,39 +267,100 @@ async fn run_job(
                 engine.cfg.page_size,
             )
             .await?;
-        let Some(last) = page.last() else {
+        if page.is_empty() {
             store
                 .delivery
                 .remove_job(job.event, &job.destination)
                 .await?;
             return Ok(());
-        };
-        let last = last.callback.clone();
-        let mut in_flight: FuturesUnordered<_> = page
-            .iter()
-            .map(|sub| {
-                let prepared = &prepared;
-                async move {
-                    let outcome = send_in_window(engine, dest, prepared, sub).await;
-                    settle(engine, prepared, sub, None, outcome).await
+        }
+        let last_page = page.len() < engine.cfg.page_size;
+        deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?;
+        if last_page {
+            // The job is done; no cursor needs to be kept.
+            store
+                .delivery
+                .remove_job(job.event, &job.destination)
+                .await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Deliveries completed in callback order between two stored cursors.
+const CHECKPOINT_EVERY: usize = 32;
+
+/// Sends to every subscriber of `page` through the window, and while they complete (in any
+/// order) stores the job's cursor at the end of the completed prefix every
+/// [`CHECKPOINT_EVERY`] deliveries, flushed, without pausing the sends. A crash repeats only
+/// what was in flight or completed since the last checkpoint. Unless it was the last page,
+/// returns with the cursor at the end of the page, stored.
+async fn deliver_page(
+    engine: &Arc<Engine>,
+    dest: &Destination,
+    prepared: &Prepared,
+    page: &[Subscription],
+    job: &mut Job,
+    last_page: bool,
+) -> Result<(), StorageError> {
+    let store = &engine.store;
+    let mut in_flight: FuturesUnordered<_> = page
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| async move {
+            let outcome = send_in_window(engine, dest, prepared, sub).await;
+            (i, settle(engine, prepared, sub, None, outcome).await)
+        })
+        .collect();
+    let mut done = vec![false; page.len()];
+    let mut prefix = 0; // subscribers 0..prefix are all settled
+    let mut saved = 0;
+    let mut checkpoint: Option<futures_util::future::BoxFuture<'_, Result<(), StorageError>>> =
+        None;
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            next = in_flight.next() => match next {
+                Some((i, result)) => {
+                    if let Err(e) = result {
+                        first_error.get_or_insert(e);
+                    }
+                    done[i] = true;
+                    while prefix < done.len() && done[prefix] {
+                        prefix += 1;
+                    }
                 }
-            })
-            .collect();
-        let mut first_error = None;
-        while let Some(result) = in_flight.next().await {
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+                None => break,
+            },
+            r = async { checkpoint.as_mut().expect("guarded").await }, if checkpoint.is_some() => {
+                checkpoint = None;
+                r?;
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        if checkpoint.is_none() && first_error.is_none() && prefix - saved >= CHECKPOINT_EVERY {
+            saved = prefix;
+            let at = Job {
+                cursor: Some(page[prefix - 1].callback.clone()),
+                ..job.clone()
+            };
+            checkpoint = Some(Box::pin(async move {
+                store.delivery.put_job(at).await?;
+                store.flush().await
+            }));
         }
-        job.cursor = Some(last);
-        store.delivery.put_job(job.clone()).await?;
-        // Durable before the next page, so a crash repeats at most the page in progress.
-        // Group commit: destinations finishing pages together share one flush.
-        store.flush().await?;
     }
+    if let Some(c) = checkpoint {
+        c.await?;
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    job.cursor = page.last().map(|s| s.callback.clone());
+    if last_page {
+        return Ok(()); // the caller removes the job
+    }
+    store.delivery.put_job(job.clone()).await?;
+    store.flush().await
 }
 
 /// One delivery through the destination's window and the global cap; its outcome is reported
