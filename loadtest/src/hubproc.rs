@@ -66,7 +66,6 @@ max_body = "4MiB"
 engine_threads = {threads}
 [storage]
 data_dir = {data:?}
-cache_capacity = "256MiB"
 [subscriptions]
 verify_timeout = "10s"
 [delivery]

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use super::codec::{decode_event, decode_ping, encode_event, encode_ping, from_json, json};
+use super::codec::{
+    decode_event, decode_ping, decode_sub, encode_event, encode_ping, encode_sub_value, from_json,
+    json,
+};
 use super::*;
 
 pub struct SledStore {
@@ -152,13 +155,13 @@ fn topic_prefix(topic: &str) -> Vec<u8> {
 impl SubscriptionStore for SledStore {
     async fn upsert(&self, sub: Subscription) -> Result<()> {
         let key = sub_key(&sub.topic, &sub.destination, &sub.callback);
-        let value = json(&sub);
+        let value = encode_sub_value(&sub);
         let ekey = expiry_key(&sub);
         (&self.subs, &self.counts, &self.expiry)
             .transaction(|(subs, counts, expiry)| {
                 match subs.insert(key.as_slice(), value.as_slice())? {
                     Some(old) => {
-                        let old: Subscription = from_json(&old).map_err(abort)?;
+                        let old = decode_sub(&key, &old).map_err(abort)?;
                         expiry.remove(expiry_key(&old))?;
                     }
                     None => {
@@ -169,7 +172,8 @@ impl SubscriptionStore for SledStore {
                         counts.insert(sub.topic.as_bytes(), &be(n + 1))?;
                     }
                 }
-                expiry.insert(ekey.as_slice(), key.as_slice())?;
+                // The expiry key ends with the subscription's key: no value needed.
+                expiry.insert(ekey.as_slice(), &[])?;
                 Ok(())
             })
             .map_err(tx_err)
@@ -177,7 +181,10 @@ impl SubscriptionStore for SledStore {
 
     async fn get(&self, topic: &str, callback: &str) -> Result<Option<Subscription>> {
         let key = sub_key(topic, &destination_of(callback), callback);
-        self.subs.get(key)?.map(|v| from_json(&v)).transpose()
+        self.subs
+            .get(&key)?
+            .map(|v| decode_sub(&key, &v))
+            .transpose()
     }
 
     async fn remove(&self, topic: &str, callback: &str) -> Result<bool> {
@@ -187,7 +194,7 @@ impl SubscriptionStore for SledStore {
                 let Some(old) = subs.remove(key.as_slice())? else {
                     return Ok(false);
                 };
-                let old: Subscription = from_json(&old).map_err(abort)?;
+                let old = decode_sub(&key, &old).map_err(abort)?;
                 expiry.remove(expiry_key(&old))?;
                 let n = match counts.get(topic.as_bytes())? {
                     Some(v) => read_be(&v).map_err(abort)?,
@@ -256,7 +263,7 @@ impl SubscriptionStore for SledStore {
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            out.push(from_json(&v)?);
+            out.push(decode_sub(&k, &v)?);
         }
         Ok(out)
     }
@@ -264,9 +271,10 @@ impl SubscriptionStore for SledStore {
     async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>> {
         let mut out = Vec::new();
         for entry in self.expiry.range(..be(now_ms).to_vec()) {
-            let (_, sub_key) = entry?;
-            if let Some(v) = self.subs.get(&sub_key)? {
-                let s: Subscription = from_json(&v)?;
+            let (k, _) = entry?;
+            let sub_key = k.get(8..).unwrap_or_default();
+            if let Some(v) = self.subs.get(sub_key)? {
+                let s = decode_sub(sub_key, &v)?;
                 if s.expires_ms < now_ms {
                     out.push(s);
                 }
