@@ -245,14 +245,15 @@ pub async fn publish(
     // One round per event: a topic's next event is sent only after the hub accepted the
     // previous one, so the hub sees each topic's events in order, as from a real publisher.
     for e in events {
-        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        // Spawned, so each ping goes out now, not when the round is collected.
+        let mut in_flight = tokio::task::JoinSet::new();
         for t in 0..topo.topics {
             if let Some(tick) = &mut tick {
                 tick.tick().await;
             }
             while in_flight.len() >= CONCURRENCY {
-                if let Some(r) = in_flight.next().await {
-                    r?;
+                if let Some(r) = in_flight.join_next().await {
+                    r??;
                 }
             }
             let body = payload::body(e, now_us(), topo.payload);
@@ -271,7 +272,7 @@ pub async fn publish(
                         .form(&[("hub.mode", "publish"), ("hub.url", topic.as_str())])
                 }
             };
-            in_flight.push(async move {
+            in_flight.spawn(async move {
                 let r = request.send().await?;
                 if r.status() != 202 {
                     bail!("publish answered {}: {}", r.status(), r.text().await?);
@@ -279,8 +280,8 @@ pub async fn publish(
                 Ok(())
             });
         }
-        while let Some(r) = in_flight.next().await {
-            r?;
+        while let Some(r) = in_flight.join_next().await {
+            r??;
         }
     }
     Ok(())
