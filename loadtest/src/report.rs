@@ -26,7 +26,7 @@ pub struct Phase {
     pub latency_us: Option<Quantiles>,
     pub tally: Option<Tally>,
     pub bad_signatures: u64,
-    /// Deliveries per 100 ms from the sink's start.
+    /// Deliveries per 100 ms from the first delivery.
     pub timeline: Vec<u64>,
     /// (lower bound µs, count).
     pub latency_buckets: Vec<(u64, u64)>,
@@ -179,7 +179,7 @@ fn timeline_chart(out: &mut String, phases: &[&Phase], top: f64, w: f64, h: f64)
         * ticks_per_s;
     let _ = write!(
         out,
-        r#"<text x="{left}" y="{}">deliveries per second over time (s)</text>"#,
+        r#"<text x="{left}" y="{}">deliveries per second, seconds from the first delivery</text>"#,
         top + 14.0
     );
     axis(
@@ -340,9 +340,6 @@ fn machine() -> BTreeMap<String, String> {
         && let Some(total) = mem.lines().find_map(|l| l.strip_prefix("MemTotal:"))
     {
         m.insert("memory".into(), total.trim().to_owned());
-    }
-    if let Ok(k) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-        m.insert("kernel".into(), k.trim().to_owned());
     }
     m
 }

@@ -122,12 +122,13 @@ impl SinkStats {
             .fetch_max(since.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Deliveries per tick from the epoch to the last non-empty tick.
+    /// Deliveries per tick from the first non-empty tick to the last.
     pub fn timeline(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .timeline
             .iter()
             .map(|t| t.load(Ordering::Relaxed))
+            .skip_while(|n| *n == 0)
             .collect();
         while v.last() == Some(&0) {
             v.pop();
