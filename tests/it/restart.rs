@@ -88,15 +88,10 @@ async fn wait_subscribers(url: &str, topic: &str, n: u64) {
 #[tokio::test]
 async fn kill_9_and_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hubcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n[delivery]\nretry_schedule = [\"4s\"]\ntimeout = \"60s\"\n",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = process_config(
+        &dir,
+        "[delivery]\nretry_schedule = [\"4s\"]\ntimeout = \"60s\"\n",
+    );
     let publisher = Publisher::start().await;
     let topic = publisher.topic("/t");
     let (a, b, c) = (
