@@ -78,6 +78,7 @@ pub async fn start_with_storage(
         intake,
         clock: engine.clock,
         hub_url: hub_url.clone(),
+        engine: engine.clone(),
     });
     let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
         .workers(cfg.http_workers)

@@ -4,6 +4,7 @@ pub mod engine;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod signature;
 pub mod ssrf;
 pub mod storage;

@@ -195,6 +195,7 @@ pub async fn settle(
                     tracing::debug!(callback = %sub.callback, attempts, failure = %failure,
                         class = failure.class(), "delivery failed; retry scheduled");
                     store.delivery.put_retry(retry).await?;
+                    engine.metrics.retry_scheduled();
                     // Failures are rare and must survive a crash: make them durable now.
                     store.flush().await?;
                     engine.retry_wake.notify_one();
@@ -209,6 +210,7 @@ pub async fn settle(
                         ..last
                     };
                     store.delivery.dead_letter(&dead, now).await?;
+                    engine.metrics.dead_lettered();
                     store.flush().await?;
                 }
             }

@@ -21,6 +21,7 @@ use super::Engine;
 use super::deliver::{Outcome, Prepared, send, settle, signal};
 use super::window::Window;
 use crate::config::{Config, WindowConfig};
+use crate::metrics;
 use crate::storage::{Job, NewEvent, StorageError, Subscription};
 
 pub struct Dispatcher {
@@ -87,6 +88,15 @@ impl Dispatcher {
             let engine2 = engine.clone();
             engine.tracker.spawn(worker(engine2, dest));
         }
+    }
+
+    /// Destination servers seen since start: (healthy, throttled, dead).
+    pub fn destination_states(&self) -> [u64; 3] {
+        let mut n = [0; 3];
+        for d in lock(&self.destinations).values() {
+            n[d.window.status().health as usize] += 1;
+        }
+        n
     }
 
     /// Jobs waiting or running, over all destinations.
@@ -177,6 +187,7 @@ async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job 
                 q.known.remove(&j.event);
             }
             q.known.insert(merged.event);
+            engine.metrics.coalesced(later.len() as u64 + 1);
             tracing::debug!(destination = %dest.name, topic = %job.topic,
                 events = later.len() + 1, "backlog coalesced into one delivery");
             merged
@@ -373,8 +384,17 @@ pub async fn send_in_window(
 ) -> Outcome {
     let slot = dest.window.acquire().await;
     let global = engine.dispatcher.global().acquire().await;
+    let started = tokio::time::Instant::now();
     let outcome = send(engine, prepared, sub).await;
     drop(global);
+    let took = Some(started.elapsed());
+    let m = &engine.metrics;
+    match &outcome {
+        Outcome::Delivered => m.delivery(metrics::Delivery::Delivered, took),
+        Outcome::Gone => m.delivery(metrics::Delivery::Gone, took),
+        Outcome::Failed(_) => m.delivery(metrics::Delivery::Failed, took),
+        Outcome::Expired => m.delivery(metrics::Delivery::Expired, None),
+    }
     match signal(&outcome) {
         Some(s) => slot.done(s),
         None => drop(slot),

@@ -12,6 +12,7 @@ use reqwest::header;
 use super::Engine;
 use super::client::{Failure, USER_AGENT, classify, read_limited};
 use crate::feed;
+use crate::metrics::Fetch;
 use crate::storage::{Job, NewEvent, Ping, PublishOutcome, TopicState};
 
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
@@ -103,6 +104,7 @@ async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) 
     match result {
         Ok(FetchResult::NotModified) => {
             state.last_result = "304 not modified".into();
+            engine.metrics.fetch(Fetch::NotModified);
             finish(engine, topic, ping_ids, Some(state)).await;
         }
         Ok(FetchResult::Content(f)) => {
@@ -121,6 +123,7 @@ async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) 
         Err(f) => {
             tracing::warn!(%topic, failure = %f, "topic fetch failed; update not delivered");
             state.last_result = format!("error: {f}");
+            engine.metrics.fetch(Fetch::Error);
             finish(engine, topic, ping_ids, Some(state)).await;
         }
     }
@@ -207,6 +210,7 @@ async fn process(
         Err(e) => {
             tracing::warn!(%topic, error = %e, "content refused; update not delivered");
             state.last_result = format!("refused: {e}");
+            engine.metrics.fetch(Fetch::Refused);
             state.last_fetch_ms = now;
             finish(engine, topic, ping_ids, Some(state)).await;
             return;
@@ -216,8 +220,10 @@ async fn process(
         state.etag = etag;
         state.last_modified = lm;
         state.last_result = "200".into();
+        engine.metrics.fetch(Fetch::Ok);
     } else {
         state.last_result = "fat ping".into();
+        engine.metrics.fetch(Fetch::FatPing);
     }
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;

@@ -5,6 +5,7 @@ use url::Url;
 
 use super::Engine;
 use super::client::{Failure, classify, read_limited};
+use crate::metrics::Verification;
 use crate::ssrf::GuardError;
 use crate::storage::{Intent, IntentMode, Subscription, destination_of};
 
@@ -51,6 +52,7 @@ pub async fn run(engine: &Engine, intent: Intent) {
     let callback = intent.callback.clone();
     let topic = intent.topic.clone();
     if let Some(reason) = policy_refusal(engine, &intent).await {
+        engine.metrics.verification(Verification::Denied);
         deny(engine, &intent, &reason).await;
     } else {
         match verify(engine, &intent).await {
@@ -60,9 +62,11 @@ pub async fn run(engine: &Engine, intent: Intent) {
                     tracing::error!(error = %e, %topic, %callback, "cannot store verified intent");
                     return;
                 }
+                engine.metrics.verification(Verification::Verified);
                 tracing::info!(mode = intent.mode.as_str(), %topic, %callback, "intent verified");
             }
             Err(f) => {
+                engine.metrics.verification(Verification::Failed);
                 tracing::info!(mode = intent.mode.as_str(), %topic, %callback, failure = %f,
                     "verification of intent failed; state unchanged");
             }

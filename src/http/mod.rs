@@ -3,6 +3,7 @@
 
 mod fat_ping;
 mod hub_endpoint;
+mod ops;
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub intake: Intake,
     pub clock: Clock,
     pub hub_url: String,
+    /// Read-only here: metrics and readiness.
+    pub engine: Arc<crate::engine::Engine>,
 }
 
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -30,7 +33,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                 web::resource("/")
                     .route(web::post().to(hub_endpoint::post))
                     .route(web::get().to(hub_endpoint::get)),
-            );
+            )
+            .route("/metrics", web::get().to(ops::metrics))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz));
     }
 }
 

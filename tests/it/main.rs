@@ -3,6 +3,7 @@ mod diffing;
 mod distribution;
 mod fat_ping;
 mod helpers;
+mod operations;
 mod publishing;
 mod restart;
 mod scheduler;

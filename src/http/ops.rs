@@ -1,0 +1,38 @@
+//! Operations endpoints: `GET /metrics` (Prometheus text), `GET /healthz` (the process
+//! answers), `GET /readyz` (storage answers and the hub is not shutting down).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+use super::{AppState, text};
+use crate::metrics::Gauges;
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let engine = &state.engine;
+    let retries = match engine.store.delivery.count_retries().await {
+        Ok(n) => n,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
+    };
+    let gauges = Gauges {
+        queued_jobs: engine.dispatcher.queued_jobs() as u64,
+        retries,
+        destinations: engine.dispatcher.destination_states(),
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(engine.metrics.render(&gauges))
+}
+
+pub async fn healthz() -> HttpResponse {
+    text(StatusCode::OK, "ok")
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.engine.shutdown.is_cancelled() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match state.store.delivery.next_retry_due().await {
+        Ok(_) => text(StatusCode::OK, "ready"),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
+    }
+}

@@ -1,0 +1,258 @@
+//! Counters the engine keeps, rendered in the Prometheus text format at `GET /metrics`. Labels
+//! are fixed small sets (outcomes, results, states): never a host, topic or callback.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the delivery latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery {
+    Delivered,
+    Failed,
+    Gone,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Fetch {
+    Ok,
+    NotModified,
+    Error,
+    Refused,
+    FatPing,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Verification {
+    Verified,
+    Failed,
+    Denied,
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    deliveries: [AtomicU64; 4],
+    latency: Histogram,
+    fetches: [AtomicU64; 5],
+    verifications: [AtomicU64; 3],
+    retries_scheduled: AtomicU64,
+    dead_lettered: AtomicU64,
+    coalesced: AtomicU64,
+}
+
+/// Gauges read at scrape time from the engine and storage.
+pub struct Gauges {
+    pub queued_jobs: u64,
+    pub retries: u64,
+    pub destinations: [u64; 3],
+}
+
+impl Metrics {
+    pub fn delivery(&self, d: Delivery, took: Option<Duration>) {
+        self.deliveries[d as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = took {
+            let secs = t.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    self.latency.buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.latency.count.fetch_add(1, Ordering::Relaxed);
+            self.latency
+                .sum_micros
+                .fetch_add(t.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn fetch(&self, f: Fetch) {
+        self.fetches[f as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn verification(&self, v: Verification) {
+        self.verifications[v as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retry_scheduled(&self) {
+        self.retries_scheduled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn coalesced(&self, events: u64) {
+        self.coalesced.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut s = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            &mut s,
+            "hubcast_deliveries_total",
+            "counter",
+            "Delivery attempts by outcome.",
+        );
+        for (i, o) in ["delivered", "failed", "gone", "expired"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                s,
+                "hubcast_deliveries_total{{outcome=\"{o}\"}} {}",
+                get(&self.deliveries[i])
+            );
+        }
+        family(
+            &mut s,
+            "hubcast_delivery_duration_seconds",
+            "histogram",
+            "Time from sending a delivery to its answer.",
+        );
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "hubcast_delivery_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                get(&self.latency.buckets[i])
+            );
+        }
+        let count = get(&self.latency.count);
+        let _ = writeln!(
+            s,
+            "hubcast_delivery_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "hubcast_delivery_duration_seconds_sum {}",
+            get(&self.latency.sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(s, "hubcast_delivery_duration_seconds_count {count}");
+        family(
+            &mut s,
+            "hubcast_topic_fetches_total",
+            "counter",
+            "Topic updates by result.",
+        );
+        for (i, r) in ["ok", "not_modified", "error", "refused", "fat_ping"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                s,
+                "hubcast_topic_fetches_total{{result=\"{r}\"}} {}",
+                get(&self.fetches[i])
+            );
+        }
+        family(
+            &mut s,
+            "hubcast_verifications_total",
+            "counter",
+            "Verifications of intent by result.",
+        );
+        for (i, r) in ["verified", "failed", "denied"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "hubcast_verifications_total{{result=\"{r}\"}} {}",
+                get(&self.verifications[i])
+            );
+        }
+        simple(
+            &mut s,
+            "hubcast_retries_scheduled_total",
+            "counter",
+            "Failed deliveries scheduled for another attempt.",
+            get(&self.retries_scheduled),
+        );
+        simple(
+            &mut s,
+            "hubcast_dead_letters_total",
+            "counter",
+            "Deliveries that failed for good.",
+            get(&self.dead_lettered),
+        );
+        simple(
+            &mut s,
+            "hubcast_coalesced_events_total",
+            "counter",
+            "Events merged into another delivery of a lagging destination.",
+            get(&self.coalesced),
+        );
+        simple(
+            &mut s,
+            "hubcast_queued_jobs",
+            "gauge",
+            "Delivery jobs (event, destination) waiting or running.",
+            g.queued_jobs,
+        );
+        simple(
+            &mut s,
+            "hubcast_pending_retries",
+            "gauge",
+            "Stored retries not yet due or in progress.",
+            g.retries,
+        );
+        family(
+            &mut s,
+            "hubcast_destinations",
+            "gauge",
+            "Destination servers by state.",
+        );
+        for (i, st) in ["healthy", "throttled", "dead"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "hubcast_destinations{{state=\"{st}\"}} {}",
+                g.destinations[i]
+            );
+        }
+        s
+    }
+}
+
+fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn simple(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    family(s, name, kind, help);
+    let _ = writeln!(s, "{name} {v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.delivery(Delivery::Delivered, Some(Duration::from_millis(3)));
+        m.delivery(Delivery::Failed, Some(Duration::from_secs(20)));
+        m.delivery(Delivery::Expired, None);
+        let text = m.render(&Gauges {
+            queued_jobs: 2,
+            retries: 1,
+            destinations: [3, 0, 1],
+        });
+        assert!(text.contains("hubcast_deliveries_total{outcome=\"delivered\"} 1\n"));
+        assert!(text.contains("hubcast_deliveries_total{outcome=\"expired\"} 1\n"));
+        assert!(text.contains("hubcast_delivery_duration_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("hubcast_delivery_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("hubcast_delivery_duration_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("hubcast_delivery_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("hubcast_delivery_duration_seconds_count 2\n"));
+        assert!(text.contains("hubcast_destinations{state=\"dead\"} 1\n"));
+        assert!(text.contains("# TYPE hubcast_queued_jobs gauge\nhubcast_queued_jobs 2\n"));
+    }
+}
