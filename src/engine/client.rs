@@ -44,8 +44,7 @@ impl Failure {
             Failure::Blocked(_) => "blocked",
             Failure::Redirect(_) | Failure::Redirects(_) => "3xx",
             Failure::Status(s) | Failure::Throttled { status: s, .. } if *s < 500 => "4xx",
-            Failure::Throttled { .. } => "5xx",
-            Failure::Status(_) => "5xx",
+            Failure::Status(_) | Failure::Throttled { .. } => "5xx",
             Failure::TooLarge => "too-large",
             Failure::Other(_) => "other",
         }

@@ -278,15 +278,10 @@ async fn run_job(
                 engine.cfg.page_size,
             )
             .await?;
-        if page.is_empty() {
-            store
-                .delivery
-                .remove_job(job.event, &job.destination)
-                .await?;
-            return Ok(());
-        }
         let last_page = page.len() < engine.cfg.page_size;
-        deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?;
+        if !page.is_empty() {
+            deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?;
+        }
         if last_page {
             // The job is done; no cursor needs to be kept.
             store
@@ -366,10 +361,10 @@ async fn deliver_page(
     if let Some(e) = first_error {
         return Err(e);
     }
-    job.cursor = page.last().map(|s| s.callback.clone());
     if last_page {
         return Ok(()); // the caller removes the job
     }
+    job.cursor = page.last().map(|s| s.callback.clone());
     store.delivery.put_job(job.clone()).await?;
     store.flush().await
 }

@@ -264,15 +264,9 @@ async fn process(
     finish(engine, topic, rest, None).await;
     if let Some(seq) = seq {
         for destination in dests {
-            engine.dispatcher.enqueue(
-                engine,
-                Job {
-                    event: seq,
-                    destination,
-                    cursor: None,
-                    topic: topic.to_owned(),
-                },
-            );
+            engine
+                .dispatcher
+                .enqueue(engine, Job::new(seq, &destination, topic));
         }
     }
 }

@@ -79,13 +79,7 @@ fn in_flight_len(s: &Mutex<HashSet<Key>>) -> usize {
 
 async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
     let store = &engine.store;
-    let sub = store.subs.get(&r.topic, &r.callback).await?;
-    let event = store.publish.event(r.event).await?;
-    let (Some(sub), Some(event)) = (sub, event) else {
-        // Unsubscribed since, or the event is gone: nothing left to deliver.
-        return store.delivery.remove_retry(r).await;
-    };
-    let dest = engine.dispatcher.destination(&sub.destination);
+    let dest = engine.dispatcher.destination(&r.destination);
     if let Some(at) = dest.window.blocked_until() {
         // Dead or paused: move the retry to when the destination takes requests again rather
         // than queue on it. This is no attempt, so the count stays.
@@ -99,6 +93,12 @@ async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
             return store.delivery.remove_retry(r).await;
         }
     }
+    let sub = store.subs.get(&r.topic, &r.callback).await?;
+    let event = store.publish.event(r.event).await?;
+    let (Some(sub), Some(event)) = (sub, event) else {
+        // Unsubscribed since, or the event is gone: nothing left to deliver.
+        return store.delivery.remove_retry(r).await;
+    };
     let prepared = Prepared::new(engine, &event);
     let outcome = send_in_window(engine, &dest, &prepared, &sub).await;
     settle(engine, &prepared, &sub, Some(r), outcome).await

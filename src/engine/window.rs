@@ -63,7 +63,7 @@ pub struct Window {
     cfg: WindowConfig,
     slots: Arc<Semaphore>,
     state: Mutex<State>,
-    /// Woken when the destination comes back or a pause ends early.
+    /// Wakes waiters when the destination comes back from dead or its next probe time moves.
     revived: Notify,
 }
 

@@ -169,23 +169,9 @@ impl PublishStore for MemoryStore {
         let mut g = self.lock();
         g.topics.insert(o.topic.clone(), o.state);
         if let (Some(seq), Some((ev, dests))) = (seq, o.event) {
-            g.events.insert(
-                seq,
-                Event {
-                    seq,
-                    topic: o.topic.clone(),
-                    content_type: ev.content_type,
-                    body: ev.body,
-                    created_ms: ev.created_ms,
-                },
-            );
+            g.events.insert(seq, ev.stored(seq, &o.topic));
             for d in dests {
-                let job = Job {
-                    event: seq,
-                    destination: d.clone(),
-                    cursor: None,
-                    topic: o.topic.clone(),
-                };
+                let job = Job::new(seq, &d, &o.topic);
                 g.jobs.insert((d, seq), job);
             }
         }
@@ -251,25 +237,11 @@ impl DeliveryStore for MemoryStore {
     ) -> Result<Job> {
         let seq = self.next_id()?;
         let mut g = self.lock();
-        g.events.insert(
-            seq,
-            Event {
-                seq,
-                topic: topic.to_owned(),
-                content_type: event.content_type,
-                body: event.body,
-                created_ms: event.created_ms,
-            },
-        );
+        g.events.insert(seq, event.stored(seq, topic));
         for e in replaced {
             g.jobs.remove(&(destination.to_owned(), *e));
         }
-        let job = Job {
-            event: seq,
-            destination: destination.to_owned(),
-            cursor: None,
-            topic: topic.to_owned(),
-        };
+        let job = Job::new(seq, destination, topic);
         g.jobs.insert((destination.to_owned(), seq), job.clone());
         Ok(job)
     }

@@ -150,6 +150,18 @@ pub struct Job {
     pub topic: String,
 }
 
+impl Job {
+    /// A fan-out of `event` (of `topic`) to `destination`, not started.
+    pub fn new(event: u64, destination: &str, topic: &str) -> Job {
+        Job {
+            event,
+            destination: destination.to_owned(),
+            cursor: None,
+            topic: topic.to_owned(),
+        }
+    }
+}
+
 /// A single failed delivery, to be attempted again at `due_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retry {
@@ -190,6 +202,19 @@ pub struct NewEvent {
     pub content_type: String,
     pub body: bytes::Bytes,
     pub created_ms: u64,
+}
+
+impl NewEvent {
+    /// The event as stored, once the backend has given it a sequence number.
+    pub fn stored(self, seq: u64, topic: &str) -> Event {
+        Event {
+            seq,
+            topic: topic.to_owned(),
+            content_type: self.content_type,
+            body: self.body,
+            created_ms: self.created_ms,
+        }
+    }
 }
 
 #[async_trait]

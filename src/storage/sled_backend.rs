@@ -334,24 +334,10 @@ impl PublishStore for SledStore {
         let prepared = match &o.event {
             Some((ev, dests)) => {
                 let seq = self.next_id()?;
-                let record = encode_event(&Event {
-                    seq,
-                    topic: o.topic.clone(),
-                    content_type: ev.content_type.clone(),
-                    body: ev.body.clone(),
-                    created_ms: ev.created_ms,
-                });
+                let record = encode_event(&ev.clone().stored(seq, &o.topic));
                 let jobs: Vec<(Vec<u8>, Vec<u8>)> = dests
                     .iter()
-                    .map(|d| {
-                        let job = Job {
-                            event: seq,
-                            destination: d.clone(),
-                            cursor: None,
-                            topic: o.topic.clone(),
-                        };
-                        (job_key(d, seq), json(&job))
-                    })
+                    .map(|d| (job_key(d, seq), json(&Job::new(seq, d, &o.topic))))
                     .collect();
                 Some((seq, record, jobs))
             }
@@ -453,19 +439,8 @@ impl DeliveryStore for SledStore {
         event: NewEvent,
     ) -> Result<Job> {
         let seq = self.next_id()?;
-        let record = encode_event(&Event {
-            seq,
-            topic: topic.to_owned(),
-            content_type: event.content_type,
-            body: event.body,
-            created_ms: event.created_ms,
-        });
-        let job = Job {
-            event: seq,
-            destination: destination.to_owned(),
-            cursor: None,
-            topic: topic.to_owned(),
-        };
+        let record = encode_event(&event.stored(seq, topic));
+        let job = Job::new(seq, destination, topic);
         let job_record = json(&job);
         (&self.events, &self.jobs)
             .transaction(|(events, jobs)| {
