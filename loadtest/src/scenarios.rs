@@ -337,13 +337,12 @@ async fn hub_phase(o: &Options, topo: &Topology, plan: Plan<'_>) -> anyhow::Resu
         .collect();
     let target = (healthy.len() * topo.events) as u64;
 
-    let rate = plan.rate;
     let start = Instant::now();
     let start_us = stats.epoch().elapsed().as_micros() as u64;
     let publishing = {
         let (url, topo, kind) = (hub.url.clone(), topo.clone(), o.ping);
         let topics_ref = &topics;
-        async move { driver::publish(&url, &topo, topics_ref, kind, 0..topo.events, rate).await }
+        async move { driver::publish(&url, &topo, topics_ref, kind, 0..topo.events, plan.rate).await }
     };
     let bar = driver::progress(target, "delivering");
     // Done when every (callback, event) arrived, or was superseded by a later event of its
@@ -352,33 +351,32 @@ async fn hub_phase(o: &Options, topo: &Topology, plan: Plan<'_>) -> anyhow::Resu
         let t = stats.tally(healthy.iter().copied());
         t.received + t.superseded
     };
-    match plan.crash_at {
-        None => {
-            let (p, w) = tokio::join!(
-                publishing,
-                driver::wait_for(o.limit(), &bar, received, target)
-            );
-            p?;
-            if let Err(e) = w {
-                let t = stats.tally(healthy.iter().copied());
-                let log = std::fs::read_to_string(dir.path().join("hub.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                anyhow::bail!(
-                    "{e}: {t:?}, unknown {}, bad signatures {}; hub log ends:\n{}",
-                    stats.unknown.load(Ordering::Relaxed),
-                    stats.bad_signatures.load(Ordering::Relaxed),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        Some(share) => {
-            let at = (target as f64 * share) as u64;
-            let (p, w) = tokio::join!(publishing, driver::wait_for(o.limit(), &bar, received, at));
-            p?;
-            w?;
+    // With a crash planned, kill the hub once that share has arrived, then wait for the rest.
+    let first_wait = plan
+        .crash_at
+        .map_or(target, |share| (target as f64 * share) as u64);
+    let run = async {
+        let (p, w) = tokio::join!(
+            publishing,
+            driver::wait_for(o.limit(), &bar, &received, first_wait)
+        );
+        p?;
+        w?;
+        if plan.crash_at.is_some() {
             hub.restart().await.context("restarting after kill -9")?;
-            driver::wait_for(o.limit(), &bar, received, target).await?;
+            driver::wait_for(o.limit(), &bar, &received, target).await?;
         }
+        Ok::<_, anyhow::Error>(())
+    };
+    if let Err(e) = run.await {
+        let t = stats.tally(healthy.iter().copied());
+        let log = std::fs::read_to_string(dir.path().join("hub.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        anyhow::bail!(
+            "{e:#}: {t:?}, bad signatures {}; hub log ends:\n{}",
+            stats.bad_signatures.load(Ordering::Relaxed),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     bar.finish_and_clear();
     let seconds = if plan.behaviours.is_empty() {
