@@ -61,21 +61,18 @@ async fn delivery_is_signed_with_the_subscribers_secret() {
 
 #[tokio::test]
 async fn failed_delivery_is_retried_and_the_subscriber_kept() {
-    let hub = spawn_hub().await;
-    let publisher = Publisher::start().await;
-    let sub = Subscriber::start().await;
-    let topic = publisher.topic("/t");
-    let cb = sub.callback("/cb");
-    publisher.set("/t", "text/plain", "first");
-    hub.subscribed(&topic, &cb).await;
+    let OneSubscriber {
+        hub,
+        publisher,
+        sub,
+        topic,
+        ..
+    } = one_subscriber("first").await;
     sub.reply_with(&[500]);
     hub.publish(&topic).await;
     let d = sub.wait_deliveries(2).await;
     assert_eq!(d[0].body, d[1].body, "the retry carries the same content");
-    hub.wait_for("the retry to be settled", || async {
-        hub.store().delivery.count_retries().await.unwrap() == 0
-    })
-    .await;
+    hub.wait_retries_settled().await;
     // A subscriber that failed keeps getting new updates.
     publisher.set("/t", "text/plain", "second");
     hub.publish(&topic).await;
@@ -85,13 +82,14 @@ async fn failed_delivery_is_retried_and_the_subscriber_kept() {
 
 #[tokio::test]
 async fn exhausted_retries_become_a_dead_letter() {
-    let hub = spawn_hub().await; // schedule: 2 retries
-    let publisher = Publisher::start().await;
-    let sub = Subscriber::start().await;
-    let topic = publisher.topic("/t");
-    let cb = sub.callback("/cb");
-    publisher.set("/t", "text/plain", "x");
-    hub.subscribed(&topic, &cb).await;
+    // The test schedule has 2 retries.
+    let OneSubscriber {
+        hub,
+        sub,
+        topic,
+        cb,
+        ..
+    } = one_subscriber("x").await;
     sub.reply_with(&[503, 503, 503]);
     hub.publish(&topic).await;
     sub.wait_deliveries(3).await;
@@ -117,13 +115,13 @@ async fn exhausted_retries_become_a_dead_letter() {
 
 #[tokio::test]
 async fn gone_ends_the_subscription() {
-    let hub = spawn_hub().await;
-    let publisher = Publisher::start().await;
-    let sub = Subscriber::start().await;
-    let topic = publisher.topic("/t");
-    let cb = sub.callback("/cb");
-    publisher.set("/t", "text/plain", "x");
-    hub.subscribed(&topic, &cb).await;
+    let OneSubscriber {
+        hub,
+        sub,
+        topic,
+        cb,
+        ..
+    } = one_subscriber("x").await;
     sub.reply_with(&[410]);
     hub.publish(&topic).await;
     sub.wait_deliveries(1).await;

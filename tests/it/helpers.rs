@@ -144,6 +144,14 @@ impl TestHub {
         .await;
     }
 
+    /// Waits until no retry is stored (every failed delivery has been settled).
+    pub async fn wait_retries_settled(&self) {
+        self.wait_for("the retries to settle", || async {
+            self.store().delivery.count_retries().await.unwrap() == 0
+        })
+        .await;
+    }
+
     /// Waits until no delivery job is pending.
     pub async fn wait_jobs_done(&self) {
         self.wait_for("delivery jobs to finish", || async {
@@ -623,4 +631,31 @@ pub fn atom(entries: &[(&str, &str)]) -> String {
     }
     s.push_str("</feed>\n");
     s
+}
+
+/// A hub, a topic server serving `content` as text/plain at `/t`, and one subscriber whose
+/// callback `/cb` is subscribed to it.
+pub struct OneSubscriber {
+    pub hub: TestHub,
+    pub publisher: Publisher,
+    pub sub: Subscriber,
+    pub topic: String,
+    pub cb: String,
+}
+
+pub async fn one_subscriber(content: &str) -> OneSubscriber {
+    let hub = spawn_hub().await;
+    let publisher = Publisher::start().await;
+    let sub = Subscriber::start().await;
+    let topic = publisher.topic("/t");
+    let cb = sub.callback("/cb");
+    publisher.set("/t", "text/plain", content);
+    hub.subscribed(&topic, &cb).await;
+    OneSubscriber {
+        hub,
+        publisher,
+        sub,
+        topic,
+        cb,
+    }
 }

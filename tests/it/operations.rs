@@ -57,10 +57,7 @@ async fn metrics_count_known_traffic() {
     a.wait_deliveries(1).await;
     c.wait_deliveries(2).await; // the 500, then the retry
     hub.wait_jobs_done().await;
-    hub.wait_for("the retry to settle", || async {
-        hub.store().delivery.count_retries().await.unwrap() == 0
-    })
-    .await;
+    hub.wait_retries_settled().await;
 
     let (status, ct, m) = get(&hub, "/metrics").await;
     assert_eq!(status, 200);

@@ -180,10 +180,7 @@ async fn a_paused_destination_gets_its_backlog_of_one_topic_in_one_delivery() {
         hub.wait_pings_done().await;
     }
     hub.wait_jobs_done().await;
-    hub.wait_for("the v1 retry", || async {
-        hub.store().delivery.count_retries().await.unwrap() == 0
-    })
-    .await;
+    hub.wait_retries_settled().await;
     let got = sub.deliveries();
     let bodies: Vec<String> = got
         .iter()
