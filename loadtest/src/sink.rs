@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -59,10 +59,10 @@ pub struct SinkStats {
     epoch: Instant,
     events: usize,
     seen: Vec<AtomicU8>,
+    /// Per subscriber: 1 + the highest event received (0: none yet).
+    highest: Vec<AtomicU32>,
     /// 2xx answers given to deliveries.
     pub deliveries: AtomicU64,
-    /// First receipts of a (callback, event).
-    pub unique: AtomicU64,
     pub bad_signatures: AtomicU64,
     pub unknown: AtomicU64,
     pub verifications: AtomicU64,
@@ -80,8 +80,8 @@ impl SinkStats {
             seen: (0..subscribers * events)
                 .map(|_| AtomicU8::new(0))
                 .collect(),
+            highest: (0..subscribers).map(|_| AtomicU32::new(0)).collect(),
             deliveries: AtomicU64::new(0),
-            unique: AtomicU64::new(0),
             bad_signatures: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             verifications: AtomicU64::new(0),
@@ -95,21 +95,19 @@ impl SinkStats {
         self.epoch
     }
 
-    fn record(&self, subscriber: usize, event: usize, sent_us: u64) {
-        let Some(slot) = self.seen.get(subscriber * self.events + event) else {
+    /// Counts a delivery. Returns by how much it advanced the subscriber's coverage: the events
+    /// up to the highest one received, each either received or superseded by a later one.
+    fn record(&self, subscriber: usize, event: usize, sent_us: u64) -> u64 {
+        let slot = (event < self.events)
+            .then(|| self.seen.get(subscriber * self.events + event))
+            .flatten();
+        let Some(slot) = slot else {
             self.unknown.fetch_add(1, Ordering::Relaxed);
-            return;
+            return 0;
         };
-        if event >= self.events {
-            self.unknown.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let before = slot.fetch_add(1, Ordering::Relaxed);
         if before == u8::MAX {
             slot.store(u8::MAX, Ordering::Relaxed);
-        }
-        if before == 0 {
-            self.unique.fetch_add(1, Ordering::Relaxed);
         }
         self.deliveries.fetch_add(1, Ordering::Relaxed);
         self.latency.record(now_us().saturating_sub(sent_us));
@@ -120,6 +118,9 @@ impl SinkStats {
         }
         self.last_delivery_us
             .fetch_max(since.as_micros() as u64, Ordering::Relaxed);
+        let reached = event as u32 + 1;
+        let before = self.highest[subscriber].fetch_max(reached, Ordering::Relaxed);
+        u64::from(reached.saturating_sub(before))
     }
 
     /// Deliveries per tick from the first non-empty tick to the last.
@@ -178,6 +179,9 @@ pub fn now_us() -> u64 {
 /// One destination server.
 pub struct Destination {
     pub addr: SocketAddr,
+    /// Sum over this destination's subscribers of the events received or superseded: a cheap
+    /// completion measure (the full [`SinkStats::tally`] scans every counter).
+    pub covered: AtomicU64,
     behaviour: AtomicU8,
     refuse: CancellationToken,
 }
@@ -210,6 +214,7 @@ impl Sink {
             let listener = TcpListener::bind((*ip, 0)).await?;
             let dest = Arc::new(Destination {
                 addr: listener.local_addr()?,
+                covered: AtomicU64::new(0),
                 behaviour: AtomicU8::new(Behaviour::Normal as u8),
                 refuse: shutdown.child_token(),
             });
@@ -316,6 +321,32 @@ async fn handle(
         stats.bad_signatures.fetch_add(1, Ordering::Relaxed);
         return reply(StatusCode::FORBIDDEN, "bad signature");
     }
-    stats.record(subscriber, event, sent_us);
+    let advanced = stats.record(subscriber, event, sent_us);
+    dest.covered.fetch_add(advanced, Ordering::Relaxed);
     reply(StatusCode::OK, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_counts_received_and_superseded_events_once() {
+        let stats = SinkStats::new(2, 3);
+        assert_eq!(stats.record(0, 1, 0), 2, "event 0 is superseded by event 1");
+        assert_eq!(
+            stats.record(0, 0, 0),
+            0,
+            "an older event arriving late adds nothing"
+        );
+        assert_eq!(stats.record(0, 1, 0), 0, "nor does a duplicate");
+        assert_eq!(stats.record(0, 2, 0), 1);
+        assert_eq!(stats.record(1, 3, 0), 0, "an unknown event");
+        let t = stats.tally(0..2);
+        assert_eq!(
+            (t.received, t.superseded, t.lost, t.duplicates),
+            (3, 0, 3, 1)
+        );
+        assert_eq!(stats.unknown.load(Ordering::Relaxed), 1);
+    }
 }
