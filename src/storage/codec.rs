@@ -115,12 +115,8 @@ pub fn encode_sub_value(s: &Subscription) -> Vec<u8> {
 pub fn decode_sub(key: &[u8], value: &[u8]) -> Result<Subscription, StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("subscription record: {what}"));
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt("key is not UTF-8"));
-    let mut parts = key.splitn(3, |b| *b == 0);
-    let (Some(topic), Some(destination), Some(callback)) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt("key has fewer than three parts"));
-    };
+    let (topic, destination, callback) =
+        super::split_sub_key(key).ok_or_else(|| corrupt("key has fewer than three parts"))?;
     if value.len() < 26 || value[0] != 1 {
         return Err(corrupt("unknown or short value"));
     }

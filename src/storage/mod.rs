@@ -331,6 +331,12 @@ impl Storage {
 }
 
 /// Key of a subscription in the (topic, destination, callback) index.
+/// The (topic, destination, callback) parts of a [`sub_key`].
+pub(crate) fn split_sub_key(key: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let mut parts = key.splitn(3, |b| *b == 0);
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
 pub(crate) fn sub_key(topic: &str, destination: &str, callback: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + destination.len() + callback.len() + 2);
     k.extend_from_slice(topic.as_bytes());
