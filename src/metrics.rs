@@ -34,6 +34,7 @@ pub enum Verification {
     Denied,
 }
 
+/// Per-bucket counts (not cumulative: one increment per sample; `render` sums them up).
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -64,10 +65,8 @@ impl Metrics {
         self.deliveries[d as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(t) = took {
             let secs = t.as_secs_f64();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    self.latency.buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+                self.latency.buckets[i].fetch_add(1, Ordering::Relaxed);
             }
             self.latency.count.fetch_add(1, Ordering::Relaxed);
             self.latency
@@ -122,11 +121,12 @@ impl Metrics {
             "histogram",
             "Time from sending a delivery to its answer.",
         );
+        let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += get(&self.latency.buckets[i]);
             let _ = writeln!(
                 s,
-                "hubcast_delivery_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                get(&self.latency.buckets[i])
+                "hubcast_delivery_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
             );
         }
         let count = get(&self.latency.count);
