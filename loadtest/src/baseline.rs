@@ -28,38 +28,53 @@ pub async fn run(
         .timeout(Duration::from_secs(10))
         .build()?;
     let global = Arc::new(Semaphore::new(max_in_flight));
+    // Prepared before the clock starts, as the hub has them before the publish: the callbacks
+    // of each destination, and each topic's Link header (the hub formats it once per event).
+    let links: Arc<Vec<String>> = Arc::new(
+        (0..topo.topics)
+            .map(|t| {
+                format!(
+                    "<http://127.0.0.1/>; rel=\"hub\", <{}>; rel=\"self\"",
+                    topics.url(t)
+                )
+            })
+            .collect(),
+    );
+    let callbacks: Vec<Arc<Vec<(usize, String)>>> = (0..topo.destinations)
+        .map(|d| {
+            Arc::new(
+                (d..topo.subscribers())
+                    .step_by(topo.destinations)
+                    .map(|i| (i, sink.callback(d, i)))
+                    .collect(),
+            )
+        })
+        .collect();
     let start = Instant::now();
     for event in 0..topo.events {
         // One body per event, shared by all its deliveries, as the hub does.
-        let bodies: Vec<bytes::Bytes> = (0..topo.topics)
-            .map(|_| payload::body(event, now_us(), topo.payload))
-            .collect();
+        let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+            (0..topo.topics)
+                .map(|_| payload::body(event, now_us(), topo.payload))
+                .collect(),
+        );
         let mut per_dest = Vec::with_capacity(topo.destinations);
-        for d in 0..topo.destinations {
-            let subscribers: Vec<usize> =
-                (d..topo.subscribers()).step_by(topo.destinations).collect();
-            let (client, global, bodies) = (client.clone(), global.clone(), bodies.clone());
-            let callbacks: Vec<(usize, String)> = subscribers
-                .into_iter()
-                .map(|i| (i, sink.callback(d, i)))
-                .collect();
-            let topic_urls: Vec<String> = (0..topo.topics).map(|t| topics.url(t)).collect();
+        for callbacks in &callbacks {
+            let (client, global) = (client.clone(), global.clone());
+            let (bodies, links, callbacks) = (bodies.clone(), links.clone(), callbacks.clone());
             let topo = topo.clone();
             per_dest.push(tokio::spawn(async move {
-                futures_util::stream::iter(callbacks)
+                futures_util::stream::iter(callbacks.iter())
                     .for_each_concurrent(per_destination, |(i, callback)| {
                         let (client, global) = (&client, &global);
-                        let t = topo.topic_of(i);
+                        let t = topo.topic_of(*i);
                         let body = bodies[t].clone();
-                        let link = format!(
-                            "<http://127.0.0.1/>; rel=\"hub\", <{}>; rel=\"self\"",
-                            topic_urls[t]
-                        );
+                        let link = links[t].as_str();
                         async move {
                             let _permit = global.acquire().await;
-                            let sig = payload::sign(i, &body);
+                            let sig = payload::sign(*i, &body);
                             let _ = client
-                                .post(callback)
+                                .post(callback.as_str())
                                 .header("content-type", payload::CONTENT_TYPE)
                                 .header("link", link)
                                 .header("x-hub-signature", sig)
