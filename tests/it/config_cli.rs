@@ -22,28 +22,27 @@ fn check_config_accepts_the_shipped_defaults() {
     );
 }
 
+/// `check-config` on a file holding `text`: exit code and standard error.
+fn check_config(dir: &tempfile::TempDir, text: &str) -> (Option<i32>, String) {
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = hubcast().arg("check-config").arg(&file).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_config_names_the_key_and_exits_64() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[delivery]\nretry_schedule = [\"2s\", \"often\"]\n").unwrap();
-    let out = hubcast()
-        .args(["check-config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&dir, "[delivery]\nretry_schedule = [\"2s\", \"often\"]\n");
+    assert_eq!(code, Some(64));
     assert!(err.contains("delivery.retry_schedule[1]"), "{err}");
 
-    std::fs::write(&file, "[delivery]\nsurprise = 1\n").unwrap();
-    let out = hubcast()
-        .args(["check-config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+    let (code, err) = check_config(&dir, "[delivery]\nsurprise = 1\n");
+    assert_eq!(code, Some(64));
+    assert!(err.contains("surprise"), "{err}");
 }
 
 #[test]
