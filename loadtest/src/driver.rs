@@ -177,6 +177,7 @@ pub async fn subscribe_all(
     let mut requests = requests.buffer_unordered(CONCURRENCY);
     while let Some(r) = requests.next().await {
         r?;
+        bar.inc(1);
         if start.elapsed() > deadline {
             bail!("subscribing took longer than {deadline:?}");
         }
