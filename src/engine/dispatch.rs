@@ -6,8 +6,9 @@
 //! are served in turn however many subscribers each has.
 //!
 //! A job is (event, destination, cursor): the worker pages through that destination's
-//! subscribers in callback order, and after each page stores the cursor, so a crash repeats at
-//! most one page. Successes write nothing per subscriber; failures become retry records.
+//! subscribers in callback order and checkpoints the cursor as deliveries complete
+//! (`deliver_page`), so a crash repeats only what was in flight or done since the last
+//! checkpoint. Successes write nothing per subscriber; failures become retry records.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
