@@ -1,6 +1,6 @@
 //! In-memory backend: nothing persisted. For unit tests and experiments.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +13,7 @@ struct Inner {
     subs: BTreeMap<Vec<u8>, Subscription>,
     intents: BTreeMap<u64, Intent>,
     pings: BTreeMap<u64, Ping>,
-    topics: HashMap<String, TopicState>,
+    topics: BTreeMap<String, TopicState>,
     events: BTreeMap<u64, Event>,
     jobs: BTreeMap<(String, u64), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
@@ -50,6 +50,11 @@ fn topic_prefix(topic: &str) -> Vec<u8> {
 impl IdSource for MemoryStore {
     fn next_id(&self) -> Result<u64> {
         Ok(self.ids.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn advance_past(&self, id: u64) -> Result<()> {
+        self.ids.fetch_max(id, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -123,6 +128,43 @@ impl SubscriptionStore for MemoryStore {
         Ok(g.subs
             .values()
             .filter(|s| s.expires_ms < now_ms)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn totals(&self) -> Result<(u64, u64)> {
+        let g = self.lock();
+        let topics: BTreeSet<&str> = g.subs.values().map(|s| s.topic.as_str()).collect();
+        Ok((topics.len() as u64, g.subs.len() as u64))
+    }
+
+    async fn scan(
+        &self,
+        topic: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>> {
+        use std::ops::Bound;
+        let prefix = topic.map(topic_prefix).unwrap_or_default();
+        let start = match after {
+            Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let g = self.lock();
+        Ok(g.subs
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .take(limit)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    async fn for_callback(&self, callback: &str, limit: usize) -> Result<Vec<Subscription>> {
+        let g = self.lock();
+        Ok(g.subs
+            .values()
+            .filter(|s| s.callback == callback)
             .take(limit)
             .cloned()
             .collect())
@@ -207,6 +249,52 @@ impl PublishStore for MemoryStore {
             g.events.remove(s);
         }
         Ok(doomed.len())
+    }
+
+    async fn topic_states(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TopicState)>> {
+        let g = self.lock();
+        Ok(g.topics
+            .iter()
+            .filter(|(t, _)| after.is_none_or(|a| t.as_str() > a))
+            .take(limit)
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect())
+    }
+
+    async fn put_topic_state(&self, topic: &str, state: TopicState) -> Result<()> {
+        self.lock().topics.insert(topic.to_owned(), state);
+        Ok(())
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let g = self.lock();
+        Ok(g.events
+            .range(after.saturating_add(1)..)
+            .filter(|(s, _)| **s > after)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>> {
+        let g = self.lock();
+        Ok(g.events
+            .values()
+            .rev()
+            .take(scan)
+            .filter(|e| e.topic == topic)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn put_event(&self, event: Event) -> Result<()> {
+        self.lock().events.insert(event.seq, event);
+        Ok(())
     }
 }
 
@@ -298,5 +386,28 @@ impl DeliveryStore for MemoryStore {
 
     async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
         Ok(self.lock().dead.remove(&id))
+    }
+
+    async fn count_dead_letters(&self) -> Result<u64> {
+        Ok(self.lock().dead.len() as u64)
+    }
+
+    async fn put_dead_letter(&self, dead: DeadLetter) -> Result<()> {
+        self.lock().dead.insert(dead.id, dead);
+        Ok(())
+    }
+
+    async fn replay_dead_letter(&self, id: u64, now_ms: u64) -> Result<Option<Retry>> {
+        let mut g = self.lock();
+        let Some(dl) = g.dead.remove(&id) else {
+            return Ok(None);
+        };
+        let retry = dl.replayed(now_ms);
+        g.retries.insert(retry_key(&retry), retry.clone());
+        Ok(Some(retry))
+    }
+
+    async fn retries(&self, limit: usize) -> Result<Vec<Retry>> {
+        Ok(self.lock().retries.values().take(limit).cloned().collect())
     }
 }

@@ -175,6 +175,21 @@ pub struct Retry {
     pub last_error: String,
 }
 
+impl DeadLetter {
+    /// The retry a replay starts: due at `now_ms`, no attempts counted.
+    pub fn replayed(&self, now_ms: u64) -> Retry {
+        Retry {
+            event: self.event,
+            topic: self.topic.clone(),
+            callback: self.callback.clone(),
+            destination: destination_of(&self.callback),
+            attempts: 0,
+            due_ms: now_ms,
+            last_error: format!("replayed dead letter {}", self.id),
+        }
+    }
+}
+
 /// A delivery that failed on every attempt of the retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -237,6 +252,19 @@ pub trait SubscriptionStore: Send + Sync {
     ) -> Result<Vec<Subscription>>;
     /// Subscriptions whose lease ended before `now_ms`.
     async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>>;
+    /// (topics with subscribers, subscriptions).
+    async fn totals(&self) -> Result<(u64, u64)>;
+    /// Subscriptions in (topic, destination, callback) order, of `topic` only when given,
+    /// starting after the subscription (topic, callback) `after`.
+    async fn scan(
+        &self,
+        topic: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>>;
+    /// Subscriptions of one callback URL, over all topics. Reads every subscription (there is
+    /// no callback index): for operators, not for the delivery path.
+    async fn for_callback(&self, callback: &str, limit: usize) -> Result<Vec<Subscription>>;
 
     async fn put_intent(&self, intent: Intent) -> Result<()>;
     async fn remove_intent(&self, id: u64) -> Result<()>;
@@ -256,6 +284,19 @@ pub trait PublishStore: Send + Sync {
     async fn event(&self, seq: u64) -> Result<Option<Event>>;
     /// Deletes events created before `before_ms` that no job, retry or dead letter refers to.
     async fn prune_events(&self, before_ms: u64) -> Result<usize>;
+    /// Topic states in topic order, after `after`.
+    async fn topic_states(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TopicState)>>;
+    async fn put_topic_state(&self, topic: &str, state: TopicState) -> Result<()>;
+    /// Events in sequence order, after `after`.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The newest events of `topic` (newest first), looking at most `scan` events back.
+    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>>;
+    /// Stores an event under its own sequence number (restoring a backup).
+    async fn put_event(&self, event: Event) -> Result<()>;
 }
 
 #[async_trait]
@@ -283,6 +324,14 @@ pub trait DeliveryStore: Send + Sync {
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
     async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>>;
+    async fn count_dead_letters(&self) -> Result<u64>;
+    /// Stores a dead letter under its own id (restoring a backup).
+    async fn put_dead_letter(&self, dead: DeadLetter) -> Result<()>;
+    /// Turns a dead letter back into a retry due at `now_ms` with no attempts counted,
+    /// atomically. `None` when there is no such dead letter.
+    async fn replay_dead_letter(&self, id: u64, now_ms: u64) -> Result<Option<Retry>>;
+    /// Retry records in due order, at most `limit`.
+    async fn retries(&self, limit: usize) -> Result<Vec<Retry>>;
 }
 
 /// A backend implements every trait; the hub holds them as trait objects.
@@ -302,6 +351,8 @@ pub struct Storage {
 /// Unique, increasing ids that survive restarts.
 pub trait IdSource: Send + Sync {
     fn next_id(&self) -> Result<u64>;
+    /// Makes every later id greater than `id` (after restoring records that carry ids).
+    fn advance_past(&self, id: u64) -> Result<()>;
 }
 
 #[async_trait]
@@ -323,6 +374,10 @@ impl Storage {
 
     pub fn next_id(&self) -> Result<u64> {
         self.ids.next_id()
+    }
+
+    pub fn advance_ids_past(&self, id: u64) -> Result<()> {
+        self.ids.advance_past(id)
     }
 
     pub async fn flush(&self) -> Result<()> {

@@ -113,6 +113,12 @@ impl IdSource for SledStore {
     fn next_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()? + 1)
     }
+
+    fn advance_past(&self, id: u64) -> Result<()> {
+        // sled's counter only counts up: step it past `id` (cheap, done once per restore).
+        while self.db.generate_id()? + 1 <= id {}
+        Ok(())
+    }
 }
 
 /// Group commit. Every caller takes a ticket after its writes; one blocking `Db::flush` on the
@@ -286,6 +292,54 @@ impl SubscriptionStore for SledStore {
         Ok(out)
     }
 
+    async fn totals(&self) -> Result<(u64, u64)> {
+        let (mut topics, mut subs) = (0, 0);
+        for entry in self.counts.iter() {
+            let (_, v) = entry?;
+            topics += 1;
+            subs += read_be(&v)?;
+        }
+        Ok((topics, subs))
+    }
+
+    async fn scan(
+        &self,
+        topic: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>> {
+        let prefix = topic.map(topic_prefix).unwrap_or_default();
+        let start = match after {
+            Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self.subs.range((start, Bound::Unbounded)) {
+            let (k, v) = entry?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode_sub(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    async fn for_callback(&self, callback: &str, limit: usize) -> Result<Vec<Subscription>> {
+        let mut out = Vec::new();
+        for entry in self.subs.iter() {
+            let (k, v) = entry?;
+            if let Some((_, _, c)) = split_sub_key(&k)
+                && c == callback.as_bytes()
+            {
+                out.push(decode_sub(&k, &v)?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn put_intent(&self, intent: Intent) -> Result<()> {
         self.intents.insert(be(intent.id), json(&intent))?;
         Ok(())
@@ -409,6 +463,60 @@ impl PublishStore for SledStore {
         }
         Ok(removed)
     }
+
+    async fn topic_states(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, TopicState)>> {
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in self.topics.range((start, Bound::Unbounded)).take(limit) {
+            let (k, v) = entry?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), from_json(&v)?));
+        }
+        Ok(out)
+    }
+
+    async fn put_topic_state(&self, topic: &str, state: TopicState) -> Result<()> {
+        self.topics.insert(topic.as_bytes(), json(&state))?;
+        Ok(())
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in self.events.range(be(start)..).take(limit) {
+            let (_, v) = entry?;
+            out.push(decode_event(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for entry in self.events.iter().rev().take(scan) {
+            let (_, v) = entry?;
+            let e = decode_event(&v)?;
+            if e.topic == topic {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_event(&self, event: Event) -> Result<()> {
+        self.events.insert(be(event.seq), encode_event(&event))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -524,5 +632,37 @@ impl DeliveryStore for SledStore {
 
     async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
         self.dead.remove(be(id))?.map(|v| from_json(&v)).transpose()
+    }
+
+    async fn count_dead_letters(&self) -> Result<u64> {
+        Ok(self.dead.len() as u64)
+    }
+
+    async fn put_dead_letter(&self, dead: DeadLetter) -> Result<()> {
+        self.dead.insert(be(dead.id), json(&dead))?;
+        Ok(())
+    }
+
+    async fn replay_dead_letter(&self, id: u64, now_ms: u64) -> Result<Option<Retry>> {
+        (&self.dead, &self.retries)
+            .transaction(|(dead, retries)| {
+                let Some(v) = dead.remove(&be(id))? else {
+                    return Ok(None);
+                };
+                let dl: DeadLetter = from_json(&v).map_err(abort)?;
+                let retry = dl.replayed(now_ms);
+                retries.insert(retry_key(&retry), json(&retry))?;
+                Ok(Some(retry))
+            })
+            .map_err(tx_err)
+    }
+
+    async fn retries(&self, limit: usize) -> Result<Vec<Retry>> {
+        let mut out = Vec::new();
+        for entry in self.retries.iter().take(limit) {
+            let (_, v) = entry?;
+            out.push(from_json(&v)?);
+        }
+        Ok(out)
     }
 }

@@ -292,6 +292,192 @@ async fn delivery(s: Storage) {
     s.flush().await.unwrap();
 }
 
+fn event(seq: u64, topic: &str) -> Event {
+    Event {
+        seq,
+        topic: topic.into(),
+        content_type: "text/plain".into(),
+        body: Bytes::from(format!("event {seq}")),
+        created_ms: seq,
+    }
+}
+
+/// Listing, lookups, restore and replay: what operators and backups use.
+async fn operations(s: Storage) {
+    assert_eq!(s.subs.totals().await.unwrap(), (0, 0));
+    for (t, cb) in [
+        ("http://t/a", "http://x.example/1"),
+        ("http://t/a", "http://y.example/1"),
+        ("http://t/a", "http://x.example/2"),
+        ("http://t/b", "http://x.example/1"),
+    ] {
+        s.subs.upsert(sub(t, cb, 1000)).await.unwrap();
+    }
+    assert_eq!(s.subs.totals().await.unwrap(), (2, 4));
+
+    // scan: all in key order, paged, or one topic's.
+    let all = s.subs.scan(None, None, 100).await.unwrap();
+    let keys: Vec<(&str, &str)> = all
+        .iter()
+        .map(|x| (x.topic.as_str(), x.callback.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("http://t/a", "http://x.example/1"),
+            ("http://t/a", "http://x.example/2"),
+            ("http://t/a", "http://y.example/1"),
+            ("http://t/b", "http://x.example/1"),
+        ]
+    );
+    let first = s.subs.scan(None, None, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let last = &first[2];
+    let rest = s
+        .subs
+        .scan(None, Some((&last.topic, &last.callback)), 3)
+        .await
+        .unwrap();
+    assert_eq!(rest, all[3..]);
+    let b = s.subs.scan(Some("http://t/b"), None, 10).await.unwrap();
+    assert_eq!(b, all[3..]);
+    assert!(
+        s.subs
+            .scan(Some("http://t/"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let x1 = s.subs.for_callback("http://x.example/1", 10).await.unwrap();
+    assert_eq!(x1.len(), 2);
+    assert!(x1.iter().all(|x| x.callback == "http://x.example/1"));
+    assert_eq!(
+        s.subs
+            .for_callback("http://x.example/1", 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.subs
+            .for_callback("http://z.example/", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Topic states, in topic order.
+    for t in ["http://t/b", "http://t/a"] {
+        let state = TopicState {
+            last_result: format!("200 {t}"),
+            ..Default::default()
+        };
+        s.publish.put_topic_state(t, state).await.unwrap();
+    }
+    let states = s.publish.topic_states(None, 10).await.unwrap();
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].0, "http://t/a");
+    assert_eq!(states[0].1.last_result, "200 http://t/a");
+    let after = s
+        .publish
+        .topic_states(Some("http://t/a"), 10)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, "http://t/b");
+
+    // Events restored under their own numbers; listing and the newest of a topic.
+    for seq in [7, 3, 12] {
+        let topic = if seq == 3 { "http://t/b" } else { "http://t/a" };
+        s.publish.put_event(event(seq, topic)).await.unwrap();
+    }
+    assert_eq!(
+        s.publish.event(12).await.unwrap(),
+        Some(event(12, "http://t/a"))
+    );
+    let seqs: Vec<u64> = s
+        .publish
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [3, 7, 12]);
+    let seqs: Vec<u64> = s
+        .publish
+        .events_after(3, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [7]);
+    assert!(
+        s.publish
+            .events_after(u64::MAX, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let recent: Vec<u64> = s
+        .publish
+        .recent_events("http://t/a", 5, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(recent, [12, 7]);
+    // Only the newest `scan` events are looked at.
+    assert!(
+        s.publish
+            .recent_events("http://t/b", 5, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Ids: after a restore, new ids come after the restored ones.
+    s.advance_ids_past(1_000).unwrap();
+    assert!(s.next_id().unwrap() > 1_000);
+
+    // Dead letters: restore, count, replay into a retry with no attempts counted.
+    let dl = DeadLetter {
+        id: 2_000,
+        event: 12,
+        topic: "http://t/a".into(),
+        callback: "http://x.example/1".into(),
+        attempts: 6,
+        last_error: "HTTP 500".into(),
+        failed_ms: 10,
+    };
+    s.delivery.put_dead_letter(dl.clone()).await.unwrap();
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 1);
+    assert_eq!(s.delivery.dead_letters(10).await.unwrap(), [dl.clone()]);
+    let retry = s
+        .delivery
+        .replay_dead_letter(2_000, 50)
+        .await
+        .unwrap()
+        .expect("replayed");
+    assert_eq!(retry.attempts, 0);
+    assert_eq!(retry.due_ms, 50);
+    assert_eq!(retry.event, 12);
+    assert_eq!(retry.callback, "http://x.example/1");
+    assert_eq!(retry.destination, "http://x.example:80");
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 0);
+    assert_eq!(s.delivery.retries(10).await.unwrap(), [retry.clone()]);
+    assert_eq!(s.delivery.due_retries(50, 10).await.unwrap(), [retry]);
+    assert_eq!(
+        s.delivery.replay_dead_letter(2_000, 50).await.unwrap(),
+        None
+    );
+    s.flush().await.unwrap();
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -313,6 +499,12 @@ macro_rules! conformance {
             async fn delivery_conforms() {
                 let (_guard, s) = $make;
                 delivery(s).await;
+            }
+
+            #[tokio::test]
+            async fn operations_conform() {
+                let (_guard, s) = $make;
+                operations(s).await;
             }
         }
     };
