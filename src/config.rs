@@ -48,8 +48,50 @@ struct RawConfig {
     delivery: RawDelivery,
     diff: DiffConfig,
     ssrf: RawSsrf,
+    admin: RawAdmin,
+    log: RawLog,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: String,
+    history_per_callback: usize,
+    history_callbacks: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+/// The status page and admin API.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// `None`: served to direct loopback clients only.
+    pub token: Option<String>,
+    pub history_per_callback: usize,
+    pub history_callbacks: usize,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("history_per_callback", &self.history_per_callback)
+            .field("history_callbacks", &self.history_callbacks)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +102,7 @@ struct RawServer {
     max_body: String,
     http_workers: usize,
     engine_threads: usize,
+    shutdown_deadline: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +202,8 @@ pub struct Config {
     pub max_body: usize,
     pub http_workers: usize,
     pub engine_threads: usize,
+    /// Time in-flight deliveries get to finish when the hub stops.
+    pub shutdown_deadline: Duration,
     pub backend: Backend,
     pub data_dir: PathBuf,
     pub cache_capacity: u64,
@@ -183,6 +228,9 @@ pub struct Config {
     pub callback_allow: Vec<IpNet>,
     pub topic_allow: Vec<IpNet>,
     pub publishers: Vec<PublisherConfig>,
+    pub admin: AdminConfig,
+    pub log_format: LogFormat,
+    pub log_level: String,
 }
 
 /// The adaptive concurrency window of each destination server.
@@ -406,8 +454,53 @@ impl RawConfig {
                 return Err(invalid(&key, "`secret` and `token` must not be empty"));
             }
         }
+        let a = self.admin;
+        let token = match a.token.trim() {
+            "" => None,
+            t if t.len() < 16 => {
+                return Err(invalid("admin.token", "must be at least 16 characters"));
+            }
+            t => Some(t.to_owned()),
+        };
+        if a.history_per_callback > 1000 {
+            return Err(invalid(
+                "admin.history_per_callback",
+                "must be at most 1000",
+            ));
+        }
+        if a.history_callbacks > 10_000_000 {
+            return Err(invalid(
+                "admin.history_callbacks",
+                "must be at most 10000000",
+            ));
+        }
+        let admin = AdminConfig {
+            token,
+            history_per_callback: a.history_per_callback,
+            history_callbacks: a.history_callbacks,
+        };
+        let log_format = match self.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("unknown format {other:?}; expected \"human\" or \"json\""),
+                ));
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a filter like \"info\" or \"hubcast=debug,warn\"",
+                    self.log.level
+                ),
+            ));
+        }
         Ok(Config {
             listen: parse_addr("server.listen", &s.listen)?,
+            shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
             public_url,
             max_body: parse_size("server.max_body", &s.max_body)? as usize,
             http_workers: s.http_workers,
@@ -436,6 +529,9 @@ impl RawConfig {
             callback_allow: cidrs("ssrf.callback_allow", &self.ssrf.callback_allow)?,
             topic_allow: cidrs("ssrf.topic_allow", &self.ssrf.topic_allow)?,
             publishers: self.publishers,
+            admin,
+            log_format,
+            log_level: self.log.level,
         })
     }
 }
@@ -600,6 +696,26 @@ mod tests {
         assert_eq!(parse_size("k", "100").unwrap(), 100);
         assert!(parse_size("k", "lots").is_err());
         assert!(parse_size("k", "0").is_err());
+    }
+
+    #[test]
+    fn admin_and_log_keys_are_checked() {
+        let cfg = load_env(&[]).unwrap();
+        assert!(cfg.admin.token.is_none());
+        assert_eq!(cfg.log_format, LogFormat::Human);
+        let err = Config::from_toml_str("[admin]\ntoken = \"short\"").unwrap_err();
+        assert!(err.to_string().contains("admin.token"), "{err}");
+        let cfg = Config::from_toml_str("[admin]\ntoken = \"0123456789abcdef-x\"").unwrap();
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        let err = Config::from_toml_str("[log]\nformat = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+        let err = Config::from_toml_str("[log]\nlevel = \"hubcast=loud\"").unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+        let err = Config::from_toml_str("[server]\nshutdown_deadline = \"soon\"").unwrap_err();
+        assert!(
+            err.to_string().contains("server.shutdown_deadline"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -43,7 +43,6 @@ pub struct RunningHub {
     pub addr: SocketAddr,
     pub hub_url: String,
     pub engine: Arc<Engine>,
-    shutdown: CancellationToken,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -65,13 +64,8 @@ pub async fn start_with_storage(
         None => format!("http://{addr}/"),
     };
     let shutdown = CancellationToken::new();
-    let (engine, intake) = Engine::start(
-        cfg.clone(),
-        store.clone(),
-        hub_url.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let (engine, intake) =
+        Engine::start(cfg.clone(), store.clone(), hub_url.clone(), shutdown).await?;
     let state = web::Data::new(AppState {
         cfg: Arc::new(cfg.clone()),
         store,
@@ -93,19 +87,19 @@ pub async fn start_with_storage(
         addr,
         hub_url,
         engine,
-        shutdown,
         server: handle,
         server_task,
     })
 }
 
 impl RunningHub {
-    /// Stops accepting, ends the engine's tasks (in-flight requests finish), flushes storage.
+    /// Stops accepting requests (those being answered finish), drains the engine (nothing new
+    /// starts; deliveries in flight get `server.shutdown_deadline`, then are cut off and stay
+    /// stored), flushes storage.
     pub async fn stop(self) {
         self.server.stop(true).await;
         let _ = self.server_task.await;
-        self.shutdown.cancel();
-        self.engine.stopped().await;
+        self.engine.drain(self.engine.cfg.shutdown_deadline).await;
         if let Err(e) = self.engine.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -44,6 +44,20 @@ pub enum Outcome {
     Failed(Failure),
     /// The lease ended: not sent.
     Expired,
+    /// Not sent, or cut off, because the hub is stopping: the delivery stays pending.
+    Deferred,
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Gone => "gone",
+            Outcome::Failed(_) => "failed",
+            Outcome::Expired => "expired",
+            Outcome::Deferred => "deferred",
+        }
+    }
 }
 
 pub async fn send(engine: &Engine, p: &Prepared, sub: &Subscription) -> Outcome {
@@ -121,7 +135,7 @@ pub fn signal(outcome: &Outcome) -> Option<Signal> {
     Some(match outcome {
         Outcome::Delivered => Signal::Success,
         Outcome::Gone => Signal::Answered,
-        Outcome::Expired => return None,
+        Outcome::Expired | Outcome::Deferred => return None,
         Outcome::Failed(f) => match f {
             Failure::Throttled { retry_after, .. } => Signal::Throttled(*retry_after),
             Failure::Status(s) if *s == 429 || *s >= 500 => Signal::Failure,
@@ -156,6 +170,8 @@ pub async fn settle(
 ) -> crate::storage::Result<()> {
     let store = &engine.store;
     match outcome {
+        // Still pending: a retry record stays as it is; a job keeps its cursor.
+        Outcome::Deferred => return Ok(()),
         Outcome::Delivered => {
             tracing::debug!(callback = %sub.callback, event = p.event, "delivered");
         }

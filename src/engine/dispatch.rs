@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use super::Engine;
 use super::deliver::{Outcome, Prepared, send, settle, signal};
+use super::history::DeliveryRecord;
 use super::window::Window;
 use crate::config::{Config, WindowConfig};
 use crate::metrics;
@@ -35,6 +36,35 @@ pub struct Destination {
     pub name: String,
     state: Mutex<Queue>,
     pub window: Window,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// The most recent failed delivery to a destination.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastError {
+    pub at_ms: u64,
+    pub class: &'static str,
+    pub error: String,
+}
+
+/// A destination as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct DestinationView {
+    pub name: String,
+    pub status: super::window::WindowStatus,
+    pub queued_jobs: usize,
+    pub last_error: Option<LastError>,
+}
+
+impl Destination {
+    pub fn view(&self) -> DestinationView {
+        DestinationView {
+            name: self.name.clone(),
+            status: self.window.status(),
+            queued_jobs: lock(&self.state).known.len(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -65,6 +95,7 @@ impl Dispatcher {
                     name: name.to_owned(),
                     state: Mutex::new(Queue::default()),
                     window: Window::new(self.window.clone()),
+                    last_error: Mutex::new(None),
                 })
             })
             .clone()
@@ -98,6 +129,12 @@ impl Dispatcher {
             n[d.window.status().health as usize] += 1;
         }
         n
+    }
+
+    /// Every destination seen since start.
+    pub fn views(&self) -> Vec<DestinationView> {
+        let all: Vec<Arc<Destination>> = lock(&self.destinations).values().cloned().collect();
+        all.iter().map(|d| d.view()).collect()
     }
 
     /// Jobs waiting or running, over all destinations.
@@ -280,8 +317,10 @@ async fn run_job(
             )
             .await?;
         let last_page = page.len() < engine.cfg.page_size;
-        if !page.is_empty() {
-            deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?;
+        if !page.is_empty()
+            && !deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?
+        {
+            return Ok(()); // stopping: the stored cursor resumes it
         }
         if last_page {
             // The job is done; no cursor needs to be kept.
@@ -301,7 +340,9 @@ const CHECKPOINT_EVERY: usize = 32;
 /// order) stores the job's cursor at the end of the completed prefix every
 /// [`CHECKPOINT_EVERY`] deliveries, flushed, without pausing the sends. A crash repeats only
 /// what was in flight or completed since the last checkpoint. Unless it was the last page,
-/// returns with the cursor at the end of the page, stored.
+/// returns with the cursor at the end of the page, stored. When the hub stops, deliveries not
+/// yet sent are deferred: the cursor is stored at the end of the completed prefix and `false`
+/// is returned (the job stays).
 async fn deliver_page(
     engine: &Arc<Engine>,
     dest: &Destination,
@@ -309,14 +350,19 @@ async fn deliver_page(
     page: &[Subscription],
     job: &mut Job,
     last_page: bool,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let store = &engine.store;
     let mut in_flight: FuturesUnordered<_> = page
         .iter()
         .enumerate()
         .map(|(i, sub)| async move {
             let outcome = send_in_window(engine, dest, prepared, sub).await;
-            (i, settle(engine, prepared, sub, None, outcome).await)
+            let deferred = outcome == Outcome::Deferred;
+            (
+                i,
+                deferred,
+                settle(engine, prepared, sub, None, outcome).await,
+            )
         })
         .collect();
     let mut done = vec![false; page.len()];
@@ -325,12 +371,17 @@ async fn deliver_page(
     let mut checkpoint: Option<futures_util::future::BoxFuture<'_, Result<(), StorageError>>> =
         None;
     let mut first_error = None;
+    let mut deferred = false;
     loop {
         tokio::select! {
             next = in_flight.next() => match next {
-                Some((i, result)) => {
+                Some((i, was_deferred, result)) => {
                     if let Err(e) = result {
                         first_error.get_or_insert(e);
+                    }
+                    if was_deferred {
+                        deferred = true;
+                        continue;
                     }
                     done[i] = true;
                     while prefix < done.len() && done[prefix] {
@@ -362,38 +413,103 @@ async fn deliver_page(
     if let Some(e) = first_error {
         return Err(e);
     }
+    if deferred {
+        if prefix > saved {
+            job.cursor = Some(page[prefix - 1].callback.clone());
+            store.delivery.put_job(job.clone()).await?;
+            store.flush().await?;
+        }
+        return Ok(false);
+    }
     if last_page {
-        return Ok(()); // the caller removes the job
+        return Ok(true); // the caller removes the job
     }
     job.cursor = page.last().map(|s| s.callback.clone());
     store.delivery.put_job(job.clone()).await?;
-    store.flush().await
+    store.flush().await?;
+    Ok(true)
 }
 
 /// One delivery through the destination's window and the global cap; its outcome is reported
-/// to the window before it is returned.
+/// to the window, the metrics and the callback's history before it is returned. Once the hub
+/// is stopping nothing new is sent ([`Outcome::Deferred`]); past the shutdown deadline a
+/// request in flight is cut off (deferred too: it is sent again after the restart).
 pub async fn send_in_window(
     engine: &Engine,
     dest: &Destination,
     prepared: &Prepared,
     sub: &Subscription,
 ) -> Outcome {
-    let slot = dest.window.acquire().await;
-    let global = engine.dispatcher.global().acquire().await;
+    let stopping = &engine.shutdown;
+    let slot = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => return Outcome::Deferred,
+        slot = dest.window.acquire() => slot,
+    };
+    let global = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => return Outcome::Deferred,
+        g = engine.dispatcher.global().acquire() => g,
+    };
+    if stopping.is_cancelled() {
+        return Outcome::Deferred;
+    }
     let started = tokio::time::Instant::now();
-    let outcome = send(engine, prepared, sub).await;
+    let outcome = tokio::select! {
+        o = send(engine, prepared, sub) => o,
+        _ = engine.abort.cancelled() => Outcome::Deferred,
+    };
     drop(global);
-    let took = Some(started.elapsed());
+    let took = started.elapsed();
     let m = &engine.metrics;
     match &outcome {
-        Outcome::Delivered => m.delivery(metrics::Delivery::Delivered, took),
-        Outcome::Gone => m.delivery(metrics::Delivery::Gone, took),
-        Outcome::Failed(_) => m.delivery(metrics::Delivery::Failed, took),
+        Outcome::Delivered => m.delivery(metrics::Delivery::Delivered, Some(took)),
+        Outcome::Gone => m.delivery(metrics::Delivery::Gone, Some(took)),
+        Outcome::Failed(_) => m.delivery(metrics::Delivery::Failed, Some(took)),
         Outcome::Expired => m.delivery(metrics::Delivery::Expired, None),
+        Outcome::Deferred => {}
     }
     match signal(&outcome) {
         Some(s) => slot.done(s),
         None => drop(slot),
     }
+    remember(engine, dest, prepared, sub, &outcome, took);
     outcome
+}
+
+/// Records the delivery in the callback's history, and a failure as the destination's last
+/// error.
+fn remember(
+    engine: &Engine,
+    dest: &Destination,
+    prepared: &Prepared,
+    sub: &Subscription,
+    outcome: &Outcome,
+    took: Duration,
+) {
+    let at_ms = engine.clock.now_ms();
+    let (class, error) = match outcome {
+        Outcome::Failed(f) => (Some(f.class()), Some(f.to_string())),
+        _ => (None, None),
+    };
+    if let (Some(class), Some(error)) = (class, &error) {
+        *lock(&dest.last_error) = Some(LastError {
+            at_ms,
+            class,
+            error: error.clone(),
+        });
+    }
+    let sent = !matches!(outcome, Outcome::Expired | Outcome::Deferred);
+    engine.history.record(
+        &sub.callback,
+        DeliveryRecord {
+            at_ms,
+            event: prepared.event,
+            topic: prepared.topic.clone(),
+            outcome: outcome.name(),
+            class,
+            error,
+            latency_ms: sent.then(|| took.as_secs_f64() * 1000.0),
+        },
+    );
 }

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod deliver;
 pub mod dispatch;
+pub mod history;
 pub mod keyed;
 pub mod publish;
 pub mod retry;
@@ -35,6 +36,8 @@ const INTAKE_CAPACITY: usize = 10_000;
 /// Concurrent topic fetches and verifications.
 const FETCH_CONCURRENCY: usize = 32;
 const VERIFY_CONCURRENCY: usize = 64;
+/// How long tasks get, once cut off, to store where they stopped.
+const ABORT_GRACE: Duration = Duration::from_secs(3);
 
 pub enum Work {
     Intent(Intent),
@@ -83,8 +86,13 @@ pub struct Engine {
     pub clock: Clock,
     /// The hub URL sent as `rel="hub"`.
     pub hub_url: String,
+    /// Cancelled when the hub starts stopping: nothing new is started.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown deadline has passed: requests in flight are cut off.
+    pub abort: CancellationToken,
     pub tracker: TaskTracker,
+    /// Recent deliveries per callback, for operators.
+    pub history: history::History,
     pub dispatcher: dispatch::Dispatcher,
     pub retry_wake: Notify,
     pub metrics: crate::metrics::Metrics,
@@ -112,7 +120,10 @@ impl Engine {
     ) -> Result<(Arc<Engine>, Intake), EngineError> {
         let clients = Clients::build(&cfg)?;
         let tracker = TaskTracker::new();
+        let history =
+            history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
         let engine = Arc::new(Engine {
+            history,
             dispatcher: dispatch::Dispatcher::new(&cfg),
             cfg,
             store,
@@ -120,6 +131,7 @@ impl Engine {
             clock: Clock::new(),
             hub_url,
             shutdown,
+            abort: CancellationToken::new(),
             tracker: tracker.clone(),
             retry_wake: Notify::new(),
             metrics: Default::default(),
@@ -187,6 +199,27 @@ impl Engine {
     pub async fn stopped(&self) {
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Drains: nothing new starts, work in flight gets `deadline` to finish, then it is cut off
+    /// (and stays stored, to be resumed at the next start). Waits at most `deadline` plus a
+    /// short grace for the tasks to end; whatever is left is dropped with the runtime.
+    pub async fn drain(&self, deadline: Duration) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(deadline, self.stopped()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            ?deadline,
+            "shutdown deadline passed; cutting off deliveries in flight"
+        );
+        self.abort.cancel();
+        if tokio::time::timeout(ABORT_GRACE, self.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("engine tasks still running after the deadline; leaving them");
+        }
     }
 }
 

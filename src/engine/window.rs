@@ -82,6 +82,20 @@ pub struct WindowStatus {
     pub health: Health,
     pub limit: usize,
     pub consecutive_failures: u32,
+    /// Dead: time until the next probe (zero when due or under way).
+    pub next_probe_in: Option<Duration>,
+    /// Throttled: time until the destination takes requests again.
+    pub paused_for: Option<Duration>,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Throttled => "throttled",
+            Health::Dead => "dead",
+        }
+    }
 }
 
 impl Window {
@@ -110,16 +124,22 @@ impl Window {
     pub fn status(&self) -> WindowStatus {
         let s = self.lock();
         let now = Instant::now();
+        let paused_for = s
+            .paused_until
+            .filter(|p| *p > now)
+            .map(|p| p.duration_since(now));
         WindowStatus {
             health: if s.dead.is_some() {
                 Health::Dead
-            } else if s.paused_until.is_some_and(|p| p > now) {
+            } else if paused_for.is_some() {
                 Health::Throttled
             } else {
                 Health::Healthy
             },
             limit: s.limit,
             consecutive_failures: s.failures,
+            next_probe_in: s.dead.map(|d| d.next_probe.saturating_duration_since(now)),
+            paused_for,
         }
     }
 

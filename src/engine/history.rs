@@ -1,0 +1,123 @@
+//! Recent deliveries per callback, kept in memory for the status page and the admin API ("my
+//! subscription is verified but nothing arrives — why?"). Bounded twice: `per_callback` records
+//! per callback, and `callbacks` callbacks (the one first seen longest ago is forgotten first).
+//! Nothing here is persisted: a restart starts with an empty history.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One delivery attempt as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    /// When it completed (ms since the Unix epoch).
+    pub at_ms: u64,
+    pub event: u64,
+    pub topic: String,
+    /// `delivered`, `failed`, `gone`, `expired` or `deferred` (not sent: the hub was stopping).
+    pub outcome: &'static str,
+    /// Failure class (`timeout`, `dns`, `refused`, `tls`, `blocked`, `4xx`, `5xx`, …), if failed.
+    pub class: Option<&'static str>,
+    /// The error as reported, if failed.
+    pub error: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+pub struct History {
+    per_callback: usize,
+    callbacks: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_callback: HashMap<String, VecDeque<DeliveryRecord>>,
+    /// Callbacks in the order they were first recorded, for eviction.
+    order: VecDeque<String>,
+}
+
+impl History {
+    pub fn new(per_callback: usize, callbacks: usize) -> History {
+        History {
+            per_callback,
+            callbacks,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, callback: &str, record: DeliveryRecord) {
+        if self.per_callback == 0 || self.callbacks == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        if let Some(list) = g.by_callback.get_mut(callback) {
+            if list.len() >= self.per_callback {
+                list.pop_front();
+            }
+            list.push_back(record);
+            return;
+        }
+        while g.order.len() >= self.callbacks {
+            if let Some(old) = g.order.pop_front() {
+                g.by_callback.remove(&old);
+            }
+        }
+        g.order.push_back(callback.to_owned());
+        g.by_callback
+            .insert(callback.to_owned(), VecDeque::from([record]));
+    }
+
+    /// The callback's recent deliveries, newest first.
+    pub fn recent(&self, callback: &str) -> Vec<DeliveryRecord> {
+        self.lock()
+            .by_callback
+            .get(callback)
+            .map(|l| l.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(event: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            at_ms: event,
+            event,
+            topic: "t".into(),
+            outcome: "delivered",
+            class: None,
+            error: None,
+            latency_ms: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_per_callback_and_forgets_old_callbacks() {
+        let h = History::new(3, 2);
+        for e in 1..=5 {
+            h.record("a", rec(e));
+        }
+        let events: Vec<u64> = h.recent("a").iter().map(|r| r.event).collect();
+        assert_eq!(events, [5, 4, 3]);
+        h.record("b", rec(1));
+        h.record("c", rec(1));
+        assert!(h.recent("a").is_empty(), "a was first seen longest ago");
+        assert_eq!(h.recent("b").len(), 1);
+        assert_eq!(h.recent("c").len(), 1);
+        assert!(h.recent("nobody").is_empty());
+    }
+
+    #[test]
+    fn zero_sizes_remember_nothing() {
+        let h = History::new(0, 10);
+        h.record("a", rec(1));
+        assert!(h.recent("a").is_empty());
+    }
+}
