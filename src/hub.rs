@@ -72,14 +72,21 @@ pub async fn start_with_storage(
         intake,
         clock: engine.clock,
         hub_url: hub_url.clone(),
+        admin: Arc::new(crate::admin::Admin::new(engine.clone())),
         engine: engine.clone(),
     });
-    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-        .workers(cfg.http_workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::request_id::middleware,
+            ))
+            .configure(configure(state.clone()))
+    })
+    .workers(cfg.http_workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);
     tracing::info!(%addr, %hub_url, "hub listening");

@@ -1,3 +1,5 @@
+pub mod admin;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod engine;
@@ -5,6 +7,7 @@ pub mod feed;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod progress;
 pub mod signature;
 pub mod ssrf;
 pub mod storage;

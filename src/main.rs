@@ -1,11 +1,14 @@
-//! The `hubcast` binary: `serve` and `check-config`.
+//! The `hubcast` binary: `serve`, `check-config`, and operator commands on a stopped hub's
+//! store: `export`, `import`, `subscriptions`, `dead-letters`, `replay`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hubcast::config::{Config, Overrides};
+use hubcast::config::{Config, LogFormat, Overrides};
+
+mod commands;
 
 /// Exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -39,12 +42,79 @@ enum Command {
     },
     /// Check a config file (layered over the defaults and the environment) and exit.
     CheckConfig { file: PathBuf },
+    /// Write the whole store as JSON lines (a backup; it holds subscription secrets).
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// File to write (created with owner-only permissions); standard output when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup written by `export` into an empty data directory.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// List the subscriptions of a topic as JSON lines (without secrets).
+    Subscriptions {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Topic URL.
+        #[arg(long)]
+        topic: String,
+        /// Most subscriptions listed.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// List dead letters as JSON lines.
+    DeadLetters {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Turn dead letters back into retries, due at once when the hub next runs.
+    Replay {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Dead letter ids to replay.
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<u64>,
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+/// Which store an operator command works on. The hub must not be running on it (the store is
+/// locked while it runs; use the admin API then).
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Config file layered over the built-in defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of the sled store (storage.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = std::env::vars();
     match cli.command {
+        Command::Export { store, output } => operate(store, |s| commands::export(s, output)),
+        Command::Import { store, file } => operate(store, |s| commands::import(s, file)),
+        Command::Subscriptions {
+            store,
+            topic,
+            limit,
+        } => operate(store, |s| commands::subscriptions(s, topic, limit)),
+        Command::DeadLetters { store, limit } => {
+            operate(store, |s| commands::dead_letters(s, limit))
+        }
+        Command::Replay { store, ids, all } => operate(store, |s| commands::replay(s, ids, all)),
         Command::CheckConfig { file } => {
             match Config::load(Some(&file), env, &Overrides::default()) {
                 Ok(cfg) => {
@@ -94,14 +164,72 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the config for an operator command, opens its store and runs `f` on it.
+fn operate<F, Fut>(args: StoreArgs, f: F) -> ExitCode
+where
+    F: FnOnce(hubcast::storage::Storage) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        ..Overrides::default()
+    };
+    let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("hubcast: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = (|| {
+        if cfg.backend == hubcast::config::Backend::Memory {
+            anyhow::bail!("storage.backend is \"memory\": there is no stored data to work on");
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build a runtime")?;
+        runtime.block_on(async {
+            let store = hubcast::hub::open_storage(&cfg).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\n(if a hub is running on {}, stop it first, or use the admin API)",
+                    cfg.data_dir.display()
+                )
+            })?;
+            f(store).await
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubcast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cfg.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "hubcast=info,warn".into()),
-        )
-        .init();
+    init_logging(&cfg);
+    if cfg.admin.token.is_none() && !cfg.listen.ip().is_loopback() {
+        tracing::warn!(listen = %cfg.listen,
+            "admin.token is not set: the status page and admin API answer direct loopback clients only");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.engine_threads)
         .thread_name("hubcast-engine")

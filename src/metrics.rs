@@ -95,6 +95,11 @@ impl Metrics {
         self.coalesced.fetch_add(events, Ordering::Relaxed);
     }
 
+    /// Deliveries by outcome: [delivered, failed, gone, expired].
+    pub fn deliveries(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.deliveries[i].load(Ordering::Relaxed))
+    }
+
     /// The Prometheus text exposition (version 0.0.4).
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::new();
@@ -221,6 +226,47 @@ impl Metrics {
     }
 }
 
+/// Successful deliveries per second over the last `WINDOW_MS`, from samples taken whenever
+/// someone asks (the status page refreshes every few seconds); the first answer is the average
+/// since the first sample.
+pub struct Throughput {
+    samples: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+}
+
+impl Throughput {
+    const WINDOW_MS: u64 = 30_000;
+    const MAX_SAMPLES: usize = 64;
+
+    /// Starts at `now_ms` with nothing delivered.
+    pub fn new(now_ms: u64) -> Throughput {
+        Throughput {
+            samples: std::sync::Mutex::new([(now_ms, 0)].into()),
+        }
+    }
+
+    /// Records `total` at `now_ms` and returns the rate since the oldest sample kept.
+    pub fn per_second(&self, now_ms: u64, total: u64) -> f64 {
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        while s.len() > 1
+            && s.get(1)
+                .is_some_and(|(t, _)| now_ms.saturating_sub(*t) >= Self::WINDOW_MS)
+        {
+            s.pop_front();
+        }
+        let (t0, n0) = s.front().copied().unwrap_or((now_ms, total));
+        if s.len() >= Self::MAX_SAMPLES {
+            s.pop_back();
+        }
+        s.push_back((now_ms, total));
+        let dt = now_ms.saturating_sub(t0);
+        if dt == 0 {
+            0.0
+        } else {
+            total.saturating_sub(n0) as f64 * 1000.0 / dt as f64
+        }
+    }
+}
+
 fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -233,6 +279,17 @@ fn simple(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throughput_is_a_rate_over_the_recent_window() {
+        let t = Throughput::new(0);
+        assert_eq!(t.per_second(1_000, 100), 100.0);
+        assert_eq!(t.per_second(2_000, 300), 150.0);
+        // Samples older than the window drop out.
+        assert_eq!(t.per_second(40_000, 300), 0.0);
+        // The oldest sample kept (2 s) is the start of the window.
+        assert_eq!(t.per_second(41_000, 690), 10.0);
+    }
 
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {

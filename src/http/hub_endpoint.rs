@@ -1,4 +1,5 @@
-//! `POST /`: subscribe, unsubscribe, publish (light and fat pings). `GET /`: a short notice.
+//! `POST /`: subscribe, unsubscribe, publish (light and fat pings). `GET /`: the status page
+//! (`?hub.topic=URL`: a plain-text report on one topic).
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,19 +14,14 @@ use crate::websub::{self, HubRequest, SubRequest};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// A short notice; with `?hub.topic=URL`, that topic's subscriber count and last fetch.
+/// The status page (or, for non-admins, a short notice); with `?hub.topic=URL`, that topic's
+/// subscriber count and last fetch, as plain text for anyone.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let topic = form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "hub.topic")
         .map(|(_, v)| v.into_owned());
     let Some(topic) = topic else {
-        return text(
-            StatusCode::OK,
-            format!(
-                "hubcast WebSub hub at {}\nPOST hub.mode=subscribe|unsubscribe|publish to this URL.",
-                state.hub_url
-            ),
-        );
+        return super::status_page::dashboard(req, state).await;
     };
     let Ok(topic) = crate::urls::HttpUrl::parse(&topic) else {
         return text(StatusCode::BAD_REQUEST, "hub.topic is not an http(s) URL");

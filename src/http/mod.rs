@@ -1,9 +1,13 @@
 //! HTTP ingest (actix-web). Handlers validate, persist, hand off and answer; they never make
 //! outbound calls.
 
+mod admin_api;
+mod admin_auth;
 mod fat_ping;
 mod hub_endpoint;
 mod ops;
+pub mod request_id;
+mod status_page;
 
 use std::sync::Arc;
 
@@ -22,6 +26,8 @@ pub struct AppState {
     pub hub_url: String,
     /// Read-only here: metrics and readiness.
     pub engine: Arc<crate::engine::Engine>,
+    /// The status page's and admin API's views and actions.
+    pub admin: Arc<crate::admin::Admin>,
 }
 
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -36,7 +42,36 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             )
             .route("/metrics", web::get().to(ops::metrics))
             .route("/healthz", web::get().to(ops::healthz))
-            .route("/readyz", web::get().to(ops::readyz));
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/admin/page.js", web::get().to(status_page::script))
+            .route("/admin/topic", web::get().to(status_page::topic))
+            .route("/admin/callback", web::get().to(status_page::callback))
+            .route("/admin/login", web::post().to(status_page::login))
+            .route(
+                "/admin/dead-letters/replay-all",
+                web::post().to(status_page::replay_all),
+            )
+            .route(
+                "/admin/dead-letters/{id}/replay",
+                web::post().to(status_page::replay),
+            )
+            .service(
+                web::scope("/admin/api")
+                    .route("/status", web::get().to(admin_api::status))
+                    .route("/destinations", web::get().to(admin_api::destinations))
+                    .route("/topic", web::get().to(admin_api::topic))
+                    .route("/callback", web::get().to(admin_api::callback))
+                    .route("/subscriptions", web::get().to(admin_api::subscriptions))
+                    .route("/dead-letters", web::get().to(admin_api::dead_letters))
+                    .route(
+                        "/dead-letters/replay-all",
+                        web::post().to(admin_api::replay_all),
+                    )
+                    .route(
+                        "/dead-letters/{id}/replay",
+                        web::post().to(admin_api::replay),
+                    ),
+            );
     }
 }
 

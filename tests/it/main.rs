@@ -1,9 +1,11 @@
+mod admin;
 mod config_cli;
 mod diffing;
 mod distribution;
 mod fat_ping;
 mod helpers;
 mod operations;
+mod ops_scene;
 mod publishing;
 mod restart;
 mod scheduler;

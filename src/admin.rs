@@ -1,0 +1,409 @@
+//! What operators see and do, independent of how it is shown: totals, destination servers, topic
+//! and callback lookups, dead letters and their replay. The status page
+//! ([`crate::http`]'s `status_page`) and the admin JSON API render these same values.
+//! Secrets never appear here: a subscription only says whether it has one.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::engine::dispatch::{DestinationView, LastError};
+use crate::engine::history::DeliveryRecord;
+use crate::metrics::Throughput;
+use crate::storage::{DeadLetter, Retry, StorageError, Subscription};
+
+/// Subscriptions listed by a topic lookup.
+pub const TOPIC_SUBSCRIPTIONS: usize = 50;
+/// Recent events listed by a topic lookup, and how many events back it looks.
+const TOPIC_EVENTS: usize = 10;
+const TOPIC_EVENTS_SCAN: usize = 5_000;
+/// Subscriptions and retries listed by a callback lookup.
+const CALLBACK_ITEMS: usize = 100;
+
+pub struct Admin {
+    engine: Arc<Engine>,
+    throughput: Throughput,
+    started_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub topics: u64,
+    pub subscriptions: u64,
+    /// Successful deliveries per second, recently.
+    pub deliveries_per_second: f64,
+    pub deliveries: Deliveries,
+    /// Delivery jobs (event, destination) waiting or running.
+    pub queued_jobs: u64,
+    pub pending_retries: u64,
+    pub dead_letters: u64,
+    pub destinations: DestinationCounts,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deliveries {
+    pub delivered: u64,
+    pub failed: u64,
+    pub gone: u64,
+    pub expired: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DestinationCounts {
+    pub healthy: u64,
+    pub throttled: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DestinationInfo {
+    pub destination: String,
+    /// `healthy`, `throttled` or `dead`.
+    pub state: &'static str,
+    pub window: usize,
+    pub consecutive_failures: u32,
+    pub queued_jobs: usize,
+    /// Dead: seconds until the next probe.
+    pub next_probe_in_seconds: Option<f64>,
+    /// Throttled: seconds until it takes requests again.
+    pub paused_for_seconds: Option<f64>,
+    pub last_error: Option<LastError>,
+}
+
+impl From<DestinationView> for DestinationInfo {
+    fn from(v: DestinationView) -> Self {
+        DestinationInfo {
+            destination: v.name,
+            state: v.status.health.as_str(),
+            window: v.status.limit,
+            consecutive_failures: v.status.consecutive_failures,
+            queued_jobs: v.queued_jobs,
+            next_probe_in_seconds: v.status.next_probe_in.map(|d| d.as_secs_f64()),
+            paused_for_seconds: v.status.paused_for.map(|d| d.as_secs_f64()),
+            last_error: v.last_error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubscriptionInfo {
+    pub topic: String,
+    pub callback: String,
+    pub destination: String,
+    /// `active`, or `expired` (the lease ended; removed at the next sweep).
+    pub state: &'static str,
+    pub lease_seconds: u64,
+    pub expires_ms: u64,
+    pub created_ms: u64,
+    pub has_secret: bool,
+}
+
+impl SubscriptionInfo {
+    pub fn new(s: Subscription, now_ms: u64) -> SubscriptionInfo {
+        SubscriptionInfo {
+            state: if s.expires_ms < now_ms {
+                "expired"
+            } else {
+                "active"
+            },
+            has_secret: s.secret.is_some(),
+            topic: s.topic,
+            callback: s.callback,
+            destination: s.destination,
+            lease_seconds: s.lease_seconds,
+            expires_ms: s.expires_ms,
+            created_ms: s.created_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventInfo {
+    pub seq: u64,
+    pub created_ms: u64,
+    pub content_type: String,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopicInfo {
+    pub topic: String,
+    pub subscribers: u64,
+    /// When the hub last fetched the topic or took a fat ping for it (ms), if ever.
+    pub last_fetch_ms: Option<u64>,
+    /// What that fetch gave ("200", "304", "error: …").
+    pub last_result: Option<String>,
+    pub recent_events: Vec<EventInfo>,
+    /// The first subscriptions, in destination and callback order.
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetryInfo {
+    pub event: u64,
+    pub topic: String,
+    pub attempts: u32,
+    pub due_ms: u64,
+    pub last_error: String,
+}
+
+impl From<Retry> for RetryInfo {
+    fn from(r: Retry) -> Self {
+        RetryInfo {
+            event: r.event,
+            topic: r.topic,
+            attempts: r.attempts,
+            due_ms: r.due_ms,
+            last_error: r.last_error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PendingVerification {
+    pub mode: &'static str,
+    pub topic: String,
+    pub requested_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallbackInfo {
+    pub callback: String,
+    pub subscriptions: Vec<SubscriptionInfo>,
+    /// Requests accepted (202) whose verification of intent has not finished.
+    pub pending_verifications: Vec<PendingVerification>,
+    pub pending_retries: Vec<RetryInfo>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Newest first (kept in memory since the hub started).
+    pub recent_deliveries: Vec<DeliveryRecord>,
+    /// The callback's destination server, if the hub has delivered there since it started.
+    pub destination: Option<DestinationInfo>,
+}
+
+impl Admin {
+    pub fn new(engine: Arc<Engine>) -> Admin {
+        let now = engine.clock.now_ms();
+        Admin {
+            engine,
+            throughput: Throughput::new(now),
+            started_ms: now,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.engine.clock.now_ms()
+    }
+
+    pub async fn overview(&self) -> Result<Overview, StorageError> {
+        let store = &self.engine.store;
+        let (topics, subscriptions) = store.subs.totals().await?;
+        let [delivered, failed, gone, expired] = self.engine.metrics.deliveries();
+        let [healthy, throttled, dead] = self.engine.dispatcher.destination_states();
+        let now = self.now_ms();
+        Ok(Overview {
+            topics,
+            subscriptions,
+            deliveries_per_second: self.throughput.per_second(now, delivered),
+            deliveries: Deliveries {
+                delivered,
+                failed,
+                gone,
+                expired,
+            },
+            queued_jobs: self.engine.dispatcher.queued_jobs() as u64,
+            pending_retries: store.delivery.count_retries().await?,
+            dead_letters: store.delivery.count_dead_letters().await?,
+            destinations: DestinationCounts {
+                healthy,
+                throttled,
+                dead,
+            },
+            uptime_seconds: now.saturating_sub(self.started_ms) / 1000,
+        })
+    }
+
+    /// Destination servers seen since start: dead first, then throttled, then by queued jobs;
+    /// at most `limit`.
+    pub fn destinations(&self, limit: usize) -> Vec<DestinationInfo> {
+        let mut all: Vec<DestinationInfo> = self
+            .engine
+            .dispatcher
+            .views()
+            .into_iter()
+            .map(DestinationInfo::from)
+            .collect();
+        let rank = |s: &str| match s {
+            "dead" => 0,
+            "throttled" => 1,
+            _ => 2,
+        };
+        all.sort_by(|a, b| {
+            rank(a.state)
+                .cmp(&rank(b.state))
+                .then(b.queued_jobs.cmp(&a.queued_jobs))
+                .then(b.consecutive_failures.cmp(&a.consecutive_failures))
+                .then(a.destination.cmp(&b.destination))
+        });
+        all.truncate(limit);
+        all
+    }
+
+    pub async fn topic(&self, topic: &str) -> Result<TopicInfo, StorageError> {
+        let store = &self.engine.store;
+        let state = store.publish.topic_state(topic).await?;
+        let now = self.now_ms();
+        let subscriptions = store
+            .subs
+            .scan(Some(topic), None, TOPIC_SUBSCRIPTIONS)
+            .await?
+            .into_iter()
+            .map(|s| SubscriptionInfo::new(s, now))
+            .collect();
+        let recent_events = store
+            .publish
+            .recent_events(topic, TOPIC_EVENTS, TOPIC_EVENTS_SCAN)
+            .await?
+            .into_iter()
+            .map(|e| EventInfo {
+                seq: e.seq,
+                created_ms: e.created_ms,
+                content_type: e.content_type,
+                bytes: e.body.len(),
+            })
+            .collect();
+        let (last_fetch_ms, last_result) = match state {
+            Some(s) if s.last_fetch_ms > 0 || !s.last_result.is_empty() => {
+                (Some(s.last_fetch_ms), Some(s.last_result))
+            }
+            _ => (None, None),
+        };
+        Ok(TopicInfo {
+            topic: topic.to_owned(),
+            subscribers: store.subs.count_for_topic(topic).await?,
+            last_fetch_ms,
+            last_result,
+            recent_events,
+            subscriptions,
+        })
+    }
+
+    /// Subscriptions in (topic, destination, callback) order, after (topic, callback).
+    pub async fn subscriptions(
+        &self,
+        topic: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<SubscriptionInfo>, StorageError> {
+        let now = self.now_ms();
+        Ok(self
+            .engine
+            .store
+            .subs
+            .scan(topic, after, limit)
+            .await?
+            .into_iter()
+            .map(|s| SubscriptionInfo::new(s, now))
+            .collect())
+    }
+
+    pub async fn callback(&self, callback: &str) -> Result<CallbackInfo, StorageError> {
+        let store = &self.engine.store;
+        let now = self.now_ms();
+        let subscriptions: Vec<SubscriptionInfo> = store
+            .subs
+            .for_callback(callback, CALLBACK_ITEMS)
+            .await?
+            .into_iter()
+            .map(|s| SubscriptionInfo::new(s, now))
+            .collect();
+        let pending_verifications = store
+            .subs
+            .intents()
+            .await?
+            .into_iter()
+            .filter(|i| i.callback == callback)
+            .map(|i| PendingVerification {
+                mode: i.mode.as_str(),
+                topic: i.topic,
+                requested_ms: i.created_ms,
+            })
+            .collect();
+        let pending_retries = store
+            .delivery
+            .retries(usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| r.callback == callback)
+            .take(CALLBACK_ITEMS)
+            .map(RetryInfo::from)
+            .collect();
+        let dead_letters = store
+            .delivery
+            .dead_letters(usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|d| d.callback == callback)
+            .take(CALLBACK_ITEMS)
+            .collect();
+        let destination_name = crate::urls::HttpUrl::parse(callback)
+            .ok()
+            .map(|u| u.destination());
+        let destination = destination_name.and_then(|name| {
+            self.engine
+                .dispatcher
+                .views()
+                .into_iter()
+                .find(|v| v.name == name)
+                .map(DestinationInfo::from)
+        });
+        Ok(CallbackInfo {
+            callback: callback.to_owned(),
+            subscriptions,
+            pending_verifications,
+            pending_retries,
+            dead_letters,
+            recent_deliveries: self.engine.history.recent(callback),
+            destination,
+        })
+    }
+
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StorageError> {
+        self.engine.store.delivery.dead_letters(limit).await
+    }
+
+    /// Turns one dead letter back into a retry due now; `None` if there is no such letter.
+    pub async fn replay(&self, id: u64) -> Result<Option<Retry>, StorageError> {
+        let store = &self.engine.store;
+        let retry = store.delivery.replay_dead_letter(id, self.now_ms()).await?;
+        if retry.is_some() {
+            store.flush().await?;
+            tracing::info!(dead_letter = id, "dead letter replayed");
+            self.engine.retry_wake.notify_one();
+        }
+        Ok(retry)
+    }
+
+    /// Replays up to `limit` dead letters, oldest first. Returns how many.
+    pub async fn replay_all(&self, limit: usize) -> Result<usize, StorageError> {
+        let store = &self.engine.store;
+        let mut n = 0;
+        for dl in store.delivery.dead_letters(limit).await? {
+            if store
+                .delivery
+                .replay_dead_letter(dl.id, self.now_ms())
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            store.flush().await?;
+            tracing::info!(replayed = n, "dead letters replayed");
+            self.engine.retry_wake.notify_one();
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,545 @@
+//! Backups: the whole store as JSON lines, one record a line, through the storage traits only,
+//! so a backup taken from one backend restores into any other (the migration path between
+//! backends). The first line is a header naming the format and its version. Bodies (events, fat
+//! pings) are base64. A backup holds subscription secrets: treat the file as a secret.
+//!
+//! Restoring goes into an empty store only, and the whole file is checked ([`check`]) before
+//! anything is written ([`import`]), so a malformed backup changes nothing.
+
+use std::io::{BufRead, Write};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
+use crate::storage::{
+    DeadLetter, Event, FatContent, Intent, Job, Ping, Retry, Storage, StorageError, Subscription,
+    TopicState,
+};
+
+pub const FORMAT: &str = "hubcast-backup";
+pub const VERSION: u32 = 1;
+/// Records read from storage per call.
+const PAGE: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot write the backup: {0}")]
+    Write(std::io::Error),
+    #[error("cannot read the backup: {0}")]
+    Read(std::io::Error),
+    #[error("line {line}: {message}")]
+    Malformed { line: usize, message: String },
+    #[error("the target store is not empty ({0}); restore into an empty data directory")]
+    NotEmpty(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Header {
+        format: String,
+        version: u32,
+        created_ms: u64,
+    },
+    Subscription(Subscription),
+    Intent(Intent),
+    Ping {
+        id: u64,
+        topic: String,
+        received_ms: u64,
+        content_type: Option<String>,
+        body_base64: Option<String>,
+    },
+    TopicState {
+        topic: String,
+        state: TopicState,
+    },
+    Event {
+        seq: u64,
+        topic: String,
+        content_type: String,
+        created_ms: u64,
+        body_base64: String,
+    },
+    Job(Job),
+    Retry(Retry),
+    DeadLetter(DeadLetter),
+}
+
+/// How many records of each kind were written or read.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub subscriptions: u64,
+    pub intents: u64,
+    pub pings: u64,
+    pub topic_states: u64,
+    pub events: u64,
+    pub jobs: u64,
+    pub retries: u64,
+    pub dead_letters: u64,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} subscriptions, {} pending verifications, {} pings, {} topic states, {} events, \
+             {} jobs, {} retries, {} dead letters",
+            self.subscriptions,
+            self.intents,
+            self.pings,
+            self.topic_states,
+            self.events,
+            self.jobs,
+            self.retries,
+            self.dead_letters
+        )
+    }
+}
+
+fn line<W: Write>(out: &mut W, r: &Record) -> Result<(), BackupError> {
+    serde_json::to_writer(&mut *out, r)
+        .map_err(|e| BackupError::Write(std::io::Error::other(e)))?;
+    out.write_all(b"\n").map_err(BackupError::Write)
+}
+
+/// Writes every record of `store` to `out`.
+pub async fn export<W: Write>(
+    store: &Storage,
+    out: &mut W,
+    now_ms: u64,
+    progress: &mut Progress,
+) -> Result<Counts, BackupError> {
+    let mut n = Counts::default();
+    let (_, total_subs) = store.subs.totals().await?;
+    progress.set_total(total_subs);
+    line(
+        out,
+        &Record::Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            created_ms: now_ms,
+        },
+    )?;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = store
+            .subs
+            .scan(
+                None,
+                after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                PAGE,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.topic.clone(), last.callback.clone()));
+        for s in page {
+            line(out, &Record::Subscription(s))?;
+            n.subscriptions += 1;
+            progress.inc(1);
+        }
+    }
+    for i in store.subs.intents().await? {
+        line(out, &Record::Intent(i))?;
+        n.intents += 1;
+    }
+    for p in store.publish.pings().await? {
+        let (content_type, body_base64) = match p.fat {
+            Some(f) => (Some(f.content_type), Some(B64.encode(&f.body))),
+            None => (None, None),
+        };
+        line(
+            out,
+            &Record::Ping {
+                id: p.id,
+                topic: p.topic,
+                received_ms: p.received_ms,
+                content_type,
+                body_base64,
+            },
+        )?;
+        n.pings += 1;
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.publish.topic_states(after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (topic, state) in page {
+            line(out, &Record::TopicState { topic, state })?;
+            n.topic_states += 1;
+        }
+    }
+    let mut after = 0;
+    loop {
+        let page = store.publish.events_after(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in page {
+            line(
+                out,
+                &Record::Event {
+                    seq: e.seq,
+                    topic: e.topic,
+                    content_type: e.content_type,
+                    created_ms: e.created_ms,
+                    body_base64: B64.encode(&e.body),
+                },
+            )?;
+            n.events += 1;
+        }
+    }
+    for j in store.delivery.jobs().await? {
+        line(out, &Record::Job(j))?;
+        n.jobs += 1;
+    }
+    for r in store.delivery.retries(usize::MAX).await? {
+        line(out, &Record::Retry(r))?;
+        n.retries += 1;
+    }
+    for d in store.delivery.dead_letters(usize::MAX).await? {
+        line(out, &Record::DeadLetter(d))?;
+        n.dead_letters += 1;
+    }
+    out.flush().map_err(BackupError::Write)?;
+    progress.finish();
+    Ok(n)
+}
+
+/// Is there anything at all in `store`? Names the first kind of record found.
+async fn first_content(store: &Storage) -> Result<Option<&'static str>, StorageError> {
+    Ok(if store.subs.totals().await?.1 > 0 {
+        Some("subscriptions")
+    } else if !store.subs.intents().await?.is_empty() {
+        Some("pending verifications")
+    } else if !store.publish.pings().await?.is_empty() {
+        Some("pings")
+    } else if !store.publish.topic_states(None, 1).await?.is_empty() {
+        Some("topic states")
+    } else if !store.publish.events_after(0, 1).await?.is_empty() {
+        Some("events")
+    } else if !store.delivery.jobs().await?.is_empty() {
+        Some("jobs")
+    } else if !store.delivery.retries(1).await?.is_empty() {
+        Some("retries")
+    } else if !store.delivery.dead_letters(1).await?.is_empty() {
+        Some("dead letters")
+    } else {
+        None
+    })
+}
+
+fn malformed(line: usize, message: impl Into<String>) -> BackupError {
+    BackupError::Malformed {
+        line,
+        message: message.into(),
+    }
+}
+
+fn body(line: usize, b64: &str) -> Result<bytes::Bytes, BackupError> {
+    B64.decode(b64)
+        .map(bytes::Bytes::from)
+        .map_err(|e| malformed(line, format!("body is not base64: {e}")))
+}
+
+/// Parses and checks line `n` of a backup; `first`: no record came before it.
+fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
+    let r: Record = serde_json::from_str(l).map_err(|e| malformed(n, e.to_string()))?;
+    match (&r, first) {
+        (
+            Record::Header {
+                format, version, ..
+            },
+            true,
+        ) => {
+            if format != FORMAT || *version != VERSION {
+                return Err(malformed(
+                    n,
+                    format!(
+                        "format {format:?} version {version}; this hubcast reads {FORMAT:?} version {VERSION}"
+                    ),
+                ));
+            }
+        }
+        (_, true) => return Err(malformed(n, "the first line must be the backup header")),
+        (Record::Header { .. }, false) => return Err(malformed(n, "a second header")),
+        (Record::Event { body_base64, .. }, _) => {
+            body(n, body_base64)?;
+        }
+        (
+            Record::Ping {
+                content_type,
+                body_base64,
+                ..
+            },
+            _,
+        ) => {
+            if content_type.is_some() != body_base64.is_some() {
+                return Err(malformed(
+                    n,
+                    "a fat ping needs both content_type and body_base64",
+                ));
+            }
+            if let Some(b) = body_base64 {
+                body(n, b)?;
+            }
+        }
+        (Record::Subscription(s), _) => {
+            if crate::storage::destination_of(&s.callback) != s.destination {
+                return Err(malformed(
+                    n,
+                    "subscription destination does not match its callback",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(r)
+}
+
+/// Reads a backup line by line, checking each record, and hands them to `each`.
+fn for_each_record<R: BufRead>(
+    input: R,
+    mut each: impl FnMut(usize, Record) -> Result<(), BackupError>,
+) -> Result<u64, BackupError> {
+    let mut count = 0u64;
+    for (i, l) in input.lines().enumerate() {
+        let l = l.map_err(BackupError::Read)?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let r = parse_line(i + 1, &l, count == 0)?;
+        count += 1;
+        each(i + 1, r)?;
+    }
+    if count == 0 {
+        return Err(malformed(1, "empty backup: no header"));
+    }
+    Ok(count)
+}
+
+/// Checks a whole backup without writing anything; returns how many records it holds.
+pub fn check<R: BufRead>(input: R) -> Result<u64, BackupError> {
+    for_each_record(input, |_, _| Ok(()))
+}
+
+/// Writes the records of a backup (checked before with [`check`]) into an empty store, then
+/// makes later ids follow the restored ones. Memory stays bounded: records are written in
+/// batches as they are read.
+pub async fn import<R: BufRead>(
+    store: &Storage,
+    input: R,
+    total: u64,
+    progress: &mut Progress,
+) -> Result<Counts, BackupError> {
+    if let Some(what) = first_content(store).await? {
+        return Err(BackupError::NotEmpty(what));
+    }
+    progress.set_total(total);
+    let mut n = Counts::default();
+    let mut max_id = 0u64;
+    let mut batch = Vec::with_capacity(PAGE);
+    let mut lines = input.lines().enumerate();
+    let mut first = true;
+    loop {
+        batch.clear();
+        for (i, l) in lines.by_ref() {
+            let l = l.map_err(BackupError::Read)?;
+            if l.trim().is_empty() {
+                continue;
+            }
+            batch.push((i + 1, parse_line(i + 1, &l, first)?));
+            first = false;
+            if batch.len() >= PAGE {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        for (line, r) in batch.drain(..) {
+            restore(store, line, r, &mut n, &mut max_id).await?;
+            progress.inc(1);
+        }
+    }
+    store.advance_ids_past(max_id)?;
+    store.flush().await?;
+    progress.finish();
+    Ok(n)
+}
+
+async fn restore(
+    store: &Storage,
+    line: usize,
+    r: Record,
+    n: &mut Counts,
+    max_id: &mut u64,
+) -> Result<(), BackupError> {
+    match r {
+        Record::Header { .. } => {}
+        Record::Subscription(s) => {
+            store.subs.upsert(s).await?;
+            n.subscriptions += 1;
+        }
+        Record::Intent(intent) => {
+            *max_id = (*max_id).max(intent.id);
+            store.subs.put_intent(intent).await?;
+            n.intents += 1;
+        }
+        Record::Ping {
+            id,
+            topic,
+            received_ms,
+            content_type,
+            body_base64,
+        } => {
+            *max_id = (*max_id).max(id);
+            let fat = match (content_type, body_base64) {
+                (Some(content_type), Some(b)) => Some(FatContent {
+                    content_type,
+                    body: body(line, &b)?.to_vec(),
+                }),
+                _ => None,
+            };
+            let ping = Ping {
+                id,
+                topic,
+                fat,
+                received_ms,
+            };
+            store.publish.put_pings(vec![ping]).await?;
+            n.pings += 1;
+        }
+        Record::TopicState { topic, state } => {
+            store.publish.put_topic_state(&topic, state).await?;
+            n.topic_states += 1;
+        }
+        Record::Event {
+            seq,
+            topic,
+            content_type,
+            created_ms,
+            body_base64,
+        } => {
+            *max_id = (*max_id).max(seq);
+            let event = Event {
+                seq,
+                topic,
+                content_type,
+                body: body(line, &body_base64)?,
+                created_ms,
+            };
+            store.publish.put_event(event).await?;
+            n.events += 1;
+        }
+        Record::Job(j) => {
+            store.delivery.put_job(j).await?;
+            n.jobs += 1;
+        }
+        Record::Retry(r) => {
+            store.delivery.put_retry(r).await?;
+            n.retries += 1;
+        }
+        Record::DeadLetter(d) => {
+            *max_id = (*max_id).max(d.id);
+            store.delivery.put_dead_letter(d).await?;
+            n.dead_letters += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+    use std::sync::Arc;
+
+    fn store() -> Storage {
+        Storage::new(Arc::new(MemoryStore::new()))
+    }
+
+    #[tokio::test]
+    async fn a_backup_restores_into_another_store() {
+        let a = store();
+        a.subs
+            .upsert(Subscription {
+                topic: "http://t.example/feed".into(),
+                callback: "http://c.example/cb".into(),
+                destination: "http://c.example:80".into(),
+                secret: Some("s3cret".into()),
+                lease_seconds: 60,
+                expires_ms: 99,
+                created_ms: 1,
+            })
+            .await
+            .unwrap();
+        a.publish
+            .put_event(Event {
+                seq: 40,
+                topic: "http://t.example/feed".into(),
+                content_type: "application/octet-stream".into(),
+                body: bytes::Bytes::from_static(&[0, 255, 10]),
+                created_ms: 5,
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let counts = export(&a, &mut out, 7, &mut Progress::hidden())
+            .await
+            .unwrap();
+        assert_eq!((counts.subscriptions, counts.events), (1, 1));
+
+        let b = store();
+        let total = check(out.as_slice()).unwrap();
+        let restored = import(&b, out.as_slice(), total, &mut Progress::hidden())
+            .await
+            .unwrap();
+        assert_eq!(restored, counts);
+        assert_eq!(
+            b.subs
+                .get("http://t.example/feed", "http://c.example/cb")
+                .await
+                .unwrap(),
+            a.subs
+                .get("http://t.example/feed", "http://c.example/cb")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            b.publish.event(40).await.unwrap(),
+            a.publish.event(40).await.unwrap()
+        );
+        assert!(b.next_id().unwrap() > 40, "new ids follow restored ones");
+
+        // Not into a store that has content.
+        let err = import(&b, out.as_slice(), total, &mut Progress::hidden())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BackupError::NotEmpty("subscriptions")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_backups_name_the_line() {
+        let err = check("{\"kind\":\"job\"}\n".as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("line 1:"), "{err}");
+        let good = format!(
+            "{{\"kind\":\"header\",\"format\":\"{FORMAT}\",\"version\":{VERSION},\"created_ms\":0}}\n"
+        );
+        let bad = format!(
+            "{good}{{\"kind\":\"event\",\"seq\":1,\"topic\":\"t\",\"content_type\":\"x\",\"created_ms\":0,\"body_base64\":\"!!\"}}\n"
+        );
+        let err = check(bad.as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("line 2: body"), "{err}");
+        let err = check("".as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("empty backup"), "{err}");
+        assert_eq!(check(good.as_bytes()).unwrap(), 1);
+    }
+}

@@ -1,0 +1,242 @@
+//! The admin JSON API under `/admin/api/`: the status page's information and actions for
+//! scripts. Every answer is JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::AppState;
+use super::admin_auth::{self, Denied};
+use crate::urls::HttpUrl;
+
+/// Most items one listing returns.
+const MAX_LIMIT: usize = 1_000;
+
+pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message.to_string() }))
+}
+
+fn denied(d: Denied) -> HttpResponse {
+    let status = match d {
+        Denied::NoToken => StatusCode::UNAUTHORIZED,
+        Denied::NotLoopback | Denied::CrossOrigin => StatusCode::FORBIDDEN,
+    };
+    json_error(status, d.reason())
+}
+
+fn read(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+    admin_auth::check(req, state.cfg.admin.token.as_deref()).map_err(denied)
+}
+
+fn act(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+    admin_auth::check_action(req, state.cfg.admin.token.as_deref()).map_err(denied)
+}
+
+fn storage_error(e: impl std::fmt::Display) -> HttpResponse {
+    json_error(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}"))
+}
+
+/// A URL parameter, normalised as the hub stores it.
+pub fn url_param(name: &str, value: Option<&str>) -> Result<String, HttpResponse> {
+    let v = value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| json_error(StatusCode::BAD_REQUEST, format!("{name} is required")))?;
+    HttpUrl::parse(v)
+        .map(|u| u.as_str().to_owned())
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+}
+
+fn limit(requested: Option<usize>, default: usize) -> Result<usize, HttpResponse> {
+    match requested {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    match state.admin.overview().await {
+        Ok(o) => HttpResponse::Ok().json(o),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LimitQuery {
+    limit: Option<usize>,
+}
+
+pub async fn destinations(
+    req: HttpRequest,
+    q: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    match limit(q.limit, 100) {
+        Ok(n) => HttpResponse::Ok().json(state.admin.destinations(n)),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TopicQuery {
+    topic: Option<String>,
+}
+
+pub async fn topic(
+    req: HttpRequest,
+    q: web::Query<TopicQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    let topic = match url_param("topic", q.topic.as_deref()) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.admin.topic(&topic).await {
+        Ok(t) => HttpResponse::Ok().json(t),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    callback: Option<String>,
+}
+
+pub async fn callback(
+    req: HttpRequest,
+    q: web::Query<CallbackQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    let callback = match url_param("callback", q.callback.as_deref()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.admin.callback(&callback).await {
+        Ok(c) => HttpResponse::Ok().json(c),
+        Err(e) => storage_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SubscriptionsQuery {
+    topic: Option<String>,
+    after_topic: Option<String>,
+    after_callback: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Subscriptions in (topic, destination, callback) order; page with the last item's topic and
+/// callback as `after_topic` and `after_callback`.
+pub async fn subscriptions(
+    req: HttpRequest,
+    q: web::Query<SubscriptionsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    let parsed = (|| {
+        let topic = q
+            .topic
+            .as_deref()
+            .map(|t| url_param("topic", Some(t)))
+            .transpose()?;
+        let after = match (&q.after_topic, &q.after_callback) {
+            (Some(t), Some(c)) => Some((
+                url_param("after_topic", Some(t))?,
+                url_param("after_callback", Some(c))?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "after_topic and after_callback go together",
+                ));
+            }
+        };
+        Ok((topic, after, limit(q.limit, 100)?))
+    })();
+    let (topic, after, n) = match parsed {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let after = after.as_ref().map(|(t, c)| (t.as_str(), c.as_str()));
+    match state.admin.subscriptions(topic.as_deref(), after, n).await {
+        Ok(list) => HttpResponse::Ok().json(list),
+        Err(e) => storage_error(e),
+    }
+}
+
+pub async fn dead_letters(
+    req: HttpRequest,
+    q: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    let n = match limit(q.limit, 100) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match state.admin.dead_letters(n).await {
+        Ok(list) => HttpResponse::Ok().json(list),
+        Err(e) => storage_error(e),
+    }
+}
+
+pub async fn replay(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = act(&req, &state) {
+        return r;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return json_error(StatusCode::BAD_REQUEST, "dead letter id must be a number");
+    };
+    match state.admin.replay(id).await {
+        Ok(Some(retry)) => HttpResponse::Ok().json(serde_json::json!({
+            "replayed": id,
+            "event": retry.event,
+            "topic": retry.topic,
+            "callback": retry.callback,
+        })),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no dead letter {id}")),
+        Err(e) => storage_error(e),
+    }
+}
+
+pub async fn replay_all(
+    req: HttpRequest,
+    q: web::Query<LimitQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = act(&req, &state) {
+        return r;
+    }
+    let n = match limit(q.limit, MAX_LIMIT) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match state.admin.replay_all(n).await {
+        Ok(replayed) => HttpResponse::Ok().json(serde_json::json!({ "replayed": replayed })),
+        Err(e) => storage_error(e),
+    }
+}
