@@ -255,16 +255,15 @@ fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
                 format, version, ..
             },
             true,
-        ) => {
-            if format != FORMAT || *version != VERSION {
-                return Err(malformed(
-                    n,
-                    format!(
-                        "format {format:?} version {version}; this hubcast reads {FORMAT:?} version {VERSION}"
-                    ),
-                ));
-            }
+        ) if format != FORMAT || *version != VERSION => {
+            return Err(malformed(
+                n,
+                format!(
+                    "format {format:?} version {version}; this hubcast reads {FORMAT:?} version {VERSION}"
+                ),
+            ));
         }
+        (Record::Header { .. }, true) => {}
         (_, true) => return Err(malformed(n, "the first line must be the backup header")),
         (Record::Header { .. }, false) => return Err(malformed(n, "a second header")),
         (Record::Event { body_base64, .. }, _) => {
@@ -288,13 +287,13 @@ fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
                 body(n, b)?;
             }
         }
-        (Record::Subscription(s), _) => {
-            if crate::storage::destination_of(&s.callback) != s.destination {
-                return Err(malformed(
-                    n,
-                    "subscription destination does not match its callback",
-                ));
-            }
+        (Record::Subscription(s), _)
+            if crate::storage::destination_of(&s.callback) != s.destination =>
+        {
+            return Err(malformed(
+                n,
+                "subscription destination does not match its callback",
+            ));
         }
         _ => {}
     }

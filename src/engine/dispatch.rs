@@ -509,7 +509,7 @@ fn remember(
             outcome: outcome.name(),
             class,
             error,
-            latency_ms: sent.then(|| took.as_secs_f64() * 1000.0),
+            latency_ms: sent.then_some(took.as_secs_f64() * 1000.0),
         },
     );
 }

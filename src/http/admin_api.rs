@@ -1,6 +1,10 @@
 //! The admin JSON API under `/admin/api/`: the status page's information and actions for
 //! scripts. Every answer is JSON; errors are `{"error": "..."}` with a 4xx or 5xx status.
 
+// Early answers are returned as `Err(HttpResponse)`, the usual actix-web shape; the size of a
+// response on that path does not matter.
+#![allow(clippy::result_large_err)]
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;

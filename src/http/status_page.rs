@@ -4,6 +4,10 @@
 //! redirect. Who may see it: [`super::admin_auth`]. Everything shown is escaped; secrets are
 //! never shown.
 
+// Early answers are returned as `Err(HttpResponse)`, the usual actix-web shape; the size of a
+// response on that path does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Write as _;
 
 use actix_web::http::{StatusCode, header};

@@ -116,7 +116,7 @@ impl IdSource for SledStore {
 
     fn advance_past(&self, id: u64) -> Result<()> {
         // sled's counter only counts up: step it past `id` (cheap, done once per restore).
-        while self.db.generate_id()? + 1 <= id {}
+        while self.db.generate_id()? < id {}
         Ok(())
     }
 }
