@@ -1,59 +1,10 @@
 //! Durability with a real process: after `kill -9` and a restart, active subscriptions, pending
 //! verifications, undelivered events and scheduled retries are all there and resume.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
 use crate::helpers::*;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-async fn start_process(config: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the hub starts")
-        .unwrap()
-        .expect("the hub prints its address");
-    let addr = line
-        .strip_prefix("hubcast listening on ")
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Proc {
-        child,
-        url: format!("http://{addr}/"),
-    }
-}
-
-async fn post(url: &str, form: &[(&str, &str)]) -> u16 {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    client()
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use crate::process::*;
 
 async fn subscribers(url: &str, topic: &str) -> u64 {
     let q = url::form_urlencoded::Serializer::new(String::new())
@@ -188,20 +139,6 @@ async fn kill_9_and_restart_loses_nothing() {
     stop_gracefully(hub).await;
 }
 
-/// A config file for a hub process on port 0 with its data in `dir`, loopback allowed.
-fn process_config(dir: &tempfile::TempDir, extra: &str) -> std::path::PathBuf {
-    let config = dir.path().join("hubcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{extra}",
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_fan_out_then_every_subscriber_gets_it() {
     const PAGE: usize = 10;
@@ -268,20 +205,6 @@ async fn kill_9_in_the_middle_of_a_fan_out_then_every_subscriber_gets_it() {
     stop_gracefully(hub).await;
 }
 
-async fn stop_gracefully(mut hub: Proc) {
-    let pid = hub.child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
-        .await
-        .expect("SIGTERM stops the hub")
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
-}
-
 #[tokio::test]
 async fn a_stopped_in_process_hub_reopens_its_store() {
     let hub = spawn_hub().await;
@@ -296,12 +219,4 @@ async fn a_stopped_in_process_hub_reopens_its_store() {
     assert_eq!(hub.store().subs.count_for_topic(&topic).await.unwrap(), 1);
     hub.publish(&topic).await;
     assert_eq!(sub.wait_deliveries(1).await[0].body, b"after restart");
-}
-
-/// A client that gives up instead of hanging the suite.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
 }
