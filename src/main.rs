@@ -211,7 +211,10 @@ where
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to standard error; standard output carries the listening line only.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder

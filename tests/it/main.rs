@@ -1,4 +1,5 @@
 mod admin;
+mod backup;
 mod config_cli;
 mod diffing;
 mod distribution;
