@@ -5,6 +5,7 @@ mod diffing;
 mod distribution;
 mod fat_ping;
 mod helpers;
+mod logging;
 mod operations;
 mod ops_scene;
 mod process;

@@ -97,3 +97,38 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A hub process whose log lines (standard error) the test reads; `RUST_LOG` is left unset so
+/// the config's `log.level` applies.
+pub async fn start_process_with_logs(
+    config: &std::path::Path,
+) -> (
+    Proc,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let logs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the hub starts")
+        .unwrap()
+        .expect("the hub prints its address");
+    let addr = line
+        .strip_prefix("hubcast listening on ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let proc = Proc {
+        child,
+        url: format!("http://{addr}/"),
+    };
+    (proc, logs)
+}

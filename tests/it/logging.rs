@@ -1,0 +1,40 @@
+//! Logs of a real process: JSON lines when `log.format = "json"`, each request's lines carrying
+//! the request id that the answer's `X-Request-Id` names.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::process::*;
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(&dir, "[log]\nformat = \"json\"\nlevel = \"hubcast=info\"\n");
+    let (hub, mut logs) = start_process_with_logs(&config).await;
+    // A refused request is logged at info with its status.
+    let r = client()
+        .post(&hub.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("hub.mode=nonsense")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if v["span"]["request_id"] == id.as_str() {
+                return v;
+            }
+        }
+        panic!("the log ended without the request's line");
+    })
+    .await
+    .expect("a log line for the request");
+    assert_eq!(found["status"], 400);
+    assert_eq!(found["span"]["path"], "/");
+    assert_eq!(found["level"], "INFO");
+    stop_gracefully(hub).await;
+}
