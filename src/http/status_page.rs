@@ -29,7 +29,7 @@ h1{font-size:1.3em;margin:.3em 0}h2{font-size:1.1em;margin:1.2em 0 .4em;border-b
 .cards{display:flex;flex-wrap:wrap;gap:8px}.card{border:1px solid #ddd;border-radius:6px;padding:6px 10px;min-width:120px}
 .card b{display:block;font-size:1.4em}.scroll{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:.92em}td,th{border-bottom:1px solid #eee;padding:4px 6px;text-align:left;vertical-align:top}
-td{word-break:break-all}.dead{color:#b00020;font-weight:bold}.throttled{color:#b26a00;font-weight:bold}.healthy{color:#137333}
+td{overflow-wrap:normal}td.url{overflow-wrap:anywhere;min-width:9em}button,td.state{white-space:nowrap}.dead{color:#b00020;font-weight:bold}.throttled{color:#b26a00;font-weight:bold}.healthy{color:#137333}
 .failed{color:#b00020}.delivered{color:#137333}form.inline{display:inline}
 input[type=url],input[type=text],input[type=password]{width:100%;max-width:520px;box-sizing:border-box;padding:4px}
 label{display:block;margin:.3em 0}.note{color:#666;font-size:.9em}.flash{background:#e6f4ea;padding:6px 10px;border-radius:6px}
@@ -78,9 +78,26 @@ fn url_arg(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// `2026-11-24 08:48:44Z` for milliseconds since the Unix epoch.
 fn when(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    httpdate::fmt_http_date(t)
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
@@ -229,8 +246,8 @@ fn destinations_html(list: &[DestinationInfo]) -> String {
             .unwrap_or_default();
         let _ = write!(
             s,
-            "<tr class=destination data-destination=\"{name}\"><td>{name}</td>\
-             <td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",
+            "<tr class=destination data-destination=\"{name}\"><td class=url>{name}</td>\
+             <td class=\"state {state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",
             d.window,
             d.consecutive_failures,
             d.queued_jobs,
@@ -258,8 +275,8 @@ fn dead_letters_html(list: &[DeadLetter], total: u64) -> String {
     for d in list {
         let _ = write!(
             s,
-            "<tr class=dead-letter data-id=\"{id}\"><td>{id}</td><td><a href=\"/admin/callback?callback={}\">{}</a></td>\
-             <td>{}</td><td>{}</td><td class=failed>{}</td><td>{}</td><td>\
+            "<tr class=dead-letter data-id=\"{id}\"><td>{id}</td><td class=url><a href=\"/admin/callback?callback={}\">{}</a></td>\
+             <td class=url>{}</td><td>{}</td><td class=failed>{}</td><td>{}</td><td>\
              <form class=inline method=post action=\"/admin/dead-letters/{id}/replay\">\
              <button class=replay>Replay</button></form></td></tr>",
             url_arg(&d.callback),
@@ -289,6 +306,16 @@ fn debug_forms_html() -> String {
      <label>Topic <input type=url name=\"hub.url\" required></label>\
      <button>Send publish ping</button></form>"
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(super::when(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::when(1_795_509_296_000), "2026-11-24 08:34:56Z");
+        assert_eq!(super::when(951_782_400_000), "2000-02-29 00:00:00Z");
+    }
 }
 
 #[derive(Deserialize)]
@@ -372,7 +399,7 @@ fn topic_html(t: &TopicInfo) -> String {
     for sub in &t.subscriptions {
         let _ = write!(
             s,
-            "<tr><td><a href=\"/admin/callback?callback={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=url><a href=\"/admin/callback?callback={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             url_arg(&sub.callback),
             esc(&sub.callback),
             sub.state,
@@ -393,7 +420,7 @@ fn callback_html(c: &CallbackInfo) -> String {
         for sub in &c.subscriptions {
             let _ = write!(
                 s,
-                "<tr class=subscription><td><a href=\"/admin/topic?topic={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=subscription><td class=url><a href=\"/admin/topic?topic={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 url_arg(&sub.topic),
                 esc(&sub.topic),
                 sub.state,
@@ -426,7 +453,7 @@ fn callback_html(c: &CallbackInfo) -> String {
         for d in &c.recent_deliveries {
             let _ = write!(
                 s,
-                "<tr class=delivery><td>{}</td><td>{}</td><td>{}</td><td class=\"{o}\">{o}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=delivery><td>{}</td><td>{}</td><td class=url>{}</td><td class=\"{o}\">{o}</td><td>{}</td><td>{}</td></tr>",
                 when(d.at_ms),
                 d.event,
                 esc(&d.topic),
@@ -444,7 +471,7 @@ fn callback_html(c: &CallbackInfo) -> String {
         for r in &c.pending_retries {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=failed>{}</td></tr>",
+                "<tr><td>{}</td><td class=url>{}</td><td>{}</td><td>{}</td><td class=failed>{}</td></tr>",
                 r.event,
                 esc(&r.topic),
                 r.attempts,

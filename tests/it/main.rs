@@ -1,5 +1,6 @@
 mod admin;
 mod backup;
+mod browser;
 mod config_cli;
 mod diffing;
 mod distribution;
