@@ -3,7 +3,9 @@
 #   docker run -p 8080:8080 -v hubcast-data:/data hubcast \
 #       serve --listen 0.0.0.0:8080 --data-dir /data --public-url https://hub.example.org/
 # Configuration: mount a file at /etc/hubcast/hubcast.toml and add `--config /etc/hubcast/hubcast.toml`,
-# or set HUBCAST_<SECTION>__<KEY> environment variables.
+# or set HUBCAST_<SECTION>__<KEY> environment variables. Set HUBCAST_ADMIN__TOKEN to use the status
+# page and admin API: requests reach the container from beyond its loopback.
+# Backups (with the hub stopped): docker run --rm -v hubcast-data:/data hubcast export --data-dir /data
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
