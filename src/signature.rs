@@ -66,7 +66,8 @@ pub fn verify(header: &str, key: &[u8], body: &[u8]) -> bool {
     constant_time_eq(&expected, &given)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equality whose time does not depend on where the inputs differ (only on their length).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

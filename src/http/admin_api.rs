@@ -40,6 +40,14 @@ fn storage_error(e: impl std::fmt::Display) -> HttpResponse {
     json_error(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}"))
 }
 
+/// `200` with the value as JSON, or `503` naming the storage failure.
+fn answer<T: serde::Serialize>(r: Result<T, crate::storage::StorageError>) -> HttpResponse {
+    match r {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => storage_error(e),
+    }
+}
+
 /// A URL parameter, normalised as the hub stores it.
 pub fn url_param(name: &str, value: Option<&str>) -> Result<String, HttpResponse> {
     let v = value
@@ -65,10 +73,7 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     if let Err(r) = read(&req, &state) {
         return r;
     }
-    match state.admin.overview().await {
-        Ok(o) => HttpResponse::Ok().json(o),
-        Err(e) => storage_error(e),
-    }
+    answer(state.admin.overview().await)
 }
 
 #[derive(Deserialize)]
@@ -107,10 +112,7 @@ pub async fn topic(
         Ok(t) => t,
         Err(r) => return r,
     };
-    match state.admin.topic(&topic).await {
-        Ok(t) => HttpResponse::Ok().json(t),
-        Err(e) => storage_error(e),
-    }
+    answer(state.admin.topic(&topic).await)
 }
 
 #[derive(Deserialize)]
@@ -130,10 +132,7 @@ pub async fn callback(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match state.admin.callback(&callback).await {
-        Ok(c) => HttpResponse::Ok().json(c),
-        Err(e) => storage_error(e),
-    }
+    answer(state.admin.callback(&callback).await)
 }
 
 #[derive(Deserialize)]
@@ -180,10 +179,7 @@ pub async fn subscriptions(
         Err(r) => return r,
     };
     let after = after.as_ref().map(|(t, c)| (t.as_str(), c.as_str()));
-    match state.admin.subscriptions(topic.as_deref(), after, n).await {
-        Ok(list) => HttpResponse::Ok().json(list),
-        Err(e) => storage_error(e),
-    }
+    answer(state.admin.subscriptions(topic.as_deref(), after, n).await)
 }
 
 pub async fn dead_letters(
@@ -198,10 +194,7 @@ pub async fn dead_letters(
         Ok(n) => n,
         Err(r) => return r,
     };
-    match state.admin.dead_letters(n).await {
-        Ok(list) => HttpResponse::Ok().json(list),
-        Err(e) => storage_error(e),
-    }
+    answer(state.admin.dead_letters(n).await)
 }
 
 pub async fn replay(

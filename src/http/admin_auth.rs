@@ -12,6 +12,8 @@
 use actix_web::HttpRequest;
 use actix_web::http::header;
 
+use crate::signature::constant_time_eq;
+
 /// Name of the sign-in cookie.
 pub const COOKIE: &str = "hubcast_admin";
 
@@ -94,13 +96,6 @@ fn bearer(req: &HttpRequest) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| rest.trim().to_owned())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

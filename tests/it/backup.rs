@@ -188,22 +188,8 @@ async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     sub.wait_deliveries(2).await; // the first attempt and its one retry
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let body = client()
-            .get(format!("{}admin/api/dead-letters", hub.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains("HTTP 404") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let url = format!("{}admin/api/dead-letters", hub.url);
+    wait_body(&url, |b| b.contains("HTTP 404")).await;
     stop_gracefully(hub).await;
 
     let o = hubcast(&["dead-letters"], &config);

@@ -13,15 +13,31 @@ pub struct Proc {
 }
 
 pub async fn start_process(config: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
-        .args(["serve", "--config"])
+    spawn(config, false).await.0
+}
+
+pub type LogLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// A hub process whose log lines (standard error) the test reads; `RUST_LOG` is left unset so
+/// the config's `log.level` applies.
+pub async fn start_process_with_logs(config: &std::path::Path) -> (Proc, LogLines) {
+    let (proc, logs) = spawn(config, true).await;
+    (proc, logs.expect("standard error is piped"))
+}
+
+async fn spawn(config: &std::path::Path, logs: bool) -> (Proc, Option<LogLines>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubcast"));
+    cmd.args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    if logs {
+        cmd.env_remove("RUST_LOG").stderr(Stdio::piped());
+    } else {
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    }
+    let mut child = cmd.spawn().unwrap();
+    let logs = child.stderr.take().map(|e| BufReader::new(e).lines());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(PATIENCE, lines.next_line())
         .await
@@ -32,10 +48,11 @@ pub async fn start_process(config: &std::path::Path) -> Proc {
         .strip_prefix("hubcast listening on ")
         .and_then(|l| l.split(' ').next())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Proc {
+    let proc = Proc {
         child,
         url: format!("http://{addr}/"),
-    }
+    };
+    (proc, logs)
 }
 
 pub async fn post(url: &str, form: &[(&str, &str)]) -> u16 {
@@ -76,13 +93,17 @@ pub fn process_config_with(
     config
 }
 
-pub async fn stop_gracefully(mut hub: Proc) {
+pub fn sigterm(hub: &Proc) {
     let pid = hub.child.id().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+pub async fn stop_gracefully(mut hub: Proc) {
+    sigterm(&hub);
     let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
         .await
         .expect("SIGTERM stops the hub")
@@ -98,37 +119,22 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A hub process whose log lines (standard error) the test reads; `RUST_LOG` is left unset so
-/// the config's `log.level` applies.
-pub async fn start_process_with_logs(
-    config: &std::path::Path,
-) -> (
-    Proc,
-    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let logs = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the hub starts")
-        .unwrap()
-        .expect("the hub prints its address");
-    let addr = line
-        .strip_prefix("hubcast listening on ")
-        .and_then(|l| l.split(' ').next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let proc = Proc {
-        child,
-        url: format!("http://{addr}/"),
-    };
-    (proc, logs)
+/// GETs `url` until its body passes `check`; returns that body.
+pub async fn wait_body(url: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let body = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if check(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

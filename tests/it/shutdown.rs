@@ -8,15 +8,6 @@ use crate::process::*;
 
 const CALLBACKS: usize = 40;
 
-fn sigterm(hub: &Proc) {
-    let pid = hub.child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 async fn exits(hub: &mut Proc) -> Duration {
     let started = Instant::now();
     let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
@@ -42,22 +33,8 @@ async fn subscribe_all(hub: &Proc, topic: &str, sub: &Subscriber, n: usize) -> V
     }
     sub.wait_verifications(n).await;
     // Verified is not yet stored: wait for the hub to say so.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let body = client()
-            .get(format!("{}admin/api/topic?topic={}", hub.url, enc(topic)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains(&format!("\"subscribers\":{n}")) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let url = format!("{}admin/api/topic?topic={}", hub.url, enc(topic));
+    wait_body(&url, |b| b.contains(&format!("\"subscribers\":{n}"))).await;
     callbacks
 }
 
