@@ -20,6 +20,8 @@ const TOPIC_EVENTS: usize = 10;
 const TOPIC_EVENTS_SCAN: usize = 5_000;
 /// Subscriptions and retries listed by a callback lookup.
 const CALLBACK_ITEMS: usize = 100;
+/// Retries and dead letters a callback lookup looks through (there is no callback index).
+const CALLBACK_SCAN: usize = 100_000;
 
 pub struct Admin {
     engine: Arc<Engine>,
@@ -332,7 +334,7 @@ impl Admin {
             .collect();
         let pending_retries = store
             .delivery
-            .retries(usize::MAX)
+            .retries(CALLBACK_SCAN)
             .await?
             .into_iter()
             .filter(|r| r.callback == callback)
@@ -341,7 +343,7 @@ impl Admin {
             .collect();
         let dead_letters = store
             .delivery
-            .dead_letters(usize::MAX)
+            .dead_letters(CALLBACK_SCAN)
             .await?
             .into_iter()
             .filter(|d| d.callback == callback)
