@@ -29,6 +29,20 @@ pub struct SledStore {
     jobs: sled::Tree,
     retries: sled::Tree,
     dead: sled::Tree,
+    /// Records in `retries` and `dead`: counted once at open, then kept up to date, so the
+    /// gauges and the status page do not walk the trees (sled's `len` does).
+    retry_count: AtomicU64,
+    dead_count: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(n))
+    });
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -85,7 +99,13 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let t = |name: &str| db.open_tree(name);
+        let retries = t("retries")?;
+        let dead = t("dead_letters")?;
         Ok(SledStore {
+            retry_count: AtomicU64::new(retries.len() as u64),
+            dead_count: AtomicU64::new(dead.len() as u64),
+            retries,
+            dead,
             subs: t("subs")?,
             counts: t("sub_counts")?,
             expiry: t("sub_expiry")?,
@@ -94,8 +114,6 @@ impl SledStore {
             topics: t("topics")?,
             events: t("events")?,
             jobs: t("jobs")?,
-            retries: t("retries")?,
-            dead: t("dead_letters")?,
             flusher: GroupFlush::default(),
             db,
         })
@@ -564,12 +582,20 @@ impl DeliveryStore for SledStore {
     }
 
     async fn put_retry(&self, retry: Retry) -> Result<()> {
-        self.retries.insert(retry_key(&retry), json(&retry))?;
+        if self
+            .retries
+            .insert(retry_key(&retry), json(&retry))?
+            .is_none()
+        {
+            add(&self.retry_count, 1);
+        }
         Ok(())
     }
 
     async fn remove_retry(&self, retry: &Retry) -> Result<()> {
-        self.retries.remove(retry_key(retry))?;
+        if self.retries.remove(retry_key(retry))?.is_some() {
+            sub(&self.retry_count, 1);
+        }
         Ok(())
     }
 
@@ -596,7 +622,7 @@ impl DeliveryStore for SledStore {
     }
 
     async fn count_retries(&self) -> Result<u64> {
-        Ok(self.retries.len() as u64)
+        Ok(self.retry_count.load(Ordering::Relaxed))
     }
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
@@ -611,13 +637,17 @@ impl DeliveryStore for SledStore {
         };
         let rkey = retry_key(retry);
         let value = json(&dl);
-        (&self.retries, &self.dead)
+        let had_retry = (&self.retries, &self.dead)
             .transaction(|(retries, dead)| {
-                retries.remove(rkey.as_slice())?;
+                let removed = retries.remove(rkey.as_slice())?;
                 dead.insert(&be(dl.id), value.as_slice())?;
-                Ok(())
+                Ok(removed.is_some())
             })
             .map_err(tx_err)?;
+        if had_retry {
+            sub(&self.retry_count, 1);
+        }
+        add(&self.dead_count, 1);
         Ok(dl)
     }
 
@@ -631,30 +661,43 @@ impl DeliveryStore for SledStore {
     }
 
     async fn remove_dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
-        self.dead.remove(be(id))?.map(|v| from_json(&v)).transpose()
+        let removed = self.dead.remove(be(id))?;
+        if removed.is_some() {
+            sub(&self.dead_count, 1);
+        }
+        removed.map(|v| from_json(&v)).transpose()
     }
 
     async fn count_dead_letters(&self) -> Result<u64> {
-        Ok(self.dead.len() as u64)
+        Ok(self.dead_count.load(Ordering::Relaxed))
     }
 
     async fn put_dead_letter(&self, dead: DeadLetter) -> Result<()> {
-        self.dead.insert(be(dead.id), json(&dead))?;
+        if self.dead.insert(be(dead.id), json(&dead))?.is_none() {
+            add(&self.dead_count, 1);
+        }
         Ok(())
     }
 
     async fn replay_dead_letter(&self, id: u64, now_ms: u64) -> Result<Option<Retry>> {
-        (&self.dead, &self.retries)
+        let replayed = (&self.dead, &self.retries)
             .transaction(|(dead, retries)| {
                 let Some(v) = dead.remove(&be(id))? else {
                     return Ok(None);
                 };
                 let dl: DeadLetter = from_json(&v).map_err(abort)?;
                 let retry = dl.replayed(now_ms);
-                retries.insert(retry_key(&retry), json(&retry))?;
-                Ok(Some(retry))
+                let replaced = retries.insert(retry_key(&retry), json(&retry))?;
+                Ok(Some((retry, replaced.is_none())))
             })
-            .map_err(tx_err)
+            .map_err(tx_err)?;
+        Ok(replayed.map(|(retry, new_retry)| {
+            sub(&self.dead_count, 1);
+            if new_retry {
+                add(&self.retry_count, 1);
+            }
+            retry
+        }))
     }
 
     async fn retries(&self, limit: usize) -> Result<Vec<Retry>> {

@@ -476,11 +476,41 @@ async fn operations(s: Storage) {
         s.delivery.retries(10).await.unwrap(),
         std::slice::from_ref(&retry)
     );
-    assert_eq!(s.delivery.due_retries(50, 10).await.unwrap(), [retry]);
+    assert_eq!(
+        s.delivery.due_retries(50, 10).await.unwrap(),
+        std::slice::from_ref(&retry)
+    );
     assert_eq!(
         s.delivery.replay_dead_letter(2_000, 50).await.unwrap(),
         None
     );
+    // Counts follow every change, and writing the same record twice counts once.
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
+    s.delivery.put_retry(retry.clone()).await.unwrap();
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
+    s.delivery.put_dead_letter(dl.clone()).await.unwrap();
+    s.delivery.put_dead_letter(dl.clone()).await.unwrap();
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 1);
+    s.delivery.dead_letter(&retry, 60).await.unwrap();
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 0);
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 2);
+    s.delivery.remove_retry(&retry).await.unwrap();
+    assert_eq!(s.delivery.count_retries().await.unwrap(), 0);
+    assert!(
+        s.delivery
+            .remove_dead_letter(2_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.delivery
+            .remove_dead_letter(2_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 1);
     s.flush().await.unwrap();
 }
 
@@ -541,6 +571,7 @@ async fn sled_state_survives_reopening() {
     let s = Storage::new(Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap()));
     assert_eq!(s.subs.count_for_topic("http://t/").await.unwrap(), 1);
     assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
+    assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 0);
     let before = s.next_id().unwrap();
     assert!(before > 0);
 }
