@@ -265,6 +265,16 @@ async fn the_status_page_shows_the_hub_and_its_replay_delivers() {
     assert!(deliveries.contains("HTTP 404"), "{deliveries}");
     b.screenshot(&artifact("status-page-callback.png")).await;
 
+    // Look up the topic with the form.
+    let fill = format!(
+        "document.querySelector('input[name=topic]').value = {}",
+        json!(s.topic)
+    );
+    b.eval(&fill).await;
+    b.click_and_wait("form[action='/admin/topic'] button").await;
+    assert_eq!(b.text("#topic-subscribers").await, "3");
+    assert!(b.text("body").await.contains("last fetch: 200"));
+
     // Replay from the page: the subscriber is fixed, the delivery arrives.
     s.failing.usually_reply(200);
     b.navigate(&hub.url).await;
