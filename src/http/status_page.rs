@@ -234,9 +234,9 @@ fn destinations_html(list: &[DestinationInfo]) -> String {
         return s;
     }
     s.push_str(
-        "<div class=scroll><table><tr><th>destination</th><th>state</th><th>window</th>\
-         <th>failures in a row</th><th>queued jobs</th><th>next probe / resumes in</th>\
-         <th>last error</th></tr>",
+        "<div class=scroll><table><tr><th>destination</th><th>state</th><th>last error</th>\
+         <th>next probe / resumes in</th><th>window</th><th>failures in a row</th>\
+         <th>queued jobs</th></tr>",
     );
     for d in list {
         let last = d
@@ -247,11 +247,11 @@ fn destinations_html(list: &[DestinationInfo]) -> String {
         let _ = write!(
             s,
             "<tr class=destination data-destination=\"{name}\"><td class=url>{name}</td>\
-             <td class=\"state {state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",
+             <td class=\"state {state}\">{state}</td><td class=failed>{last}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            secs(d.next_probe_in_seconds.or(d.paused_for_seconds)),
             d.window,
             d.consecutive_failures,
             d.queued_jobs,
-            secs(d.next_probe_in_seconds.or(d.paused_for_seconds)),
             name = esc(&d.destination),
             state = d.state,
         );
@@ -269,22 +269,21 @@ fn dead_letters_html(list: &[DeadLetter], total: u64) -> String {
     s.push_str(
         "<form class=inline method=post action=\"/admin/dead-letters/replay-all\">\
          <button id=replay-all>Replay all</button></form>\
-         <div class=scroll><table><tr><th>id</th><th>callback</th><th>topic</th><th>attempts</th>\
-         <th>last error</th><th>failed</th><th></th></tr>",
+         <div class=scroll><table><tr><th>callback</th><th>last error</th><th></th><th>attempts</th>\
+         <th>failed</th><th>topic</th><th>id</th></tr>",
     );
     for d in list {
         let _ = write!(
             s,
-            "<tr class=dead-letter data-id=\"{id}\"><td>{id}</td><td class=url><a href=\"/admin/callback?callback={}\">{}</a></td>\
-             <td class=url>{}</td><td>{}</td><td class=failed>{}</td><td>{}</td><td>\
-             <form class=inline method=post action=\"/admin/dead-letters/{id}/replay\">\
-             <button class=replay>Replay</button></form></td></tr>",
+            "<tr class=dead-letter data-id=\"{id}\"><td class=url><a href=\"/admin/callback?callback={}\">{}</a></td>\
+             <td class=failed>{}</td><td><form class=inline method=post action=\"/admin/dead-letters/{id}/replay\">\
+             <button class=replay>Replay</button></form></td><td>{}</td><td>{}</td><td class=url>{}</td><td>{id}</td></tr>",
             url_arg(&d.callback),
             esc(&d.callback),
-            esc(&d.topic),
-            d.attempts,
             esc(&d.last_error),
+            d.attempts,
             when(d.failed_ms),
+            esc(&d.topic),
             id = d.id,
         );
     }
@@ -447,20 +446,20 @@ fn callback_html(c: &CallbackInfo) -> String {
         s.push_str("<p class=note>None since the hub started.</p>");
     } else {
         s.push_str(
-            "<div class=scroll><table id=deliveries><tr><th>when</th><th>event</th><th>topic</th>\
-             <th>outcome</th><th>latency</th><th>error</th></tr>",
+            "<div class=scroll><table id=deliveries><tr><th>when</th><th>outcome</th>\
+             <th>error</th><th>latency</th><th>event</th><th>topic</th></tr>",
         );
         for d in &c.recent_deliveries {
             let _ = write!(
                 s,
-                "<tr class=delivery><td>{}</td><td>{}</td><td class=url>{}</td><td class=\"{o}\">{o}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=delivery><td>{}</td><td class=\"{o}\">{o}</td><td class=failed>{}</td><td>{}</td><td>{}</td><td class=url>{}</td></tr>",
                 when(d.at_ms),
-                d.event,
-                esc(&d.topic),
+                d.error.as_deref().map(esc).unwrap_or_default(),
                 d.latency_ms
                     .map(|l| format!("{l:.1} ms"))
                     .unwrap_or_default(),
-                d.error.as_deref().map(esc).unwrap_or_default(),
+                d.event,
+                esc(&d.topic),
                 o = d.outcome,
             );
         }
