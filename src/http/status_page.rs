@@ -119,6 +119,15 @@ fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
         .body(html)
 }
 
+/// Storage failed: `503` with the reason.
+fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "hubcast",
+        &format!("<p>storage: {}</p>", esc(&e.to_string())),
+    )
+}
+
 pub async fn script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
@@ -339,13 +348,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     };
     let (overview, dead) = match data.await {
         Ok(d) => d,
-        Err(e) => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "hubcast",
-                &esc(&e.to_string()),
-            );
-        }
+        Err(e) => return unavailable(e),
     };
     let mut body = header_html(&state);
     if let Some(n) = q.and_then(|q| q.replayed) {
@@ -530,11 +533,7 @@ pub async fn topic(
             body.push_str(&topic_html(&t));
             page(StatusCode::OK, "hubcast topic", &body)
         }
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hubcast",
-            &esc(&e.to_string()),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -557,11 +556,7 @@ pub async fn callback(
             body.push_str(&callback_html(&c));
             page(StatusCode::OK, "hubcast callback", &body)
         }
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hubcast",
-            &esc(&e.to_string()),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -601,11 +596,7 @@ pub async fn replay(
     };
     match state.admin.replay(id).await {
         Ok(r) => back_to_dashboard(usize::from(r.is_some())),
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hubcast",
-            &esc(&e.to_string()),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -615,11 +606,7 @@ pub async fn replay_all(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     }
     match state.admin.replay_all(LISTED).await {
         Ok(n) => back_to_dashboard(n),
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hubcast",
-            &esc(&e.to_string()),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
