@@ -242,29 +242,50 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.listen))?;
     runtime.block_on(async move {
+        // Handlers first: a SIGTERM that arrives as soon as the address is printed must stop
+        // the hub gracefully, not kill it.
+        let signals = Signals::install().context("cannot install signal handlers")?;
         let hub = hubcast::hub::start(cfg, listener).await?;
         println!(
             "hubcast listening on {} (hub URL {})",
             hub.addr, hub.hub_url
         );
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         hub.stop().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
