@@ -263,6 +263,12 @@ async fn process(
     tracing::info!(%topic, note = %diff.note, event = ?seq, destinations = dests.len(), "topic processed");
     finish(engine, topic, rest, None).await;
     if let Some(seq) = seq {
+        // Durable before the first delivery: after a crash the jobs are there to resume, and
+        // no subscriber has received an event the hub could forget (group commit: concurrent
+        // publishes share the flush).
+        if let Err(e) = engine.store.flush().await {
+            tracing::error!(%topic, error = %e, "cannot flush the new event; delivering anyway");
+        }
         for destination in dests {
             engine
                 .dispatcher
