@@ -22,6 +22,8 @@ use crate::urls::HttpUrl;
 
 /// Destinations and dead letters listed on the page.
 const LISTED: usize = 100;
+/// Dead letters one click on "Replay all" replays (as many as one API call).
+const REPLAY_ALL: usize = 1_000;
 
 const STYLE: &str = "
 body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:8px 12px;color:#222}
@@ -604,7 +606,7 @@ pub async fn replay_all(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     if let Err(r) = action_guard(&req, &state) {
         return r;
     }
-    match state.admin.replay_all(LISTED).await {
+    match state.admin.replay_all(REPLAY_ALL).await {
         Ok(n) => back_to_dashboard(n),
         Err(e) => unavailable(e),
     }
