@@ -1,0 +1,321 @@
+//! Configuration: embedded defaults, an optional file, `HUBCAST_…` environment variables, flags.
+//!
+//! Loading never binds anything; every error names the key at fault.
+
+mod layers;
+mod raw;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use url::Url;
+
+use crate::signature::Algorithm;
+use layers::{env_value, merge, parse_toml, set_path};
+use values::{parse_addr, parse_cidr, parse_public_url};
+
+/// The documented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../../hub-config/hubcast.toml");
+/// Prefix of environment variables that override keys (`HUBCAST_SECTION__KEY`).
+pub const ENV_PREFIX: &str = "HUBCAST_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The status page and admin API.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// `None`: served to direct loopback clients only.
+    pub token: Option<String>,
+    pub history_per_callback: usize,
+    pub history_callbacks: usize,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("history_per_callback", &self.history_per_callback)
+            .field("history_callbacks", &self.history_callbacks)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffConfig {
+    pub json_feed_items: bool,
+    pub max_entries: usize,
+}
+
+/// A publisher allowed to send fat pings for topics under `topics` (URL prefixes).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    pub name: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for PublisherConfig {
+    // Credentials never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("name", &self.name)
+            .field("topics", &self.topics)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Memory,
+}
+
+/// The validated configuration the hub runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None`: derived from the bound address at start-up.
+    pub public_url: Option<Url>,
+    pub max_body: usize,
+    pub http_workers: usize,
+    pub engine_threads: usize,
+    /// Time in-flight deliveries get to finish when the hub stops.
+    pub shutdown_deadline: Duration,
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub cache_capacity: u64,
+    pub default_lease: Duration,
+    pub min_lease: Duration,
+    pub max_lease: Duration,
+    pub verify_timeout: Duration,
+    pub allowed_topics: Vec<String>,
+    pub sweep_interval: Duration,
+    pub fetch_timeout: Duration,
+    pub fetch_max_bytes: usize,
+    pub fetch_max_redirects: usize,
+    pub delivery_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub per_destination: usize,
+    pub window: WindowConfig,
+    pub max_in_flight: usize,
+    pub retry_schedule: Vec<Duration>,
+    pub signature: Algorithm,
+    pub page_size: usize,
+    pub diff: DiffConfig,
+    pub callback_allow: Vec<IpNet>,
+    pub topic_allow: Vec<IpNet>,
+    pub publishers: Vec<PublisherConfig>,
+    pub admin: AdminConfig,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// The adaptive concurrency window of each destination server.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Window of a destination not seen before (and of one that comes back from dead).
+    pub initial: usize,
+    /// Largest window (`delivery.per_destination`).
+    pub max: usize,
+    /// Consecutive failures after which a destination is dead.
+    pub dead_after: u32,
+    pub probe_interval: Duration,
+    pub max_probe_interval: Duration,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+}
+
+/// Flags given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub allow_cidr: Vec<String>,
+}
+
+impl Config {
+    /// Defaults, then `file`, then the given environment variables, then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut value = parse_toml("defaults", DEFAULTS)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let layer = parse_toml(&path.display().to_string(), &text)?;
+            merge(&mut value, layer);
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut value, &path, env_value(&raw))
+                .map_err(|message| invalid(&format!("{name} ({})", path.join(".")), message))?;
+        }
+        let mut cfg = raw::validate_value(value)?;
+        cfg.apply(overrides)?;
+        Ok(cfg)
+    }
+
+    /// Defaults plus TOML snippets layered in order; for tests and tools.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Config, ConfigError> {
+        let mut value = parse_toml("defaults", DEFAULTS)?;
+        for (i, text) in layers.iter().enumerate() {
+            merge(&mut value, parse_toml(&format!("layer {i}"), text)?);
+        }
+        raw::validate_value(value)
+    }
+
+    /// Defaults plus one TOML snippet.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_layers(&[text])
+    }
+
+    fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(listen) = &o.listen {
+            self.listen = parse_addr("--listen", listen)?;
+        }
+        if let Some(dir) = &o.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(url) = &o.public_url {
+            self.public_url = Some(parse_public_url("--public-url", url)?);
+        }
+        for cidr in &o.allow_cidr {
+            let net = parse_cidr("--allow-cidr", cidr)?;
+            self.callback_allow.push(net);
+            self.topic_allow.push(net);
+        }
+        Ok(())
+    }
+
+    /// Lease actually granted for a requested one.
+    pub fn clamp_lease(&self, requested: Option<u64>) -> u64 {
+        let requested = requested
+            .map(Duration::from_secs)
+            .unwrap_or(self.default_lease);
+        requested.clamp(self.min_lease, self.max_lease).as_secs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(None, env, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let cfg = load_env(&[]).unwrap();
+        assert_eq!(cfg.backend, Backend::Sled);
+        assert!(
+            cfg.callback_allow.is_empty(),
+            "defaults must not allow-list anything"
+        );
+        assert!(cfg.topic_allow.is_empty());
+        assert_eq!(cfg.default_lease, Duration::from_secs(10 * 86400));
+        assert_eq!(cfg.signature, Algorithm::Sha256);
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_keys() {
+        let cfg = load_env(&[
+            ("HUBCAST_DELIVERY__TIMEOUT", "3s"),
+            ("HUBCAST_DELIVERY__PER_DESTINATION", "3"),
+            ("HUBCAST_SSRF__CALLBACK_ALLOW", "[\"127.0.0.0/8\"]"),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.delivery_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.per_destination, 3);
+        assert_eq!(cfg.callback_allow.len(), 1);
+
+        let err = load_env(&[("HUBCAST_DELIVERY__TIMEOUT", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("delivery.timeout"), "{err}");
+        let err = load_env(&[("HUBCAST_DELIVERY__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = load_env(&[("HUBCAST_DELIVERY__SIGNATURE", "md5")]).unwrap_err();
+        assert!(err.to_string().contains("delivery.signature"), "{err}");
+    }
+
+    #[test]
+    fn lease_is_clamped() {
+        let cfg = Config::from_toml_str("[subscriptions]\nmin_lease = \"60s\"\nmax_lease = \"1h\"")
+            .unwrap();
+        assert_eq!(cfg.clamp_lease(Some(5)), 60);
+        assert_eq!(cfg.clamp_lease(Some(100_000)), 3600);
+        assert_eq!(cfg.clamp_lease(Some(120)), 120);
+        assert_eq!(cfg.clamp_lease(None), 3600);
+    }
+
+    #[test]
+    fn admin_and_log_keys_are_checked() {
+        let cfg = load_env(&[]).unwrap();
+        assert!(cfg.admin.token.is_none());
+        assert_eq!(cfg.log_format, LogFormat::Human);
+        let err = Config::from_toml_str("[admin]\ntoken = \"short\"").unwrap_err();
+        assert!(err.to_string().contains("admin.token"), "{err}");
+        let cfg = Config::from_toml_str("[admin]\ntoken = \"0123456789abcdef-x\"").unwrap();
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        let err = Config::from_toml_str("[log]\nformat = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+        let err = Config::from_toml_str("[log]\nlevel = \"hubcast=loud\"").unwrap_err();
+        assert!(err.to_string().contains("log.level"), "{err}");
+        let err = Config::from_toml_str("[server]\nshutdown_deadline = \"soon\"").unwrap_err();
+        assert!(
+            err.to_string().contains("server.shutdown_deadline"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn publisher_needs_credentials() {
+        let err = Config::from_toml_str("[[publishers]]\nname = \"a\"\ntopics = [\"https://a/\"]")
+            .unwrap_err();
+        assert!(err.to_string().contains("publishers[0]"), "{err}");
+    }
+}

@@ -1,0 +1,318 @@
+//! The configuration as written (durations and sizes as strings) and its validation into
+//! [`Config`]: every check names the key at fault.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::values::{parse_addr, parse_cidr, parse_duration, parse_public_url, parse_size};
+use super::{
+    AdminConfig, Backend, Config, ConfigError, DiffConfig, LogFormat, PublisherConfig,
+    WindowConfig, invalid,
+};
+use crate::signature::Algorithm;
+
+/// Deserializes merged layers and validates them.
+pub(super) fn validate_value(value: toml::Value) -> Result<Config, ConfigError> {
+    let raw = RawConfig::deserialize(value).map_err(|e| ConfigError::Parse {
+        origin: "(merged layers)".into(),
+        message: e.to_string().trim().to_owned(),
+    })?;
+    raw.validate()
+}
+
+/// The file as written: strings for durations and sizes, checked in [`RawConfig::validate`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    server: RawServer,
+    storage: RawStorage,
+    subscriptions: RawSubscriptions,
+    fetch: RawFetch,
+    delivery: RawDelivery,
+    diff: DiffConfig,
+    ssrf: RawSsrf,
+    admin: RawAdmin,
+    log: RawLog,
+    #[serde(default)]
+    publishers: Vec<PublisherConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: String,
+    history_per_callback: usize,
+    history_callbacks: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    public_url: String,
+    max_body: String,
+    http_workers: usize,
+    engine_threads: usize,
+    shutdown_deadline: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    backend: String,
+    data_dir: PathBuf,
+    cache_capacity: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscriptions {
+    default_lease: String,
+    min_lease: String,
+    max_lease: String,
+    verify_timeout: String,
+    allowed_topics: Vec<String>,
+    sweep_interval: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFetch {
+    timeout: String,
+    max_bytes: String,
+    max_redirects: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    timeout: String,
+    connect_timeout: String,
+    per_destination: usize,
+    initial_window: usize,
+    dead_after: u32,
+    probe_interval: String,
+    max_probe_interval: String,
+    max_retry_after: String,
+    max_in_flight: usize,
+    retry_schedule: Vec<String>,
+    signature: String,
+    page_size: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsrf {
+    callback_allow: Vec<String>,
+    topic_allow: Vec<String>,
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let s = self.server;
+        let public_url = match s.public_url.trim() {
+            "" => None,
+            url => Some(parse_public_url("server.public_url", url)?),
+        };
+        if s.http_workers == 0 || s.http_workers > 64 {
+            return Err(invalid("server.http_workers", "must be between 1 and 64"));
+        }
+        if s.engine_threads == 0 || s.engine_threads > 64 {
+            return Err(invalid("server.engine_threads", "must be between 1 and 64"));
+        }
+        let backend = match self.storage.backend.as_str() {
+            "sled" => Backend::Sled,
+            "memory" => Backend::Memory,
+            other => {
+                return Err(invalid(
+                    "storage.backend",
+                    format!("unknown backend {other:?}; expected \"sled\" or \"memory\""),
+                ));
+            }
+        };
+        let sub = self.subscriptions;
+        let min_lease = parse_duration("subscriptions.min_lease", &sub.min_lease)?;
+        let max_lease = parse_duration("subscriptions.max_lease", &sub.max_lease)?;
+        let default_lease = parse_duration("subscriptions.default_lease", &sub.default_lease)?;
+        if min_lease.as_secs() == 0 {
+            return Err(invalid("subscriptions.min_lease", "must be at least 1s"));
+        }
+        if max_lease < min_lease {
+            return Err(invalid(
+                "subscriptions.max_lease",
+                "must not be shorter than subscriptions.min_lease",
+            ));
+        }
+        for (i, t) in sub.allowed_topics.iter().enumerate() {
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err(invalid(
+                    &format!("subscriptions.allowed_topics[{i}]"),
+                    "must be an http(s) URL prefix",
+                ));
+            }
+        }
+        let d = self.delivery;
+        if d.per_destination == 0 {
+            return Err(invalid("delivery.per_destination", "must be at least 1"));
+        }
+        if d.initial_window == 0 || d.initial_window > d.per_destination {
+            return Err(invalid(
+                "delivery.initial_window",
+                "must be between 1 and delivery.per_destination",
+            ));
+        }
+        if d.dead_after == 0 {
+            return Err(invalid("delivery.dead_after", "must be at least 1"));
+        }
+        let probe_interval = parse_duration("delivery.probe_interval", &d.probe_interval)?;
+        let max_probe_interval =
+            parse_duration("delivery.max_probe_interval", &d.max_probe_interval)?;
+        if probe_interval.is_zero() || max_probe_interval < probe_interval {
+            return Err(invalid(
+                "delivery.max_probe_interval",
+                "must be at least delivery.probe_interval, which must not be zero",
+            ));
+        }
+        let window = WindowConfig {
+            initial: d.initial_window,
+            max: d.per_destination,
+            dead_after: d.dead_after,
+            probe_interval,
+            max_probe_interval,
+            max_retry_after: parse_duration("delivery.max_retry_after", &d.max_retry_after)?,
+        };
+        if d.max_in_flight == 0 {
+            return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.page_size == 0 {
+            return Err(invalid("delivery.page_size", "must be at least 1"));
+        }
+        let retry_schedule = d
+            .retry_schedule
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_duration(&format!("delivery.retry_schedule[{i}]"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let signature = Algorithm::parse(&d.signature).ok_or_else(|| {
+            invalid(
+                "delivery.signature",
+                format!(
+                    "unknown algorithm {:?}; expected sha1, sha256, sha384 or sha512",
+                    d.signature
+                ),
+            )
+        })?;
+        if self.diff.max_entries == 0 {
+            return Err(invalid("diff.max_entries", "must be at least 1"));
+        }
+        let cidrs = |key: &str, list: &[String]| -> Result<Vec<IpNet>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, c)| parse_cidr(&format!("{key}[{i}]"), c))
+                .collect()
+        };
+        for (i, p) in self.publishers.iter().enumerate() {
+            let key = format!("publishers[{i}]");
+            if p.secret.is_none() && p.token.is_none() {
+                return Err(invalid(&key, "needs a `secret` or a `token`"));
+            }
+            if p.topics.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.topics"),
+                    "must name at least one topic prefix",
+                ));
+            }
+            if p.secret.as_deref() == Some("") || p.token.as_deref() == Some("") {
+                return Err(invalid(&key, "`secret` and `token` must not be empty"));
+            }
+        }
+        let a = self.admin;
+        let token = match a.token.trim() {
+            "" => None,
+            t if t.len() < 16 => {
+                return Err(invalid("admin.token", "must be at least 16 characters"));
+            }
+            t => Some(t.to_owned()),
+        };
+        if a.history_per_callback > 1000 {
+            return Err(invalid(
+                "admin.history_per_callback",
+                "must be at most 1000",
+            ));
+        }
+        if a.history_callbacks > 10_000_000 {
+            return Err(invalid(
+                "admin.history_callbacks",
+                "must be at most 10000000",
+            ));
+        }
+        let admin = AdminConfig {
+            token,
+            history_per_callback: a.history_per_callback,
+            history_callbacks: a.history_callbacks,
+        };
+        let log_format = match self.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("unknown format {other:?}; expected \"human\" or \"json\""),
+                ));
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a filter like \"info\" or \"hubcast=debug,warn\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(Config {
+            listen: parse_addr("server.listen", &s.listen)?,
+            shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
+            public_url,
+            max_body: parse_size("server.max_body", &s.max_body)? as usize,
+            http_workers: s.http_workers,
+            engine_threads: s.engine_threads,
+            backend,
+            data_dir: self.storage.data_dir,
+            cache_capacity: parse_size("storage.cache_capacity", &self.storage.cache_capacity)?,
+            default_lease,
+            min_lease,
+            max_lease,
+            verify_timeout: parse_duration("subscriptions.verify_timeout", &sub.verify_timeout)?,
+            allowed_topics: sub.allowed_topics,
+            sweep_interval: parse_duration("subscriptions.sweep_interval", &sub.sweep_interval)?,
+            fetch_timeout: parse_duration("fetch.timeout", &self.fetch.timeout)?,
+            fetch_max_bytes: parse_size("fetch.max_bytes", &self.fetch.max_bytes)? as usize,
+            fetch_max_redirects: self.fetch.max_redirects,
+            delivery_timeout: parse_duration("delivery.timeout", &d.timeout)?,
+            connect_timeout: parse_duration("delivery.connect_timeout", &d.connect_timeout)?,
+            per_destination: d.per_destination,
+            window,
+            max_in_flight: d.max_in_flight,
+            retry_schedule,
+            signature,
+            page_size: d.page_size,
+            diff: self.diff,
+            callback_allow: cidrs("ssrf.callback_allow", &self.ssrf.callback_allow)?,
+            topic_allow: cidrs("ssrf.topic_allow", &self.ssrf.topic_allow)?,
+            publishers: self.publishers,
+            admin,
+            log_format,
+            log_level: self.log.level,
+        })
+    }
+}
