@@ -50,12 +50,18 @@ fn answer<T: serde::Serialize>(r: Result<T, crate::storage::StorageError>) -> Ht
 
 /// A URL parameter, normalised as the hub stores it.
 pub fn url_param(name: &str, value: Option<&str>) -> Result<String, HttpResponse> {
+    lookup_url(name, value).map_err(|m| json_error(StatusCode::BAD_REQUEST, m))
+}
+
+/// A URL parameter of a lookup, normalised as the hub stores it; the error is the reason.
+pub fn lookup_url(name: &str, value: Option<&str>) -> Result<String, String> {
     let v = value
+        .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| json_error(StatusCode::BAD_REQUEST, format!("{name} is required")))?;
+        .ok_or_else(|| format!("{name} is required"))?;
     HttpUrl::parse(v)
         .map(|u| u.as_str().to_owned())
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("{name}: {e}")))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 fn limit(requested: Option<usize>, default: usize) -> Result<usize, HttpResponse> {
@@ -95,14 +101,16 @@ pub async fn destinations(
     }
 }
 
+/// `?topic=URL` or `?callback=URL`: a lookup, for the API and the status page.
 #[derive(Deserialize)]
-pub struct TopicQuery {
-    topic: Option<String>,
+pub struct LookupQuery {
+    pub topic: Option<String>,
+    pub callback: Option<String>,
 }
 
 pub async fn topic(
     req: HttpRequest,
-    q: web::Query<TopicQuery>,
+    q: web::Query<LookupQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(r) = read(&req, &state) {
@@ -115,14 +123,9 @@ pub async fn topic(
     answer(state.admin.topic(&topic).await)
 }
 
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    callback: Option<String>,
-}
-
 pub async fn callback(
     req: HttpRequest,
-    q: web::Query<CallbackQuery>,
+    q: web::Query<LookupQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(r) = read(&req, &state) {

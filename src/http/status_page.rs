@@ -15,10 +15,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
+use super::admin_api::{LookupQuery, lookup_url};
 use super::admin_auth::{self, COOKIE, Denied};
 use crate::admin::{CallbackInfo, DestinationInfo, Overview, TopicInfo};
 use crate::storage::DeadLetter;
-use crate::urls::HttpUrl;
 
 /// Destinations and dead letters listed on the page.
 const LISTED: usize = 100;
@@ -494,26 +494,14 @@ fn callback_html(c: &CallbackInfo) -> String {
     s
 }
 
-#[derive(Deserialize)]
-pub struct LookupQuery {
-    topic: Option<String>,
-    callback: Option<String>,
-}
-
 fn parse_url_field(name: &str, v: Option<&str>) -> Result<String, HttpResponse> {
-    let v = v.unwrap_or_default().trim();
-    HttpUrl::parse(v)
-        .map(|u| u.as_str().to_owned())
-        .map_err(|e| {
-            page(
-                StatusCode::BAD_REQUEST,
-                "hubcast",
-                &format!(
-                    "<h1><a href=\"/\">hubcast</a></h1><p>{name}: {}</p>",
-                    esc(&e.to_string())
-                ),
-            )
-        })
+    lookup_url(name, v).map_err(|reason| {
+        page(
+            StatusCode::BAD_REQUEST,
+            "hubcast",
+            &format!("<h1><a href=\"/\">hubcast</a></h1><p>{}</p>", esc(&reason)),
+        )
+    })
 }
 
 pub async fn topic(

@@ -239,6 +239,29 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// What a test server saw of one request.
+    pub fn of(req: &HttpRequest, body: &[u8]) -> Recorded {
+        Recorded {
+            method: req.method().to_string(),
+            target: req.uri().to_string(),
+            query: url::form_urlencoded::parse(req.query_string().as_bytes())
+                .into_owned()
+                .collect(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+            at: std::time::Instant::now(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -415,25 +438,7 @@ async fn answer(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let rec = Recorded {
-        method: req.method().to_string(),
-        target: req.uri().to_string(),
-        query: url::form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        at: std::time::Instant::now(),
-    };
+    let rec = Recorded::of(&req, &body);
     let is_get = rec.method == "GET";
     let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
     let (verify, reply, delay, retry_after) = {
@@ -516,18 +521,7 @@ impl Publisher {
             App::new().default_service(web::to(move |req: HttpRequest| {
                 let (d, f, tx) = (d.clone(), f.clone(), tx.clone());
                 async move {
-                    let rec = Recorded {
-                        method: req.method().to_string(),
-                        target: req.uri().to_string(),
-                        query: vec![],
-                        headers: req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                            .collect(),
-                        body: vec![],
-                        at: std::time::Instant::now(),
-                    };
+                    let rec = Recorded::of(&req, &[]);
                     let inm = rec.header("if-none-match").map(str::to_owned);
                     f.lock().unwrap().push(rec);
                     tx.send_modify(|v| *v += 1);
