@@ -202,7 +202,8 @@ impl Admin {
         let store = &self.engine.store;
         let (topics, subscriptions) = store.subs.totals().await?;
         let [delivered, failed, gone, expired] = self.engine.metrics.deliveries();
-        let [healthy, throttled, dead] = self.engine.dispatcher.destination_states();
+        let gauges = self.engine.gauges().await?;
+        let [healthy, throttled, dead] = gauges.destinations;
         let now = self.now_ms();
         Ok(Overview {
             topics,
@@ -214,8 +215,8 @@ impl Admin {
                 gone,
                 expired,
             },
-            queued_jobs: self.engine.dispatcher.queued_jobs() as u64,
-            pending_retries: store.delivery.count_retries().await?,
+            queued_jobs: gauges.queued_jobs,
+            pending_retries: gauges.retries,
             dead_letters: store.delivery.count_dead_letters().await?,
             destinations: DestinationCounts {
                 healthy,
@@ -349,17 +350,12 @@ impl Admin {
             .filter(|d| d.callback == callback)
             .take(CALLBACK_ITEMS)
             .collect();
-        let destination_name = crate::urls::HttpUrl::parse(callback)
-            .ok()
-            .map(|u| u.destination());
-        let destination = destination_name.and_then(|name| {
-            self.engine
-                .dispatcher
-                .views()
-                .into_iter()
-                .find(|v| v.name == name)
-                .map(DestinationInfo::from)
-        });
+        // The callback is normalised (the API and the page parse it as the hub stores it).
+        let destination = self
+            .engine
+            .dispatcher
+            .view_of(&crate::storage::destination_of(callback))
+            .map(DestinationInfo::from);
         Ok(CallbackInfo {
             callback: callback.to_owned(),
             subscriptions,

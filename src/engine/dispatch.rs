@@ -137,6 +137,12 @@ impl Dispatcher {
         all.iter().map(|d| d.view()).collect()
     }
 
+    /// One destination, if it has been seen since start.
+    pub fn view_of(&self, name: &str) -> Option<DestinationView> {
+        let dest = lock(&self.destinations).get(name).cloned();
+        dest.map(|d| d.view())
+    }
+
     /// Jobs waiting or running, over all destinations.
     pub fn queued_jobs(&self) -> usize {
         lock(&self.destinations)

@@ -195,6 +195,16 @@ impl Engine {
         Ok(())
     }
 
+    /// The gauges `/metrics` and the status page show: queued jobs, stored retries,
+    /// destinations by state.
+    pub async fn gauges(&self) -> Result<crate::metrics::Gauges, StorageError> {
+        Ok(crate::metrics::Gauges {
+            queued_jobs: self.dispatcher.queued_jobs() as u64,
+            retries: self.store.delivery.count_retries().await?,
+            destinations: self.dispatcher.destination_states(),
+        })
+    }
+
     /// Stops taking work and waits for the tasks to end.
     pub async fn stopped(&self) {
         self.tracker.close();

@@ -5,22 +5,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use super::{AppState, text};
-use crate::metrics::Gauges;
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let engine = &state.engine;
-    let retries = match engine.store.delivery.count_retries().await {
-        Ok(n) => n,
-        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
-    };
-    let gauges = Gauges {
-        queued_jobs: engine.dispatcher.queued_jobs() as u64,
-        retries,
-        destinations: engine.dispatcher.destination_states(),
-    };
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(engine.metrics.render(&gauges))
+    match engine.gauges().await {
+        Ok(gauges) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(engine.metrics.render(&gauges)),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
+    }
 }
 
 pub async fn healthz() -> HttpResponse {
