@@ -119,6 +119,24 @@ impl SledStore {
         })
     }
 
+    /// Subscriptions from `start` on, while their keys begin with `prefix`; at most `limit`.
+    fn subs_from(
+        &self,
+        prefix: &[u8],
+        start: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self.subs.range((start, Bound::Unbounded)) {
+            let (k, v) = entry?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode_sub(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     fn scan_prefix_values(&self, tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<sled::IVec>> {
         tree.scan_prefix(prefix)
             .values()
@@ -281,15 +299,7 @@ impl SubscriptionStore for SledStore {
             Some(a) => Bound::Excluded(sub_key(topic, destination, a)),
             None => Bound::Included(prefix.clone()),
         };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in self.subs.range((start, Bound::Unbounded)) {
-            let (k, v) = entry?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            out.push(decode_sub(&k, &v)?);
-        }
-        Ok(out)
+        self.subs_from(&prefix, start, limit)
     }
 
     async fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>> {
@@ -331,15 +341,7 @@ impl SubscriptionStore for SledStore {
             Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
             None => Bound::Included(prefix.clone()),
         };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in self.subs.range((start, Bound::Unbounded)) {
-            let (k, v) = entry?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            out.push(decode_sub(&k, &v)?);
-        }
-        Ok(out)
+        self.subs_from(&prefix, start, limit)
     }
 
     async fn for_callback(&self, callback: &str, limit: usize) -> Result<Vec<Subscription>> {
