@@ -247,8 +247,14 @@ fn body(line: usize, b64: &str) -> Result<bytes::Bytes, BackupError> {
 }
 
 /// Parses and checks line `n` of a backup; `first`: no record came before it.
-fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
+/// The record, with its body (events, fat pings) decoded once here.
+fn parse_line(
+    n: usize,
+    l: &str,
+    first: bool,
+) -> Result<(Record, Option<bytes::Bytes>), BackupError> {
     let r: Record = serde_json::from_str(l).map_err(|e| malformed(n, e.to_string()))?;
+    let mut decoded = None;
     match (&r, first) {
         (
             Record::Header {
@@ -267,7 +273,7 @@ fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
         (_, true) => return Err(malformed(n, "the first line must be the backup header")),
         (Record::Header { .. }, false) => return Err(malformed(n, "a second header")),
         (Record::Event { body_base64, .. }, _) => {
-            body(n, body_base64)?;
+            decoded = Some(body(n, body_base64)?);
         }
         (
             Record::Ping {
@@ -284,7 +290,7 @@ fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
                 ));
             }
             if let Some(b) = body_base64 {
-                body(n, b)?;
+                decoded = Some(body(n, b)?);
             }
         }
         (Record::Subscription(s), _)
@@ -297,38 +303,48 @@ fn parse_line(n: usize, l: &str, first: bool) -> Result<Record, BackupError> {
         }
         _ => {}
     }
-    Ok(r)
+    Ok((r, decoded))
 }
 
-/// Reads a backup line by line, checking each record, and hands them to `each`.
-fn for_each_record<R: BufRead>(
+/// The checked records of a backup, line by line, each with its decoded body; an empty backup
+/// is an error.
+fn records<R: BufRead>(
     input: R,
-    mut each: impl FnMut(usize, Record) -> Result<(), BackupError>,
-) -> Result<u64, BackupError> {
-    let mut count = 0u64;
-    for (i, l) in input.lines().enumerate() {
-        let l = l.map_err(BackupError::Read)?;
-        if l.trim().is_empty() {
-            continue;
+) -> impl Iterator<Item = Result<(Record, Option<bytes::Bytes>), BackupError>> {
+    let mut seen = 0u64;
+    let mut lines = input.lines().enumerate();
+    std::iter::from_fn(move || {
+        for (i, l) in lines.by_ref() {
+            let l = match l {
+                Ok(l) => l,
+                Err(e) => return Some(Err(BackupError::Read(e))),
+            };
+            if l.trim().is_empty() {
+                continue;
+            }
+            seen += 1;
+            return Some(parse_line(i + 1, &l, seen == 1));
         }
-        let r = parse_line(i + 1, &l, count == 0)?;
-        count += 1;
-        each(i + 1, r)?;
-    }
-    if count == 0 {
-        return Err(malformed(1, "empty backup: no header"));
-    }
-    Ok(count)
+        if seen == 0 {
+            seen = 1; // report it once
+            return Some(Err(malformed(1, "empty backup: no header")));
+        }
+        None
+    })
 }
 
 /// Checks a whole backup without writing anything; returns how many records it holds.
 pub fn check<R: BufRead>(input: R) -> Result<u64, BackupError> {
-    for_each_record(input, |_, _| Ok(()))
+    let mut count = 0;
+    for r in records(input) {
+        r?;
+        count += 1;
+    }
+    Ok(count)
 }
 
-/// Writes the records of a backup (checked before with [`check`]) into an empty store, then
-/// makes later ids follow the restored ones. Memory stays bounded: records are written in
-/// batches as they are read.
+/// Writes the records of a backup (checked before with [`check`]) into an empty store, one by
+/// one as they are read, then makes later ids follow the restored ones.
 pub async fn import<R: BufRead>(
     store: &Storage,
     input: R,
@@ -341,29 +357,10 @@ pub async fn import<R: BufRead>(
     progress.set_total(total);
     let mut n = Counts::default();
     let mut max_id = 0u64;
-    let mut batch = Vec::with_capacity(PAGE);
-    let mut lines = input.lines().enumerate();
-    let mut first = true;
-    loop {
-        batch.clear();
-        for (i, l) in lines.by_ref() {
-            let l = l.map_err(BackupError::Read)?;
-            if l.trim().is_empty() {
-                continue;
-            }
-            batch.push((i + 1, parse_line(i + 1, &l, first)?));
-            first = false;
-            if batch.len() >= PAGE {
-                break;
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        for (line, r) in batch.drain(..) {
-            restore(store, line, r, &mut n, &mut max_id).await?;
-            progress.inc(1);
-        }
+    for r in records(input) {
+        let (record, body) = r?;
+        restore(store, record, body, &mut n, &mut max_id).await?;
+        progress.inc(1);
     }
     store.advance_ids_past(max_id)?;
     store.flush().await?;
@@ -371,10 +368,11 @@ pub async fn import<R: BufRead>(
     Ok(n)
 }
 
+/// Writes one checked record; `body` is its decoded body, if it has one.
 async fn restore(
     store: &Storage,
-    line: usize,
     r: Record,
+    body: Option<bytes::Bytes>,
     n: &mut Counts,
     max_id: &mut u64,
 ) -> Result<(), BackupError> {
@@ -394,13 +392,13 @@ async fn restore(
             topic,
             received_ms,
             content_type,
-            body_base64,
+            ..
         } => {
             *max_id = (*max_id).max(id);
-            let fat = match (content_type, body_base64) {
-                (Some(content_type), Some(b)) => Some(FatContent {
+            let fat = match (content_type, body) {
+                (Some(content_type), Some(body)) => Some(FatContent {
                     content_type,
-                    body: body(line, &b)?.to_vec(),
+                    body: body.to_vec(),
                 }),
                 _ => None,
             };
@@ -422,14 +420,14 @@ async fn restore(
             topic,
             content_type,
             created_ms,
-            body_base64,
+            ..
         } => {
             *max_id = (*max_id).max(seq);
             let event = Event {
                 seq,
                 topic,
                 content_type,
-                body: body(line, &body_base64)?,
+                body: body.unwrap_or_default(),
                 created_ms,
             };
             store.publish.put_event(event).await?;
