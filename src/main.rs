@@ -102,7 +102,6 @@ struct StoreArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env = std::env::vars();
     match cli.command {
         Command::Export { store, output } => operate(store, |s| commands::export(s, output)),
         Command::Import { store, file } => operate(store, |s| commands::import(s, file)),
@@ -115,24 +114,19 @@ fn main() -> ExitCode {
             operate(store, |s| commands::dead_letters(s, limit))
         }
         Command::Replay { store, ids, all } => operate(store, |s| commands::replay(s, ids, all)),
-        Command::CheckConfig { file } => {
-            match Config::load(Some(&file), env, &Overrides::default()) {
-                Ok(cfg) => {
-                    println!(
-                        "{}: ok (listen {}, storage {:?} in {})",
-                        file.display(),
-                        cfg.listen,
-                        cfg.backend,
-                        cfg.data_dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("hubcast: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
+        Command::CheckConfig { file } => match load(Some(&file), Overrides::default()) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (listen {}, storage {:?} in {})",
+                    file.display(),
+                    cfg.listen,
+                    cfg.backend,
+                    cfg.data_dir.display()
+                );
+                ExitCode::SUCCESS
             }
-        }
+            Err(code) => code,
+        },
         Command::Serve {
             config,
             listen,
@@ -146,19 +140,9 @@ fn main() -> ExitCode {
                 public_url,
                 allow_cidr,
             };
-            let cfg = match Config::load(config.as_deref(), env, &overrides) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("hubcast: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match serve(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hubcast: {e:#}");
-                    ExitCode::FAILURE
-                }
+            match load(config.as_deref(), overrides) {
+                Ok(cfg) => finish(serve(cfg)),
+                Err(code) => code,
             }
         }
     }
@@ -174,12 +158,9 @@ where
         data_dir: args.data_dir,
         ..Overrides::default()
     };
-    let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
+    let cfg = match load(args.config.as_deref(), overrides) {
         Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("hubcast: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let result = (|| {
         if cfg.backend == hubcast::config::Backend::Memory {
@@ -199,6 +180,19 @@ where
             f(store).await
         })
     })();
+    finish(result)
+}
+
+/// The config from every layer, or the exit code of a configuration error (said on stderr).
+fn load(file: Option<&std::path::Path>, overrides: Overrides) -> Result<Config, ExitCode> {
+    Config::load(file, std::env::vars(), &overrides).map_err(|e| {
+        eprintln!("hubcast: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Success, or the error on stderr and a failing exit code.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
