@@ -104,22 +104,14 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::new();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        family(
+        labeled(
             &mut s,
-            "hubcast_deliveries_total",
-            "counter",
+            ("hubcast_deliveries_total", "counter"),
             "Delivery attempts by outcome.",
+            "outcome",
+            &["delivered", "failed", "gone", "expired"],
+            &self.deliveries.each_ref().map(get),
         );
-        for (i, o) in ["delivered", "failed", "gone", "expired"]
-            .iter()
-            .enumerate()
-        {
-            let _ = writeln!(
-                s,
-                "hubcast_deliveries_total{{outcome=\"{o}\"}} {}",
-                get(&self.deliveries[i])
-            );
-        }
         family(
             &mut s,
             "hubcast_delivery_duration_seconds",
@@ -145,35 +137,22 @@ impl Metrics {
             get(&self.latency.sum_micros) as f64 / 1e6
         );
         let _ = writeln!(s, "hubcast_delivery_duration_seconds_count {count}");
-        family(
+        labeled(
             &mut s,
-            "hubcast_topic_fetches_total",
-            "counter",
+            ("hubcast_topic_fetches_total", "counter"),
             "Topic updates by result.",
+            "result",
+            &["ok", "not_modified", "error", "refused", "fat_ping"],
+            &self.fetches.each_ref().map(get),
         );
-        for (i, r) in ["ok", "not_modified", "error", "refused", "fat_ping"]
-            .iter()
-            .enumerate()
-        {
-            let _ = writeln!(
-                s,
-                "hubcast_topic_fetches_total{{result=\"{r}\"}} {}",
-                get(&self.fetches[i])
-            );
-        }
-        family(
+        labeled(
             &mut s,
-            "hubcast_verifications_total",
-            "counter",
+            ("hubcast_verifications_total", "counter"),
             "Verifications of intent by result.",
+            "result",
+            &["verified", "failed", "denied"],
+            &self.verifications.each_ref().map(get),
         );
-        for (i, r) in ["verified", "failed", "denied"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "hubcast_verifications_total{{result=\"{r}\"}} {}",
-                get(&self.verifications[i])
-            );
-        }
         simple(
             &mut s,
             "hubcast_retries_scheduled_total",
@@ -209,19 +188,14 @@ impl Metrics {
             "Stored retries not yet due or in progress.",
             g.retries,
         );
-        family(
+        labeled(
             &mut s,
-            "hubcast_destinations",
-            "gauge",
+            ("hubcast_destinations", "gauge"),
             "Destination servers by state.",
+            "state",
+            &["healthy", "throttled", "dead"],
+            &g.destinations,
         );
-        for (i, st) in ["healthy", "throttled", "dead"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "hubcast_destinations{{state=\"{st}\"}} {}",
-                g.destinations[i]
-            );
-        }
         s
     }
 }
@@ -269,6 +243,21 @@ impl Throughput {
 
 fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family with one label: one series per (label value, value).
+fn labeled(
+    s: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    label: &str,
+    names: &[&str],
+    values: &[u64],
+) {
+    family(s, name, kind, help);
+    for (n, v) in names.iter().zip(values) {
+        let _ = writeln!(s, "{name}{{{label}=\"{n}\"}} {v}");
+    }
 }
 
 fn simple(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
