@@ -11,7 +11,7 @@ use crate::engine::Engine;
 use crate::engine::dispatch::{DestinationView, LastError};
 use crate::engine::history::DeliveryRecord;
 use crate::metrics::Throughput;
-use crate::storage::{DeadLetter, Retry, StorageError, Subscription};
+use crate::storage::{DeadLetter, EventSummary, Retry, StorageError, Subscription};
 
 /// Subscriptions listed by a topic lookup.
 pub const TOPIC_SUBSCRIPTIONS: usize = 50;
@@ -122,14 +122,6 @@ impl SubscriptionInfo {
 }
 
 #[derive(Debug, Serialize)]
-pub struct EventInfo {
-    pub seq: u64,
-    pub created_ms: u64,
-    pub content_type: String,
-    pub bytes: usize,
-}
-
-#[derive(Debug, Serialize)]
 pub struct TopicInfo {
     pub topic: String,
     pub subscribers: u64,
@@ -137,7 +129,7 @@ pub struct TopicInfo {
     pub last_fetch_ms: Option<u64>,
     /// What that fetch gave ("200", "304", "error: …").
     pub last_result: Option<String>,
-    pub recent_events: Vec<EventInfo>,
+    pub recent_events: Vec<EventSummary>,
     /// The first subscriptions, in destination and callback order.
     pub subscriptions: Vec<SubscriptionInfo>,
 }
@@ -267,15 +259,7 @@ impl Admin {
         let recent_events = store
             .publish
             .recent_events(topic, TOPIC_EVENTS, TOPIC_EVENTS_SCAN)
-            .await?
-            .into_iter()
-            .map(|e| EventInfo {
-                seq: e.seq,
-                created_ms: e.created_ms,
-                content_type: e.content_type,
-                bytes: e.body.len(),
-            })
-            .collect();
+            .await?;
         let (last_fetch_ms, last_result) = match state {
             Some(s) if s.last_fetch_ms > 0 || !s.last_result.is_empty() => {
                 (Some(s.last_fetch_ms), Some(s.last_result))

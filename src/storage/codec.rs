@@ -3,7 +3,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Event, FatContent, Ping, StorageError, Subscription};
+use super::{Event, EventSummary, FatContent, Ping, StorageError, Subscription};
 
 /// `[u32 BE header length][JSON header][body]`.
 pub fn encode<H: Serialize>(header: &H, body: &[u8]) -> Vec<u8> {
@@ -94,6 +94,18 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, StorageError> {
         content_type: h.content_type,
         body: bytes::Bytes::copy_from_slice(body),
         created_ms: h.created_ms,
+    })
+}
+
+/// An event's header, without copying its body.
+pub fn decode_event_summary(bytes: &[u8]) -> Result<EventSummary, StorageError> {
+    let (h, body): (EventHeader, _) = decode(bytes)?;
+    Ok(EventSummary {
+        seq: h.seq,
+        topic: h.topic,
+        content_type: h.content_type,
+        created_ms: h.created_ms,
+        bytes: body.len(),
     })
 }
 

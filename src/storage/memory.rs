@@ -280,7 +280,12 @@ impl PublishStore for MemoryStore {
             .collect())
     }
 
-    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>> {
+    async fn recent_events(
+        &self,
+        topic: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<EventSummary>> {
         let g = self.lock();
         Ok(g.events
             .values()
@@ -288,7 +293,7 @@ impl PublishStore for MemoryStore {
             .take(scan)
             .filter(|e| e.topic == topic)
             .take(limit)
-            .cloned()
+            .map(Event::summary)
             .collect())
     }
 

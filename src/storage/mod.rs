@@ -139,6 +139,29 @@ pub struct Event {
     pub created_ms: u64,
 }
 
+impl Event {
+    pub fn summary(&self) -> EventSummary {
+        EventSummary {
+            seq: self.seq,
+            topic: self.topic.clone(),
+            content_type: self.content_type.clone(),
+            created_ms: self.created_ms,
+            bytes: self.body.len(),
+        }
+    }
+}
+
+/// What operators see of an event: everything but its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    pub seq: u64,
+    pub topic: String,
+    pub content_type: String,
+    pub created_ms: u64,
+    /// Size of the body.
+    pub bytes: usize,
+}
+
 /// Fan-out of one event to one destination server. `cursor` is the last callback done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -293,8 +316,14 @@ pub trait PublishStore: Send + Sync {
     async fn put_topic_state(&self, topic: &str, state: TopicState) -> Result<()>;
     /// Events in sequence order, after `after`.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
-    /// The newest events of `topic` (newest first), looking at most `scan` events back.
-    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>>;
+    /// The newest events of `topic` (newest first), looking at most `scan` events back; their
+    /// bodies are not read.
+    async fn recent_events(
+        &self,
+        topic: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<EventSummary>>;
     /// Stores an event under its own sequence number (restoring a backup).
     async fn put_event(&self, event: Event) -> Result<()>;
 }

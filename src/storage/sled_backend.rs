@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::codec::{
-    decode_event, decode_ping, decode_sub, encode_event, encode_ping, encode_sub_value, from_json,
-    json,
+    decode_event, decode_event_summary, decode_ping, decode_sub, encode_event, encode_ping,
+    encode_sub_value, from_json, json,
 };
 use super::*;
 
@@ -483,7 +483,7 @@ impl PublishStore for SledStore {
             if used.contains(&seq) {
                 continue;
             }
-            let e = decode_event(&v)?;
+            let e = decode_event_summary(&v)?;
             if e.created_ms < before_ms {
                 self.events.remove(k)?;
                 removed += 1;
@@ -526,11 +526,16 @@ impl PublishStore for SledStore {
         Ok(out)
     }
 
-    async fn recent_events(&self, topic: &str, limit: usize, scan: usize) -> Result<Vec<Event>> {
+    async fn recent_events(
+        &self,
+        topic: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<EventSummary>> {
         let mut out = Vec::new();
         for entry in self.events.iter().rev().take(scan) {
             let (_, v) = entry?;
-            let e = decode_event(&v)?;
+            let e = decode_event_summary(&v)?;
             if e.topic == topic {
                 out.push(e);
                 if out.len() >= limit {
