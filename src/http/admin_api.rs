@@ -21,11 +21,7 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> HttpRe
 }
 
 fn denied(d: Denied) -> HttpResponse {
-    let status = match d {
-        Denied::NoToken => StatusCode::UNAUTHORIZED,
-        Denied::NotLoopback | Denied::CrossOrigin => StatusCode::FORBIDDEN,
-    };
-    json_error(status, d.reason())
+    json_error(d.status(), d.reason())
 }
 
 fn read(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {

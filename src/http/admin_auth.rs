@@ -28,6 +28,15 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// `401` when a token would let the request in, `403` otherwise.
+    pub fn status(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            Denied::NoToken => StatusCode::UNAUTHORIZED,
+            Denied::NotLoopback | Denied::CrossOrigin => StatusCode::FORBIDDEN,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Denied::NoToken => {

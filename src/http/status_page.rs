@@ -160,13 +160,8 @@ fn notice(state: &AppState, status: StatusCode, denied: Option<&Denied>) -> Http
 
 /// Renders the page for an admin, or the notice (with a status) for anyone else.
 fn guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check(req, state.cfg.admin.token.as_deref()).map_err(|d| {
-        let status = match d {
-            Denied::NoToken => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::FORBIDDEN,
-        };
-        notice(state, status, Some(&d))
-    })
+    admin_auth::check(req, state.cfg.admin.token.as_deref())
+        .map_err(|d| notice(state, d.status(), Some(&d)))
 }
 
 fn header_html(state: &AppState) -> String {
@@ -551,13 +546,8 @@ pub async fn callback(
 }
 
 fn action_guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check_action(req, state.cfg.admin.token.as_deref()).map_err(|d| {
-        let status = match d {
-            Denied::NoToken => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::FORBIDDEN,
-        };
-        notice(state, status, Some(&d))
-    })
+    admin_auth::check_action(req, state.cfg.admin.token.as_deref())
+        .map_err(|d| notice(state, d.status(), Some(&d)))
 }
 
 fn back_to_dashboard(replayed: usize) -> HttpResponse {
