@@ -5,7 +5,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError};
@@ -63,9 +62,7 @@ pub async fn start_with_storage(
         Some(u) => u.to_string(),
         None => format!("http://{addr}/"),
     };
-    let shutdown = CancellationToken::new();
-    let (engine, intake) =
-        Engine::start(cfg.clone(), store.clone(), hub_url.clone(), shutdown).await?;
+    let (engine, intake) = Engine::start(cfg.clone(), store.clone(), hub_url.clone()).await?;
     let state = web::Data::new(AppState {
         cfg: Arc::new(cfg.clone()),
         store,

@@ -116,7 +116,6 @@ impl Engine {
         cfg: Config,
         store: Storage,
         hub_url: String,
-        shutdown: CancellationToken,
     ) -> Result<(Arc<Engine>, Intake), EngineError> {
         let clients = Clients::build(&cfg)?;
         let tracker = TaskTracker::new();
@@ -130,7 +129,7 @@ impl Engine {
             clients,
             clock: Clock::new(),
             hub_url,
-            shutdown,
+            shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: tracker.clone(),
             retry_wake: Notify::new(),
