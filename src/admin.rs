@@ -42,6 +42,29 @@ pub struct Overview {
     pub dead_letters: u64,
     pub destinations: DestinationCounts,
     pub uptime_seconds: u64,
+    /// The event log: newest and oldest event kept, how many and their bytes.
+    pub log_lead: u64,
+    pub log_trail: u64,
+    pub log_events: u64,
+    pub log_bytes: u64,
+    pub retention: RetentionInfo,
+    /// The storage failure not yet followed by a success, if any.
+    pub storage_failing: Option<crate::engine::health::Failing>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetentionInfo {
+    pub max_age_seconds: u64,
+    pub max_bytes: u64,
+}
+
+/// A page of the event log.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    pub trail: u64,
+    pub lead: u64,
+    pub retention: RetentionInfo,
+    pub events: Vec<EventSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,6 +220,7 @@ impl Admin {
         let gauges = self.engine.gauges().await?;
         let [healthy, throttled, dead] = gauges.destinations;
         let now = self.now_ms();
+        let log = gauges.log;
         Ok(Overview {
             topics,
             subscriptions,
@@ -216,6 +240,36 @@ impl Admin {
                 dead,
             },
             uptime_seconds: now.saturating_sub(self.started_ms) / 1000,
+            log_lead: log.lead,
+            log_trail: log.trail,
+            log_events: log.events,
+            log_bytes: log.bytes,
+            retention: self.retention(),
+            storage_failing: self.engine.health.status(),
+        })
+    }
+
+    fn retention(&self) -> RetentionInfo {
+        let r = self.engine.cfg.retention;
+        RetentionInfo {
+            max_age_seconds: r.max_age_ms / 1000,
+            max_bytes: r.max_bytes,
+        }
+    }
+
+    /// Events after `after` in sequence order (bodies left out), at most `limit`.
+    pub async fn events(&self, after: u64, limit: usize) -> Result<EventsPage, StorageError> {
+        let log = &self.engine.store.log;
+        let bounds = log.bounds().await?;
+        let from = after.saturating_add(1).max(bounds.trail);
+        let events = log
+            .summaries(from, bounds.lead.saturating_add(1), limit)
+            .await?;
+        Ok(EventsPage {
+            trail: bounds.trail,
+            lead: bounds.lead,
+            retention: self.retention(),
+            events,
         })
     }
 
@@ -257,8 +311,8 @@ impl Admin {
             .map(|s| SubscriptionInfo::new(s, now))
             .collect();
         let recent_events = store
-            .publish
-            .recent_events(topic, TOPIC_EVENTS, TOPIC_EVENTS_SCAN)
+            .log
+            .recent_for_topic(topic, TOPIC_EVENTS, TOPIC_EVENTS_SCAN)
             .await?;
         let (last_fetch_ms, last_result) = match state {
             Some(s) if s.last_fetch_ms > 0 || !s.last_result.is_empty() => {

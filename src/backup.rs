@@ -61,9 +61,17 @@ pub enum Record {
     Event {
         seq: u64,
         topic: String,
+        #[serde(default)]
+        topic_seq: u64,
+        #[serde(default)]
+        origin: String,
         content_type: String,
         created_ms: u64,
         body_base64: String,
+        /// A delivery document (merged for a lagging destination, or kept for pending
+        /// deliveries after the log pruned it), not a log entry.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        document: bool,
     },
     Job(Job),
     Retry(Retry),
@@ -174,23 +182,32 @@ pub async fn export<W: Write>(
             n.topic_states += 1;
         }
     }
-    let mut after = 0;
-    loop {
-        let page = store.publish.events_after(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for e in page {
-            line(
-                out,
-                &Record::Event {
-                    seq: e.seq,
-                    topic: e.topic,
-                    content_type: e.content_type,
-                    created_ms: e.created_ms,
-                    body_base64: B64.encode(&e.body),
-                },
-            )?;
-            n.events += 1;
+    for document in [false, true] {
+        let mut after = 0;
+        loop {
+            let page = if document {
+                store.log.documents(after, PAGE).await?
+            } else {
+                store.log.read(after + 1, u64::MAX, PAGE).await?
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in page {
+                line(
+                    out,
+                    &Record::Event {
+                        seq: e.seq,
+                        topic: e.topic,
+                        topic_seq: e.topic_seq,
+                        origin: e.origin,
+                        content_type: e.content_type,
+                        created_ms: e.created_ms,
+                        body_base64: B64.encode(&e.body),
+                        document,
+                    },
+                )?;
+                n.events += 1;
+            }
         }
     }
     for j in store.delivery.jobs().await? {
@@ -220,7 +237,7 @@ async fn first_content(store: &Storage) -> Result<Option<&'static str>, StorageE
         Some("pings")
     } else if !store.publish.topic_states(None, 1).await?.is_empty() {
         Some("topic states")
-    } else if !store.publish.events_after(0, 1).await?.is_empty() {
+    } else if store.log.bounds().await?.lead > 0 || !store.log.documents(0, 1).await?.is_empty() {
         Some("events")
     } else if !store.delivery.jobs().await?.is_empty() {
         Some("jobs")
@@ -362,7 +379,10 @@ pub async fn import<R: BufRead>(
         restore(store, record, body, &mut n, &mut max_id).await?;
         progress.inc(1);
     }
-    store.advance_ids_past(max_id)?;
+    store.advance_ids_past(max_id).await?;
+    // The restored jobs are the plan of the restored events.
+    let lead = store.log.bounds().await?.lead;
+    store.log.put_cursor(crate::storage::PLANNER, lead).await?;
     store.flush().await?;
     progress.finish();
     Ok(n)
@@ -418,19 +438,27 @@ async fn restore(
         Record::Event {
             seq,
             topic,
+            topic_seq,
+            origin,
             content_type,
             created_ms,
+            document,
             ..
         } => {
-            *max_id = (*max_id).max(seq);
+            if document {
+                // Merged documents are numbered from the id counter.
+                *max_id = (*max_id).max(seq & !crate::storage::DELIVERY_DOC);
+            }
             let event = Event {
                 seq,
                 topic,
+                topic_seq,
+                origin,
                 content_type,
                 body: body.unwrap_or_default(),
                 created_ms,
             };
-            store.publish.put_event(event).await?;
+            store.log.restore(event, document).await?;
             n.events += 1;
         }
         Record::Job(j) => {
@@ -475,14 +503,19 @@ mod tests {
             })
             .await
             .unwrap();
-        a.publish
-            .put_event(Event {
-                seq: 40,
-                topic: "http://t.example/feed".into(),
-                content_type: "application/octet-stream".into(),
-                body: bytes::Bytes::from_static(&[0, 255, 10]),
-                created_ms: 5,
-            })
+        a.log
+            .restore(
+                Event {
+                    seq: 40,
+                    topic: "http://t.example/feed".into(),
+                    topic_seq: 3,
+                    origin: "0123456789abcdef".into(),
+                    content_type: "application/octet-stream".into(),
+                    body: bytes::Bytes::from_static(&[0, 255, 10]),
+                    created_ms: 5,
+                },
+                false,
+            )
             .await
             .unwrap();
         let mut out = Vec::new();
@@ -508,10 +541,14 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            b.publish.event(40).await.unwrap(),
-            a.publish.event(40).await.unwrap()
+            b.log.event(40).await.unwrap(),
+            a.log.event(40).await.unwrap()
         );
-        assert!(b.next_id().unwrap() > 40, "new ids follow restored ones");
+        assert_eq!(
+            b.log.bounds().await.unwrap().lead,
+            40,
+            "the lead follows restored events"
+        );
 
         // Not into a store that has content.
         let err = import(&b, out.as_slice(), total, &mut Progress::hidden())

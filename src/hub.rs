@@ -63,10 +63,18 @@ pub async fn start_with_storage(
         None => format!("http://{addr}/"),
     };
     let (engine, intake) = Engine::start(cfg.clone(), store.clone(), hub_url.clone()).await?;
-    let state = web::Data::new(AppState {
-        cfg: Arc::new(cfg.clone()),
-        store,
+    let shared_cfg = Arc::new(cfg.clone());
+    let ingest = crate::ingest::Ingest::new(
+        shared_cfg.clone(),
+        store.clone(),
         intake,
+        engine.clock,
+        engine.health.clone(),
+    );
+    let state = web::Data::new(AppState {
+        cfg: shared_cfg,
+        store,
+        ingest,
         clock: engine.clock,
         hub_url: hub_url.clone(),
         admin: Arc::new(crate::admin::Admin::new(engine.clone())),

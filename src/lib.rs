@@ -6,6 +6,7 @@ pub mod engine;
 pub mod feed;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod progress;
 pub mod signature;

@@ -58,6 +58,9 @@ pub struct Gauges {
     pub queued_jobs: u64,
     pub retries: u64,
     pub destinations: [u64; 3],
+    pub log: crate::storage::LogBounds,
+    /// Storage failures by class: transient, conflict, permanent, corrupt.
+    pub storage_errors: [u64; 4],
 }
 
 impl Metrics {
@@ -196,6 +199,35 @@ impl Metrics {
             &["healthy", "throttled", "dead"],
             &g.destinations,
         );
+        labeled(
+            &mut s,
+            ("hubcast_storage_errors_total", "counter"),
+            "Failed storage calls by class (each is retried or answered 503).",
+            "class",
+            &["transient", "conflict", "permanent", "corrupt"],
+            &g.storage_errors,
+        );
+        simple(
+            &mut s,
+            "hubcast_event_log_lead",
+            "gauge",
+            "Sequence number of the newest event in the log.",
+            g.log.lead,
+        );
+        simple(
+            &mut s,
+            "hubcast_event_log_trail",
+            "gauge",
+            "Sequence number of the oldest event kept (lead + 1 when none is kept).",
+            g.log.trail,
+        );
+        simple(
+            &mut s,
+            "hubcast_event_log_bytes",
+            "gauge",
+            "Bytes of the event bodies the log keeps.",
+            g.log.bytes,
+        );
         s
     }
 }
@@ -290,7 +322,16 @@ mod tests {
             queued_jobs: 2,
             retries: 1,
             destinations: [3, 0, 1],
+            log: crate::storage::LogBounds {
+                trail: 4,
+                lead: 9,
+                events: 6,
+                bytes: 600,
+            },
+            storage_errors: [2, 0, 0, 0],
         });
+        assert!(text.contains("hubcast_storage_errors_total{class=\"transient\"} 2\n"));
+        assert!(text.contains("hubcast_event_log_lead 9\n"));
         assert!(text.contains("hubcast_deliveries_total{outcome=\"delivered\"} 1\n"));
         assert!(text.contains("hubcast_deliveries_total{outcome=\"expired\"} 1\n"));
         assert!(text.contains("hubcast_delivery_duration_seconds_bucket{le=\"0.0025\"} 0\n"));

@@ -119,6 +119,8 @@ pub struct Config {
     pub backend: Backend,
     pub data_dir: PathBuf,
     pub cache_capacity: u64,
+    /// How long, and up to how many bytes, the event log keeps events.
+    pub retention: crate::storage::Retention,
     pub default_lease: Duration,
     pub min_lease: Duration,
     pub max_lease: Duration,

@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
     diff: DiffConfig,
     ssrf: RawSsrf,
     admin: RawAdmin,
+    events: RawEvents,
     log: RawLog,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
@@ -45,6 +46,13 @@ struct RawAdmin {
     token: String,
     history_per_callback: usize,
     history_callbacks: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    max_age: String,
+    max_bytes: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,7 +287,12 @@ impl RawConfig {
                 ),
             ));
         }
+        let retention = crate::storage::Retention {
+            max_age_ms: parse_duration("events.max_age", &self.events.max_age)?.as_millis() as u64,
+            max_bytes: parse_size("events.max_bytes", &self.events.max_bytes)?,
+        };
         Ok(Config {
+            retention,
             listen: parse_addr("server.listen", &s.listen)?,
             shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
             public_url,

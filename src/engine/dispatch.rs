@@ -256,7 +256,7 @@ async fn merge_events(
 ) -> Result<Option<Job>, StorageError> {
     let mut events = Vec::with_capacity(later.len() + 1);
     for j in std::iter::once(job).chain(later) {
-        match engine.store.publish.event(j.event).await? {
+        match engine.store.log.event(j.event).await? {
             Some(e) => events.push(e),
             None => return Ok(None),
         }
@@ -301,7 +301,7 @@ async fn run_job(
     mut job: Job,
 ) -> Result<(), StorageError> {
     let store = &engine.store;
-    let Some(event) = store.publish.event(job.event).await? else {
+    let Some(event) = store.log.event(job.event).await? else {
         store
             .delivery
             .remove_job(job.event, &job.destination)

@@ -9,10 +9,13 @@
 pub mod client;
 pub mod deliver;
 pub mod dispatch;
+pub mod health;
 pub mod history;
 pub mod keyed;
+pub mod planner;
 pub mod publish;
 pub mod retry;
+pub mod stream;
 pub mod sweep;
 pub mod verify;
 pub mod window;
@@ -27,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::storage::{Intent, Ping, Storage, StorageError};
+use crate::storage::{Intent, PLANNER, Ping, Storage, StorageError};
 use client::Clients;
 use keyed::{Keyed, KeyedQueue};
 
@@ -96,6 +99,10 @@ pub struct Engine {
     pub dispatcher: dispatch::Dispatcher,
     pub retry_wake: Notify,
     pub metrics: crate::metrics::Metrics,
+    /// Storage failures: counted, reported by `/readyz`, retried with backoff.
+    pub health: Arc<health::Health>,
+    /// Where committed events go, and where the planner (and later relays) follow them.
+    pub stream: stream::EventStream,
     fetch_permits: Semaphore,
     verify_permits: Semaphore,
     intents: std::sync::OnceLock<Arc<KeyedQueue<Intent>>>,
@@ -119,6 +126,28 @@ impl Engine {
     ) -> Result<(Arc<Engine>, Intake), EngineError> {
         let clients = Clients::build(&cfg)?;
         let tracker = TaskTracker::new();
+        let clock = Clock::new();
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(health::Health::new(clock));
+        let lead = store.log.bounds().await?.lead;
+        // A new store's planner starts at the lead (nothing before it needs planning); from
+        // then on its cursor moves only with the jobs it stores.
+        let planned = match store.log.cursor(PLANNER).await? {
+            Some(c) => c,
+            None => {
+                store.log.put_cursor(PLANNER, lead).await?;
+                store.flush().await?;
+                lead
+            }
+        };
+        let stream = stream::EventStream::start(
+            store.clone(),
+            health.clone(),
+            lead,
+            &tracker,
+            shutdown.clone(),
+        );
+        let follower = stream.follow(planned);
         let history =
             history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
         let engine = Arc::new(Engine {
@@ -127,9 +156,11 @@ impl Engine {
             cfg,
             store,
             clients,
-            clock: Clock::new(),
+            clock,
             hub_url,
-            shutdown: CancellationToken::new(),
+            shutdown,
+            health,
+            stream,
             abort: CancellationToken::new(),
             tracker: tracker.clone(),
             retry_wake: Notify::new(),
@@ -168,6 +199,7 @@ impl Engine {
         let overflow = Arc::new(AtomicBool::new(false));
         engine.reload().await?;
         tracker.spawn(intake_loop(engine.clone(), rx, overflow.clone()));
+        tracker.spawn(planner::run(engine.clone(), follower));
         tracker.spawn(retry::run(engine.clone()));
         tracker.spawn(sweep::run(engine.clone()));
         Ok((engine, Intake { tx, overflow }))
@@ -201,6 +233,8 @@ impl Engine {
             queued_jobs: self.dispatcher.queued_jobs() as u64,
             retries: self.store.delivery.count_retries().await?,
             destinations: self.dispatcher.destination_states(),
+            log: self.store.log.bounds().await?,
+            storage_errors: self.health.errors(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! From a ping to an event: fetch the topic (light pings) or take the pushed content (fat
-//! pings), diff it against the topic's state, and record event + one job per destination in
-//! one atomic step. Pings for one topic are handled by one worker at a time, and all light
-//! pings waiting for a topic are answered by a single fetch.
+//! pings), diff it against the topic's state, and commit topic state + event + ping removal
+//! to the event log in one atomic step ([`super::stream`]); the planner takes it from there.
+//! Pings for one topic are handled by one worker at a time, and all light pings waiting for a
+//! topic are answered by a single fetch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,10 @@ use reqwest::header;
 
 use super::Engine;
 use super::client::{Failure, USER_AGENT, classify, read_limited};
+use super::stream::CommitError;
 use crate::feed;
 use crate::metrics::Fetch;
-use crate::storage::{Job, NewEvent, Ping, PublishOutcome, TopicState};
+use crate::storage::{Commit, NewEvent, Ping, TopicState};
 
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
 const FETCH_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
@@ -46,15 +48,28 @@ pub async fn run(engine: &Arc<Engine>, topic: String, batch: Vec<Ping>) {
     }
 }
 
-/// `None` when storage failed (the pings stay stored and are retried after a restart).
+/// `None` when the hub stops first (the pings stay stored and are taken up after a restart);
+/// a failing store is retried with backoff.
 async fn state_or_log(engine: &Engine, topic: &str) -> Option<TopicState> {
-    match engine.store.publish.topic_state(topic).await {
-        Ok(s) => Some(s.unwrap_or_default()),
-        Err(e) => {
-            tracing::error!(%topic, error = %e, "cannot read topic state");
-            None
-        }
-    }
+    let store = &engine.store;
+    let state = engine
+        .health
+        .persist("topic state", &engine.shutdown, || {
+            store.publish.topic_state(topic)
+        })
+        .await?;
+    Some(state.unwrap_or_default())
+}
+
+/// Subscribers of `topic`; `None` when the hub stops first.
+async fn subscribers(engine: &Engine, topic: &str) -> Option<u64> {
+    let store = &engine.store;
+    engine
+        .health
+        .persist("subscriber count", &engine.shutdown, || {
+            store.subs.count_for_topic(topic)
+        })
+        .await
 }
 
 struct Fetched {
@@ -70,12 +85,8 @@ enum FetchResult {
 }
 
 async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) {
-    let subscribers = match engine.store.subs.count_for_topic(topic).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(%topic, error = %e, "cannot count subscribers");
-            return;
-        }
+    let Some(subscribers) = subscribers(engine, topic).await else {
+        return;
     };
     if subscribers == 0 {
         // Nobody to tell: no fetch.
@@ -228,65 +239,51 @@ async fn process(
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;
     let event = match diff.deliver {
-        Some(payload) => match engine.store.subs.destinations(topic).await {
-            Ok(dests) if dests.is_empty() => None,
-            Ok(dests) => Some((
-                NewEvent {
-                    content_type: content_type.to_owned(),
-                    body: payload,
-                    created_ms: now,
-                },
-                dests,
-            )),
-            Err(e) => {
-                tracing::error!(%topic, error = %e, "cannot plan deliveries");
-                return;
-            }
+        // Nobody left to tell (everyone unsubscribed since the ping): no event.
+        Some(payload) => match subscribers(engine, topic).await {
+            None => return,
+            Some(0) => None,
+            Some(_) => Some(NewEvent {
+                content_type: content_type.to_owned(),
+                body: payload,
+                created_ms: now,
+            }),
         },
         None => None,
     };
-    let dests: Vec<String> = event.as_ref().map(|(_, d)| d.clone()).unwrap_or_default();
-    let (first, rest) = ping_ids.split_first().expect("at least one ping");
-    let outcome = PublishOutcome {
-        ping_id: *first,
+    let commit = Commit {
         topic: topic.to_owned(),
         state,
+        ping_ids: ping_ids.to_vec(),
         event,
     };
-    let seq = match engine.store.publish.commit_publish(outcome).await {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::error!(%topic, error = %e, "cannot record publish");
-            return;
+    // Durable when it returns: the planner, following the stream, plans its deliveries.
+    match engine.stream.commit(commit).await {
+        Ok(seq) => {
+            tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");
         }
-    };
-    tracing::info!(%topic, note = %diff.note, event = ?seq, destinations = dests.len(), "topic processed");
-    finish(engine, topic, rest, None).await;
-    if let Some(seq) = seq {
-        // Durable before the first delivery: after a crash the jobs are there to resume, and
-        // no subscriber has received an event the hub could forget (group commit: concurrent
-        // publishes share the flush).
-        if let Err(e) = engine.store.flush().await {
-            tracing::error!(%topic, error = %e, "cannot flush the new event; delivering anyway");
+        Err(CommitError::Stopping) => {
+            tracing::debug!(%topic, "stopping before the update was committed; the ping stays");
         }
-        for destination in dests {
-            engine
-                .dispatcher
-                .enqueue(engine, Job::new(seq, &destination, topic));
+        Err(CommitError::Storage(e)) => {
+            tracing::error!(%topic, error = %e, "cannot commit the update; the ping stays");
         }
     }
 }
 
 /// Removes pings that need nothing more, storing `state` if given.
 async fn finish(engine: &Engine, topic: &str, ping_ids: &[u64], mut state: Option<TopicState>) {
+    let store = &engine.store;
     for id in ping_ids {
-        if let Err(e) = engine
-            .store
-            .publish
-            .drop_ping(*id, topic, state.take())
-            .await
-        {
-            tracing::error!(%topic, error = %e, "cannot remove processed ping");
+        let state = state.take();
+        let dropped = engine
+            .health
+            .persist("processed ping removal", &engine.shutdown, || {
+                store.publish.drop_ping(*id, topic, state.clone())
+            })
+            .await;
+        if dropped.is_none() {
+            return; // stopping: the pings stay and are processed again after a restart
         }
     }
 }

@@ -93,11 +93,27 @@ async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
             return store.delivery.remove_retry(r).await;
         }
     }
-    let sub = store.subs.get(&r.topic, &r.callback).await?;
-    let event = store.publish.event(r.event).await?;
-    let (Some(sub), Some(event)) = (sub, event) else {
-        // Unsubscribed since, or the event is gone: nothing left to deliver.
+    let Some(sub) = store.subs.get(&r.topic, &r.callback).await? else {
+        // Unsubscribed since: nothing left to deliver.
         return store.delivery.remove_retry(r).await;
+    };
+    let Some(event) = store.log.event(r.event).await? else {
+        // The log keeps what a retry refers to, so this is a lost record: say so where
+        // operators look, rather than drop the delivery quietly.
+        tracing::error!(event = r.event, callback = %r.callback, "a retry's event is no longer stored");
+        let lost = Retry {
+            last_error: format!(
+                "event {} is no longer stored; last error: {}",
+                r.event, r.last_error
+            ),
+            ..r.clone()
+        };
+        store
+            .delivery
+            .dead_letter(&lost, engine.clock.now_ms())
+            .await?;
+        engine.metrics.dead_lettered();
+        return Ok(());
     };
     let prepared = Prepared::new(engine, &event);
     let outcome = send_in_window(engine, &dest, &prepared, &sub).await;

@@ -1,40 +1,47 @@
-//! Housekeeping: removes subscriptions whose lease ended and events nothing refers to.
+//! Housekeeping: removes subscriptions whose lease ended, and applies the event log's
+//! retention (`[events]` in the configuration).
 
 use std::sync::Arc;
 
 use super::Engine;
+use crate::storage::PLANNER;
 
-/// Events are kept this long after creation even when delivered everywhere.
-const EVENT_RETENTION_MS: u64 = 10 * 60 * 1000;
 const SWEEP_BATCH: usize = 10_000;
 
 pub async fn run(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(engine.cfg.sweep_interval);
+    // Delivery documents nothing referred to at the previous sweep: removed if still so.
+    let mut unreferenced = Vec::new();
     loop {
         tokio::select! {
             _ = engine.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sweep_once(&engine).await {
-            tracing::error!(error = %e, "sweep failed");
+        match sweep_once(&engine, &unreferenced).await {
+            Ok(now_unreferenced) => unreferenced = now_unreferenced,
+            Err(e) => engine.health.failed("sweep", &e),
         }
     }
 }
 
-pub async fn sweep_once(engine: &Engine) -> crate::storage::Result<()> {
+/// One pass; returns the delivery documents nothing refers to now (collected next time if
+/// still unreferenced: a retry being rescheduled is briefly invisible to one scan).
+pub async fn sweep_once(engine: &Engine, collect: &[u64]) -> crate::storage::Result<Vec<u64>> {
     let now = engine.clock.now_ms();
-    let expired = engine.store.subs.expired(now, SWEEP_BATCH).await?;
+    let store = &engine.store;
+    let expired = store.subs.expired(now, SWEEP_BATCH).await?;
     for sub in &expired {
-        engine.store.subs.remove(&sub.topic, &sub.callback).await?;
+        store.subs.remove(&sub.topic, &sub.callback).await?;
         tracing::info!(topic = %sub.topic, callback = %sub.callback, "lease expired: subscription removed");
     }
-    let pruned = engine
-        .store
-        .publish
-        .prune_events(now.saturating_sub(EVENT_RETENTION_MS))
+    // Never past the planner: an event is pruned only once its jobs are stored.
+    let planned = store.log.cursor(PLANNER).await?.unwrap_or(0);
+    let (pruned, unreferenced) = store
+        .log
+        .prune(engine.cfg.retention, now, planned, collect)
         .await?;
     if pruned > 0 {
-        tracing::debug!(pruned, "old events pruned");
+        tracing::debug!(pruned, "events past retention pruned");
     }
-    Ok(())
+    Ok(unreferenced)
 }

@@ -236,3 +236,42 @@ pub async fn replay_all(
         Err(e) => storage_error(e),
     }
 }
+
+/// `?after=SEQ&limit=N`, read as text so that a bad number gets a reason.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option<T>, HttpResponse> {
+    v.map(|v| {
+        v.trim().parse().map_err(|_| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be a whole number, not {v:?}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// The event log in sequence order: events after `after` (0: from the start), at most
+/// `limit` (100 unless given, at most 1,000), with the log's trail, lead and retention.
+pub async fn events(
+    req: HttpRequest,
+    q: web::Query<EventsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    let parsed = number::<u64>("after", q.after.as_deref()).and_then(|after| {
+        let n = number::<usize>("limit", q.limit.as_deref())?;
+        Ok((after.unwrap_or(0), limit(n, 100)?))
+    });
+    match parsed {
+        Ok((after, n)) => answer(state.admin.events(after, n).await),
+        Err(r) => r,
+    }
+}

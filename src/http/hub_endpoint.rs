@@ -7,10 +7,10 @@ use url::form_urlencoded;
 
 use super::fat_ping::{AuthError, authenticate};
 use super::{AppState, text};
-use crate::engine::Work;
 use crate::feed::essence;
-use crate::storage::{FatContent, Intent, IntentMode, Ping, StorageError};
-use crate::websub::{self, HubRequest, SubRequest};
+use crate::ingest::IngestError;
+use crate::storage::{FatContent, IntentMode, StorageError};
+use crate::websub::{self, HubRequest};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -65,83 +65,39 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
+    let ingest = &state.ingest;
     let result = match request {
-        HubRequest::Subscribe(s) => subscription(&state, IntentMode::Subscribe, s).await,
-        HubRequest::Unsubscribe(s) => subscription(&state, IntentMode::Unsubscribe, s).await,
+        HubRequest::Subscribe(s) => ingest
+            .subscription(IntentMode::Subscribe, s)
+            .await
+            .map(|()| accepted("the hub will verify this subscribe request")),
+        HubRequest::Unsubscribe(s) => ingest
+            .subscription(IntentMode::Unsubscribe, s)
+            .await
+            .map(|()| accepted("the hub will verify this unsubscribe request")),
         HubRequest::Publish(topics) if !is_form && !body.is_empty() => {
             let ct = content_type.unwrap_or_default();
-            fat(&state, &req, topics, ct, body).await
+            return fat(&state, &req, topics, ct, body).await;
         }
-        HubRequest::Publish(topics) => light(&state, topics).await,
+        HubRequest::Publish(topics) => ingest
+            .publish(&topics)
+            .await
+            .map(|_| accepted("the hub will fetch the topic")),
     };
-    result.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "storage failed while accepting a request");
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .content_type("text/plain; charset=utf-8")
-            .body("storage unavailable; try again shortly\n")
-    })
+    result.unwrap_or_else(unavailable)
 }
 
-async fn subscription(
-    state: &AppState,
-    mode: IntentMode,
-    s: SubRequest,
-) -> Result<HttpResponse, StorageError> {
-    let lease_seconds = match mode {
-        IntentMode::Subscribe => state.cfg.clamp_lease(s.lease_seconds),
-        IntentMode::Unsubscribe => 0,
-    };
-    let intent = Intent {
-        id: state.store.next_id()?,
-        mode,
-        topic: s.topic.to_string(),
-        callback: s.callback.to_string(),
-        secret: s.secret,
-        lease_seconds,
-        created_ms: state.clock.now_ms(),
-    };
-    state.store.subs.put_intent(intent.clone()).await?;
-    state.store.flush().await?;
-    state.intake.hand_off(Work::Intent(intent));
-    Ok(text(
-        StatusCode::ACCEPTED,
-        format!(
-            "accepted: the hub will verify this {} request",
-            mode.as_str()
-        ),
-    ))
+fn accepted(what: &str) -> HttpResponse {
+    text(StatusCode::ACCEPTED, format!("accepted: {what}"))
 }
 
-async fn light(
-    state: &AppState,
-    topics: Vec<crate::urls::HttpUrl>,
-) -> Result<HttpResponse, StorageError> {
-    let now = state.clock.now_ms();
-    let mut pings = Vec::new();
-    for topic in topics {
-        // A topic nobody subscribed to costs one read and nothing more.
-        if state.store.subs.count_for_topic(topic.as_str()).await? == 0 {
-            continue;
-        }
-        pings.push(Ping {
-            id: state.store.next_id()?,
-            topic: topic.to_string(),
-            fat: None,
-            received_ms: now,
-        });
-    }
-    if !pings.is_empty() {
-        state.store.publish.put_pings(pings.clone()).await?;
-        state.store.flush().await?;
-        for p in pings {
-            state.intake.hand_off(Work::Ping(p));
-        }
-    }
-    Ok(text(
-        StatusCode::ACCEPTED,
-        "accepted: the hub will fetch the topic",
-    ))
+/// The store failed: the publisher or subscriber may try again shortly.
+fn unavailable(e: IngestError) -> HttpResponse {
+    tracing::error!(error = %e, "storage failed while accepting a request");
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "5"))
+        .content_type("text/plain; charset=utf-8")
+        .body("storage unavailable; try again shortly\n")
 }
 
 async fn fat(
@@ -150,37 +106,29 @@ async fn fat(
     topics: Vec<crate::urls::HttpUrl>,
     content_type: String,
     body: web::Bytes,
-) -> Result<HttpResponse, StorageError> {
+) -> HttpResponse {
     let [topic] = topics.as_slice() else {
-        return Ok(text(
+        return text(
             StatusCode::BAD_REQUEST,
             "a fat ping names exactly one topic in hub.url",
-        ));
+        );
     };
     match authenticate(&state.cfg.publishers, topic.as_str(), req, &body) {
         Ok(p) => tracing::debug!(publisher = %p.name, %topic, "fat ping authenticated"),
         Err(AuthError::Missing) => {
-            return Ok(HttpResponse::Unauthorized()
+            return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"hubcast\""))
                 .content_type("text/plain; charset=utf-8")
-                .body("a fat ping needs X-Hub-Signature or Authorization: Bearer\n"));
+                .body("a fat ping needs X-Hub-Signature or Authorization: Bearer\n");
         }
-        Err(AuthError::Refused(why)) => return Ok(text(StatusCode::FORBIDDEN, why)),
+        Err(AuthError::Refused(why)) => return text(StatusCode::FORBIDDEN, why),
     }
-    let ping = Ping {
-        id: state.store.next_id()?,
-        topic: topic.to_string(),
-        fat: Some(FatContent {
-            content_type,
-            body: body.to_vec(),
-        }),
-        received_ms: state.clock.now_ms(),
+    let content = FatContent {
+        content_type,
+        body: body.to_vec(),
     };
-    state.store.publish.put_pings(vec![ping.clone()]).await?;
-    state.store.flush().await?;
-    state.intake.hand_off(Work::Ping(ping));
-    Ok(text(
-        StatusCode::ACCEPTED,
-        "accepted: the content will be distributed",
-    ))
+    match state.ingest.publish_content(topic, content).await {
+        Ok(_) => accepted("the content will be distributed"),
+        Err(e) => unavailable(e),
+    }
 }

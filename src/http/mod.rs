@@ -15,13 +15,13 @@ use actix_web::{HttpResponse, http::StatusCode, web};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::Intake;
 use crate::storage::Storage;
 
 pub struct AppState {
     pub cfg: Arc<Config>,
     pub store: Storage,
-    pub intake: Intake,
+    /// Where handlers hand what they accept.
+    pub ingest: crate::ingest::Ingest,
     pub clock: Clock,
     pub hub_url: String,
     /// Read-only here: metrics and readiness.
@@ -62,6 +62,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route("/topic", web::get().to(admin_api::topic))
                     .route("/callback", web::get().to(admin_api::callback))
                     .route("/subscriptions", web::get().to(admin_api::subscriptions))
+                    .route("/events", web::get().to(admin_api::events))
                     .route("/dead-letters", web::get().to(admin_api::dead_letters))
                     .route(
                         "/dead-letters/replay-all",

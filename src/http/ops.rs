@@ -1,5 +1,6 @@
 //! Operations endpoints: `GET /metrics` (Prometheus text), `GET /healthz` (the process
-//! answers), `GET /readyz` (storage answers and the hub is not shutting down).
+//! answers), `GET /readyz` (storage answers, no storage call has failed since the last one
+//! that succeeded, and the hub is not shutting down).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -24,8 +25,21 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.engine.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    match state.store.delivery.next_retry_due().await {
+    if let Some(f) = state.engine.health.status() {
+        let since = crate::clock::format_utc(f.since_ms);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "storage failing since {since}: {} ({}): {}",
+                f.what, f.class, f.error
+            ),
+        );
+    }
+    match state.store.log.bounds().await {
         Ok(_) => text(StatusCode::OK, "ready"),
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
+        Err(e) => {
+            state.engine.health.failed("readiness probe", &e);
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}"))
+        }
     }
 }

@@ -80,26 +80,8 @@ fn url_arg(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// `2026-11-24 08:48:44Z` for milliseconds since the Unix epoch.
 fn when(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    crate::clock::format_utc(ms)
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
@@ -205,6 +187,8 @@ fn totals_html(o: &Overview) -> String {
             o.destinations.throttled.to_string(),
         ),
         ("dead", "dead destinations", o.destinations.dead.to_string()),
+        ("log_lead", "event log lead", o.log_lead.to_string()),
+        ("log_trail", "event log trail", o.log_trail.to_string()),
     ];
     let mut s = String::from("<h2 id=totals>Totals</h2><div class=cards>");
     for (key, label, value) in cards {
@@ -214,6 +198,28 @@ fn totals_html(o: &Overview) -> String {
         );
     }
     s.push_str("</div>");
+    let r = &o.retention;
+    let _ = write!(
+        s,
+        "<p class=note id=retention>Event log: events {} to {} kept ({} events, {} bytes); \
+         retention {} or {} bytes, whichever comes first.</p>",
+        o.log_trail,
+        o.log_lead,
+        o.log_events,
+        o.log_bytes,
+        humantime::format_duration(std::time::Duration::from_secs(r.max_age_seconds)),
+        r.max_bytes
+    );
+    if let Some(f) = &o.storage_failing {
+        let _ = write!(
+            s,
+            "<p class=flash id=storage-failing>Storage failing since {}: {} ({}): {}</p>",
+            when(f.since_ms),
+            esc(f.what),
+            f.class,
+            esc(&f.error)
+        );
+    }
     s
 }
 
@@ -374,7 +380,7 @@ fn topic_html(t: &TopicInfo) -> String {
     );
     s.push_str("<h2>Recent events</h2>");
     if t.recent_events.is_empty() {
-        s.push_str("<p class=note>None kept (events are pruned once delivered).</p>");
+        s.push_str("<p class=note>None kept (the event log has pruned them, or nothing was published).</p>");
     } else {
         s.push_str("<table><tr><th>event</th><th>created</th><th>type</th><th>bytes</th></tr>");
         for e in &t.recent_events {

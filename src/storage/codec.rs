@@ -72,6 +72,10 @@ pub fn decode_ping(bytes: &[u8]) -> Result<Ping, StorageError> {
 struct EventHeader {
     seq: u64,
     topic: String,
+    #[serde(default)]
+    topic_seq: u64,
+    #[serde(default)]
+    origin: String,
     content_type: String,
     created_ms: u64,
 }
@@ -80,6 +84,8 @@ pub fn encode_event(e: &Event) -> Vec<u8> {
     let header = EventHeader {
         seq: e.seq,
         topic: e.topic.clone(),
+        topic_seq: e.topic_seq,
+        origin: e.origin.clone(),
         content_type: e.content_type.clone(),
         created_ms: e.created_ms,
     };
@@ -91,6 +97,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, StorageError> {
     Ok(Event {
         seq: h.seq,
         topic: h.topic,
+        topic_seq: h.topic_seq,
+        origin: h.origin,
         content_type: h.content_type,
         body: bytes::Bytes::copy_from_slice(body),
         created_ms: h.created_ms,
@@ -103,6 +111,8 @@ pub fn decode_event_summary(bytes: &[u8]) -> Result<EventSummary, StorageError> 
     Ok(EventSummary {
         seq: h.seq,
         topic: h.topic,
+        topic_seq: h.topic_seq,
+        origin: h.origin,
         content_type: h.content_type,
         created_ms: h.created_ms,
         bytes: body.len(),
@@ -170,6 +180,8 @@ mod tests {
         let e = Event {
             seq: 1,
             topic: "t".into(),
+            topic_seq: 7,
+            origin: "a1b2".into(),
             content_type: "a/b".into(),
             body: bytes::Bytes::from_static(b"\x00body"),
             created_ms: 3,

@@ -15,21 +15,40 @@ struct Inner {
     pings: BTreeMap<u64, Ping>,
     topics: BTreeMap<String, TopicState>,
     events: BTreeMap<u64, Event>,
+    lead: u64,
+    bytes: u64,
+    topic_seqs: BTreeMap<String, u64>,
+    cursors: BTreeMap<String, u64>,
+    docs: BTreeMap<u64, Event>,
     jobs: BTreeMap<(String, u64), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
     dead: BTreeMap<u64, DeadLetter>,
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     // std Mutex: nothing awaits while it is held.
     inner: Mutex<Inner>,
     ids: AtomicU64,
+    hub_id: String,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            ids: AtomicU64::default(),
+            hub_id: new_hub_id(),
+        }
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    fn generate_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -47,12 +66,13 @@ fn topic_prefix(topic: &str) -> Vec<u8> {
     p
 }
 
+#[async_trait]
 impl IdSource for MemoryStore {
-    fn next_id(&self) -> Result<u64> {
-        Ok(self.ids.fetch_add(1, Ordering::Relaxed) + 1)
+    async fn next_id(&self) -> Result<u64> {
+        Ok(self.generate_id())
     }
 
-    fn advance_past(&self, id: u64) -> Result<()> {
+    async fn advance_past(&self, id: u64) -> Result<()> {
         self.ids.fetch_max(id, Ordering::Relaxed);
         Ok(())
     }
@@ -203,24 +223,6 @@ impl PublishStore for MemoryStore {
         Ok(self.lock().topics.get(topic).cloned())
     }
 
-    async fn commit_publish(&self, o: PublishOutcome) -> Result<Option<u64>> {
-        let seq = match &o.event {
-            Some(_) => Some(self.next_id()?),
-            None => None,
-        };
-        let mut g = self.lock();
-        g.topics.insert(o.topic.clone(), o.state);
-        if let (Some(seq), Some((ev, dests))) = (seq, o.event) {
-            g.events.insert(seq, ev.stored(seq, &o.topic));
-            for d in dests {
-                let job = Job::new(seq, &d, &o.topic);
-                g.jobs.insert((d, seq), job);
-            }
-        }
-        g.pings.remove(&o.ping_id);
-        Ok(seq)
-    }
-
     async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()> {
         let mut g = self.lock();
         if let Some(s) = state {
@@ -228,27 +230,6 @@ impl PublishStore for MemoryStore {
         }
         g.pings.remove(&ping_id);
         Ok(())
-    }
-
-    async fn event(&self, seq: u64) -> Result<Option<Event>> {
-        Ok(self.lock().events.get(&seq).cloned())
-    }
-
-    async fn prune_events(&self, before_ms: u64) -> Result<usize> {
-        let mut g = self.lock();
-        let mut used: BTreeSet<u64> = g.jobs.values().map(|j| j.event).collect();
-        used.extend(g.retries.values().map(|r| r.event));
-        used.extend(g.dead.values().map(|d| d.event));
-        let doomed: Vec<u64> = g
-            .events
-            .values()
-            .filter(|e| e.created_ms < before_ms && !used.contains(&e.seq))
-            .map(|e| e.seq)
-            .collect();
-        for s in &doomed {
-            g.events.remove(s);
-        }
-        Ok(doomed.len())
     }
 
     async fn topic_states(
@@ -269,44 +250,21 @@ impl PublishStore for MemoryStore {
         self.lock().topics.insert(topic.to_owned(), state);
         Ok(())
     }
-
-    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let g = self.lock();
-        Ok(g.events
-            .range(after.saturating_add(1)..)
-            .filter(|(s, _)| **s > after)
-            .take(limit)
-            .map(|(_, e)| e.clone())
-            .collect())
-    }
-
-    async fn recent_events(
-        &self,
-        topic: &str,
-        limit: usize,
-        scan: usize,
-    ) -> Result<Vec<EventSummary>> {
-        let g = self.lock();
-        Ok(g.events
-            .values()
-            .rev()
-            .take(scan)
-            .filter(|e| e.topic == topic)
-            .take(limit)
-            .map(Event::summary)
-            .collect())
-    }
-
-    async fn put_event(&self, event: Event) -> Result<()> {
-        self.lock().events.insert(event.seq, event);
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl DeliveryStore for MemoryStore {
     async fn jobs(&self) -> Result<Vec<Job>> {
         Ok(self.lock().jobs.values().cloned().collect())
+    }
+
+    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()> {
+        let mut g = self.lock();
+        for j in jobs {
+            g.jobs.insert((j.destination.clone(), j.event), j);
+        }
+        g.cursors.insert(PLANNER.to_owned(), planned);
+        Ok(())
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
@@ -328,9 +286,10 @@ impl DeliveryStore for MemoryStore {
         replaced: &[u64],
         event: NewEvent,
     ) -> Result<Job> {
-        let seq = self.next_id()?;
+        let seq = self.generate_id() | DELIVERY_DOC;
         let mut g = self.lock();
-        g.events.insert(seq, event.stored(seq, topic));
+        g.docs
+            .insert(seq, event.stored(seq, topic, 0, &self.hub_id));
         for e in replaced {
             g.jobs.remove(&(destination.to_owned(), *e));
         }
@@ -369,7 +328,7 @@ impl DeliveryStore for MemoryStore {
     }
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
-        let id = self.next_id()?;
+        let id = self.generate_id();
         let dl = DeadLetter {
             id,
             event: retry.event,
@@ -414,5 +373,166 @@ impl DeliveryStore for MemoryStore {
 
     async fn retries(&self, limit: usize) -> Result<Vec<Retry>> {
         Ok(self.lock().retries.values().take(limit).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    fn hub_id(&self) -> String {
+        self.hub_id.clone()
+    }
+
+    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>> {
+        let mut g = self.lock();
+        let mut numbers = Vec::with_capacity(commits.len());
+        for c in commits {
+            g.topics.insert(c.topic.clone(), c.state.clone());
+            for id in &c.ping_ids {
+                g.pings.remove(id);
+            }
+            let Some(ev) = c.event.clone() else {
+                numbers.push(None);
+                continue;
+            };
+            g.lead += 1;
+            let seq = g.lead;
+            let topic_seq = g.topic_seqs.entry(c.topic.clone()).or_default();
+            *topic_seq += 1;
+            let event = ev.stored(seq, &c.topic, *topic_seq, &self.hub_id);
+            g.bytes += event.body.len() as u64;
+            g.events.insert(seq, event);
+            numbers.push(Some(seq));
+        }
+        Ok(numbers)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        let g = self.lock();
+        Ok(LogBounds {
+            trail: g.events.keys().next().copied().unwrap_or(g.lead + 1),
+            lead: g.lead,
+            events: g.events.len() as u64,
+            bytes: g.bytes,
+        })
+    }
+
+    async fn read(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Event>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let g = self.lock();
+        Ok(g.events
+            .range(from..to)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn summaries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<EventSummary>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let g = self.lock();
+        Ok(g.events
+            .range(from..to)
+            .take(limit)
+            .map(|(_, e)| e.summary())
+            .collect())
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<Event>> {
+        let g = self.lock();
+        Ok(g.events.get(&seq).or_else(|| g.docs.get(&seq)).cloned())
+    }
+
+    async fn recent_for_topic(
+        &self,
+        topic: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<EventSummary>> {
+        let g = self.lock();
+        Ok(g.events
+            .values()
+            .rev()
+            .take(scan)
+            .filter(|e| e.topic == topic)
+            .take(limit)
+            .map(Event::summary)
+            .collect())
+    }
+
+    async fn prune(
+        &self,
+        retention: Retention,
+        now_ms: u64,
+        up_to: u64,
+        collect: &[u64],
+    ) -> Result<(u64, Vec<u64>)> {
+        let mut g = self.lock();
+        let mut used: BTreeSet<u64> = g.jobs.values().map(|j| j.event).collect();
+        used.extend(g.retries.values().map(|r| r.event));
+        used.extend(g.dead.values().map(|d| d.event));
+        let mut pruned = 0;
+        while let Some((&seq, e)) = g.events.first_key_value() {
+            let too_old = e.created_ms.saturating_add(retention.max_age_ms) < now_ms;
+            if seq > up_to || (!too_old && g.bytes <= retention.max_bytes) {
+                break;
+            }
+            let e = g.events.remove(&seq).expect("first entry");
+            g.bytes = g.bytes.saturating_sub(e.body.len() as u64);
+            if used.contains(&seq) {
+                g.docs.insert(seq, e);
+            }
+            pruned += 1;
+        }
+        let mut unreferenced = Vec::new();
+        let docs: Vec<u64> = g.docs.keys().copied().collect();
+        for seq in docs {
+            if used.contains(&seq) {
+                continue;
+            }
+            if collect.contains(&seq) {
+                g.docs.remove(&seq);
+            } else {
+                unreferenced.push(seq);
+            }
+        }
+        Ok((pruned, unreferenced))
+    }
+
+    async fn cursor(&self, consumer: &str) -> Result<Option<u64>> {
+        Ok(self.lock().cursors.get(consumer).copied())
+    }
+
+    async fn put_cursor(&self, consumer: &str, seq: u64) -> Result<()> {
+        self.lock().cursors.insert(consumer.to_owned(), seq);
+        Ok(())
+    }
+
+    async fn documents(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let g = self.lock();
+        Ok(g.docs
+            .range(after.saturating_add(1)..)
+            .filter(|(s, _)| **s > after)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn restore(&self, event: Event, document: bool) -> Result<()> {
+        let mut g = self.lock();
+        if document {
+            g.docs.insert(event.seq, event);
+            return Ok(());
+        }
+        g.lead = g.lead.max(event.seq);
+        let known = g.topic_seqs.entry(event.topic.clone()).or_default();
+        *known = (*known).max(event.topic_seq);
+        g.bytes += event.body.len() as u64;
+        if let Some(old) = g.events.insert(event.seq, event) {
+            g.bytes = g.bytes.saturating_sub(old.body.len() as u64);
+        }
+        Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - [`SubscriptionStore`]: active subscriptions (indexed by topic, destination, callback) and
 //!   pending verifications of intent.
-//! - [`PublishStore`]: accepted pings waiting to be processed, per-topic fetch/diff state and the
-//!   event log; [`PublishStore::commit_publish`] records the outcome of one ping atomically.
+//! - [`PublishStore`]: accepted pings waiting to be processed, per-topic fetch/diff state.
+//! - [`EventLog`]: the numbered stream of committed updates; [`EventLog::append`] records the
+//!   outcome of many pings in one transaction.
 //! - [`DeliveryStore`]: one job per (event, destination) with a cursor, retry records for single
 //!   failed deliveries, dead letters.
 //!
@@ -11,25 +12,48 @@
 //! The same conformance suite (`tests/it/storage_conformance.rs`) runs against both.
 
 pub mod codec;
+mod event_log;
 pub mod memory;
 pub mod sled_backend;
+
+pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, PLANNER, Retention};
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// A storage failure, classified so that callers know whether waiting helps.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("storage backend: {0}")]
-    Backend(String),
+    /// The store could not be reached or written just now (I/O, a full disk, a lost
+    /// connection): the same call may succeed later.
+    #[error("storage unavailable: {0}")]
+    Transient(String),
+    /// Another writer changed the same records, or a lease was lost: re-read and retry.
+    #[error("storage conflict: {0}")]
+    Conflict(String),
+    /// The store refuses the operation for good (unsupported, a bug in the backend).
+    #[error("storage failure: {0}")]
+    Permanent(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }
 
-impl From<sled::Error> for StorageError {
-    fn from(e: sled::Error) -> Self {
-        StorageError::Backend(e.to_string())
+impl StorageError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Transient(_) | StorageError::Conflict(_))
+    }
+
+    /// `transient`, `conflict`, `permanent` or `corrupt`: the label of metrics and logs.
+    pub fn class(&self) -> &'static str {
+        match self {
+            StorageError::Transient(_) => "transient",
+            StorageError::Conflict(_) => "conflict",
+            StorageError::Permanent(_) => "permanent",
+            StorageError::Corrupt(_) => "corrupt",
+        }
     }
 }
 
@@ -129,11 +153,17 @@ pub struct TopicState {
     pub last_result: String,
 }
 
-/// A piece of content to distribute to every subscriber of `topic`.
+/// A piece of content to distribute to every subscriber of `topic`: an entry of the event log
+/// (`seq` is its number in the hub's stream), or a document merged for one lagging destination
+/// (`seq` has [`DELIVERY_DOC`] set; it is no log entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub seq: u64,
     pub topic: String,
+    /// The event's number among its topic's events (1, 2, 3, …); 0 for merged documents.
+    pub topic_seq: u64,
+    /// Id of the hub where the update entered the network.
+    pub origin: String,
     pub content_type: String,
     pub body: bytes::Bytes,
     pub created_ms: u64,
@@ -144,6 +174,8 @@ impl Event {
         EventSummary {
             seq: self.seq,
             topic: self.topic.clone(),
+            topic_seq: self.topic_seq,
+            origin: self.origin.clone(),
             content_type: self.content_type.clone(),
             created_ms: self.created_ms,
             bytes: self.body.len(),
@@ -151,11 +183,13 @@ impl Event {
     }
 }
 
-/// What operators see of an event: everything but its body.
+/// What operators and planners see of an event: everything but its body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventSummary {
     pub seq: u64,
     pub topic: String,
+    pub topic_seq: u64,
+    pub origin: String,
     pub content_type: String,
     pub created_ms: u64,
     /// Size of the body.
@@ -225,16 +259,6 @@ pub struct DeadLetter {
     pub failed_ms: u64,
 }
 
-/// The outcome of processing one ping, recorded in one atomic step.
-#[derive(Debug, Clone)]
-pub struct PublishOutcome {
-    pub ping_id: u64,
-    pub topic: String,
-    pub state: TopicState,
-    /// New content to distribute, with the destinations to plan one job each for.
-    pub event: Option<(NewEvent, Vec<String>)>,
-}
-
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub content_type: String,
@@ -243,11 +267,13 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// The event as stored, once the backend has given it a sequence number.
-    pub fn stored(self, seq: u64, topic: &str) -> Event {
+    /// The event as stored, once the backend has numbered it.
+    pub fn stored(self, seq: u64, topic: &str, topic_seq: u64, origin: &str) -> Event {
         Event {
             seq,
             topic: topic.to_owned(),
+            topic_seq,
+            origin: origin.to_owned(),
             content_type: self.content_type,
             body: self.body,
             created_ms: self.created_ms,
@@ -299,14 +325,8 @@ pub trait PublishStore: Send + Sync {
     async fn put_pings(&self, pings: Vec<Ping>) -> Result<()>;
     async fn pings(&self) -> Result<Vec<Ping>>;
     async fn topic_state(&self, topic: &str) -> Result<Option<TopicState>>;
-    /// Atomically: store the topic state, append the event (if any) with one job per
-    /// destination, and remove the ping. Returns the event's sequence number.
-    async fn commit_publish(&self, outcome: PublishOutcome) -> Result<Option<u64>>;
     /// Records a ping that produced nothing to distribute (e.g. a failed fetch).
     async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()>;
-    async fn event(&self, seq: u64) -> Result<Option<Event>>;
-    /// Deletes events created before `before_ms` that no job, retry or dead letter refers to.
-    async fn prune_events(&self, before_ms: u64) -> Result<usize>;
     /// Topic states in topic order, after `after`.
     async fn topic_states(
         &self,
@@ -314,27 +334,20 @@ pub trait PublishStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<(String, TopicState)>>;
     async fn put_topic_state(&self, topic: &str, state: TopicState) -> Result<()>;
-    /// Events in sequence order, after `after`.
-    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
-    /// The newest events of `topic` (newest first), looking at most `scan` events back; their
-    /// bodies are not read.
-    async fn recent_events(
-        &self,
-        topic: &str,
-        limit: usize,
-        scan: usize,
-    ) -> Result<Vec<EventSummary>>;
-    /// Stores an event under its own sequence number (restoring a backup).
-    async fn put_event(&self, event: Event) -> Result<()>;
 }
 
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     async fn jobs(&self) -> Result<Vec<Job>>;
+    /// Stores the jobs planned for the events up to `planned` and moves the planner's cursor
+    /// ([`PLANNER`]) to `planned`, atomically.
+    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()>;
     async fn put_job(&self, job: Job) -> Result<()>;
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
-    /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a new
-    /// event of `topic` (their coalesced content), atomically. Returns the new job.
+    /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a
+    /// document of `topic` holding their coalesced content, atomically. The document is a
+    /// delivery artefact, kept outside the log (its number has [`DELIVERY_DOC`] set); it is
+    /// read back with [`EventLog::event`]. Returns the new job.
     async fn coalesce_jobs(
         &self,
         destination: &str,
@@ -364,8 +377,8 @@ pub trait DeliveryStore: Send + Sync {
 }
 
 /// A backend implements every trait; the hub holds them as trait objects.
-pub trait Backend: SubscriptionStore + PublishStore + DeliveryStore {}
-impl<T: SubscriptionStore + PublishStore + DeliveryStore> Backend for T {}
+pub trait Backend: SubscriptionStore + PublishStore + DeliveryStore + EventLog {}
+impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog> Backend for T {}
 
 /// The hub's handle on storage.
 #[derive(Clone)]
@@ -373,15 +386,18 @@ pub struct Storage {
     pub subs: Arc<dyn SubscriptionStore>,
     pub publish: Arc<dyn PublishStore>,
     pub delivery: Arc<dyn DeliveryStore>,
+    pub log: Arc<dyn EventLog>,
     ids: Arc<dyn IdSource>,
     flusher: Arc<dyn Flush>,
 }
 
-/// Unique, increasing ids that survive restarts.
+/// Unique, increasing ids (of intents, pings, dead letters) that survive restarts. They are
+/// not the event log's sequence numbers, which the log assigns itself.
+#[async_trait]
 pub trait IdSource: Send + Sync {
-    fn next_id(&self) -> Result<u64>;
+    async fn next_id(&self) -> Result<u64>;
     /// Makes every later id greater than `id` (after restoring records that carry ids).
-    fn advance_past(&self, id: u64) -> Result<()>;
+    async fn advance_past(&self, id: u64) -> Result<()>;
 }
 
 #[async_trait]
@@ -396,22 +412,28 @@ impl Storage {
             subs: backend.clone(),
             publish: backend.clone(),
             delivery: backend.clone(),
+            log: backend.clone(),
             ids: backend.clone(),
             flusher: backend,
         }
     }
 
-    pub fn next_id(&self) -> Result<u64> {
-        self.ids.next_id()
+    pub async fn next_id(&self) -> Result<u64> {
+        self.ids.next_id().await
     }
 
-    pub fn advance_ids_past(&self, id: u64) -> Result<()> {
-        self.ids.advance_past(id)
+    pub async fn advance_ids_past(&self, id: u64) -> Result<()> {
+        self.ids.advance_past(id).await
     }
 
     pub async fn flush(&self) -> Result<()> {
         self.flusher.flush().await
     }
+}
+
+/// A new hub id: 128 random bits in hex.
+pub(crate) fn new_hub_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// Key of a subscription in the (topic, destination, callback) index.

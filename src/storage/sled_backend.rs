@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -16,9 +17,31 @@ use super::codec::{
 };
 use super::*;
 
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(e) => StorageError::Transient(e.to_string()),
+            sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),
+            other => StorageError::Permanent(other.to_string()),
+        }
+    }
+}
+
 pub struct SledStore {
     db: sled::Db,
     flusher: GroupFlush,
+    /// `lead`, `hub_id`.
+    meta: sled::Tree,
+    /// topic → its last event number.
+    topic_seqs: sled::Tree,
+    /// consumer name → the last event it took.
+    cursors: sled::Tree,
+    /// Delivery documents: merged events, and copies of pruned events still referred to.
+    docs: sled::Tree,
+    hub_id: String,
+    /// Appends and prunes take turns, so that numbers are handed out without conflicts and the
+    /// counters below stay exact.
+    log_lock: Mutex<LogCounters>,
     subs: sled::Tree,
     counts: sled::Tree,
     expiry: sled::Tree,
@@ -34,6 +57,16 @@ pub struct SledStore {
     retry_count: AtomicU64,
     dead_count: AtomicU64,
 }
+
+/// The log's lead and size, read at open and kept up to date under `log_lock`.
+struct LogCounters {
+    lead: u64,
+    events: u64,
+    bytes: u64,
+}
+
+const LEAD: &[u8] = b"lead";
+const HUB_ID: &[u8] = b"hub_id";
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
@@ -101,7 +134,42 @@ impl SledStore {
         let t = |name: &str| db.open_tree(name);
         let retries = t("retries")?;
         let dead = t("dead_letters")?;
+        let meta = t("meta")?;
+        let events = t("events")?;
+        let hub_id = match meta.get(HUB_ID)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = super::new_hub_id();
+                meta.insert(HUB_ID, id.as_bytes())?;
+                id
+            }
+        };
+        let mut counters = LogCounters {
+            lead: 0,
+            events: 0,
+            bytes: 0,
+        };
+        for entry in events.iter() {
+            let (_, v) = entry?;
+            counters.events += 1;
+            counters.bytes += decode_event_summary(&v)?.bytes as u64;
+        }
+        counters.lead = match meta.get(LEAD)? {
+            Some(v) => read_be(&v)?,
+            // A store from before the log kept its lead: its newest event.
+            None => match events.last()? {
+                Some((k, _)) => read_be(&k)?,
+                None => 0,
+            },
+        };
         Ok(SledStore {
+            topic_seqs: t("topic_seqs")?,
+            cursors: t("cursors")?,
+            docs: t("delivery_docs")?,
+            hub_id,
+            log_lock: Mutex::new(counters),
+            meta,
+            events,
             retry_count: AtomicU64::new(retries.len() as u64),
             dead_count: AtomicU64::new(dead.len() as u64),
             retries,
@@ -112,7 +180,6 @@ impl SledStore {
             intents: t("intents")?,
             pings: t("pings")?,
             topics: t("topics")?,
-            events: t("events")?,
             jobs: t("jobs")?,
             flusher: GroupFlush::default(),
             db,
@@ -145,12 +212,43 @@ impl SledStore {
     }
 }
 
-impl IdSource for SledStore {
-    fn next_id(&self) -> Result<u64> {
+impl SledStore {
+    fn generate_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()? + 1)
     }
 
-    fn advance_past(&self, id: u64) -> Result<()> {
+    fn counters(&self) -> std::sync::MutexGuard<'_, LogCounters> {
+        self.log_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Event numbers every job, retry and dead letter refers to.
+    fn referenced_events(&self) -> Result<BTreeSet<u64>> {
+        let mut used = BTreeSet::new();
+        for entry in self.jobs.iter() {
+            let (k, _) = entry?;
+            used.insert(read_be(&k[k.len().saturating_sub(8)..])?);
+        }
+        for entry in self.retries.iter() {
+            let (k, _) = entry?;
+            used.insert(read_be(&k[8..])?);
+        }
+        for entry in self.dead.iter() {
+            let (_, v) = entry?;
+            let d: DeadLetter = from_json(&v)?;
+            used.insert(d.event);
+        }
+        Ok(used)
+    }
+}
+
+/// sled's `generate_id` is a cheap atomic with a persisted high-water mark: it does not block.
+#[async_trait]
+impl IdSource for SledStore {
+    async fn next_id(&self) -> Result<u64> {
+        self.generate_id()
+    }
+
+    async fn advance_past(&self, id: u64) -> Result<()> {
         // sled's counter only counts up: step it past `id` (cheap, done once per restore).
         while self.db.generate_id()? < id {}
         Ok(())
@@ -181,7 +279,7 @@ impl Flush for SledStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| StorageError::Backend(format!("flush task failed: {e}")))??;
+            .map_err(|e| StorageError::Permanent(format!("flush task failed: {e}")))??;
         f.done.fetch_max(covered, Ordering::SeqCst);
         Ok(())
     }
@@ -365,7 +463,7 @@ impl SubscriptionStore for SledStore {
             Ok(out)
         })
         .await
-        .map_err(|e| StorageError::Backend(format!("callback scan failed: {e}")))?
+        .map_err(|e| StorageError::Permanent(format!("callback scan failed: {e}")))?
     }
 
     async fn put_intent(&self, intent: Intent) -> Result<()> {
@@ -411,36 +509,6 @@ impl PublishStore for SledStore {
             .transpose()
     }
 
-    async fn commit_publish(&self, o: PublishOutcome) -> Result<Option<u64>> {
-        let state = json(&o.state);
-        let prepared = match &o.event {
-            Some((ev, dests)) => {
-                let seq = self.next_id()?;
-                let record = encode_event(&ev.clone().stored(seq, &o.topic));
-                let jobs: Vec<(Vec<u8>, Vec<u8>)> = dests
-                    .iter()
-                    .map(|d| (job_key(d, seq), json(&Job::new(seq, d, &o.topic))))
-                    .collect();
-                Some((seq, record, jobs))
-            }
-            None => None,
-        };
-        (&self.topics, &self.events, &self.jobs, &self.pings)
-            .transaction(|(topics, events, jobs, pings)| {
-                topics.insert(o.topic.as_bytes(), state.as_slice())?;
-                if let Some((seq, record, job_records)) = &prepared {
-                    events.insert(&be(*seq), record.as_slice())?;
-                    for (k, v) in job_records {
-                        jobs.insert(k.as_slice(), v.as_slice())?;
-                    }
-                }
-                pings.remove(&be(o.ping_id))?;
-                Ok(())
-            })
-            .map_err(tx_err)?;
-        Ok(prepared.map(|(seq, _, _)| seq))
-    }
-
     async fn drop_ping(&self, ping_id: u64, topic: &str, state: Option<TopicState>) -> Result<()> {
         let state = state.map(|s| json(&s));
         (&self.topics, &self.pings)
@@ -452,44 +520,6 @@ impl PublishStore for SledStore {
                 Ok(())
             })
             .map_err(tx_err)
-    }
-
-    async fn event(&self, seq: u64) -> Result<Option<Event>> {
-        self.events
-            .get(be(seq))?
-            .map(|v| decode_event(&v))
-            .transpose()
-    }
-
-    async fn prune_events(&self, before_ms: u64) -> Result<usize> {
-        let mut used = BTreeSet::new();
-        for entry in self.jobs.iter() {
-            let (k, _) = entry?;
-            used.insert(read_be(&k[k.len().saturating_sub(8)..])?);
-        }
-        for entry in self.retries.iter() {
-            let (k, _) = entry?;
-            used.insert(read_be(&k[8..])?);
-        }
-        for entry in self.dead.iter() {
-            let (_, v) = entry?;
-            let d: DeadLetter = from_json(&v)?;
-            used.insert(d.event);
-        }
-        let mut removed = 0;
-        for entry in self.events.iter() {
-            let (k, v) = entry?;
-            let seq = read_be(&k)?;
-            if used.contains(&seq) {
-                continue;
-            }
-            let e = decode_event_summary(&v)?;
-            if e.created_ms < before_ms {
-                self.events.remove(k)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     async fn topic_states(
@@ -513,43 +543,6 @@ impl PublishStore for SledStore {
         self.topics.insert(topic.as_bytes(), json(&state))?;
         Ok(())
     }
-
-    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let Some(start) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for entry in self.events.range(be(start)..).take(limit) {
-            let (_, v) = entry?;
-            out.push(decode_event(&v)?);
-        }
-        Ok(out)
-    }
-
-    async fn recent_events(
-        &self,
-        topic: &str,
-        limit: usize,
-        scan: usize,
-    ) -> Result<Vec<EventSummary>> {
-        let mut out = Vec::new();
-        for entry in self.events.iter().rev().take(scan) {
-            let (_, v) = entry?;
-            let e = decode_event_summary(&v)?;
-            if e.topic == topic {
-                out.push(e);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn put_event(&self, event: Event) -> Result<()> {
-        self.events.insert(be(event.seq), encode_event(&event))?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -559,6 +552,22 @@ impl DeliveryStore for SledStore {
             .iter()
             .map(|v| from_json(v))
             .collect()
+    }
+
+    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = jobs
+            .iter()
+            .map(|j| (job_key(&j.destination, j.event), json(j)))
+            .collect();
+        (&self.jobs, &self.cursors)
+            .transaction(|(jobs, cursors)| {
+                for (k, v) in &records {
+                    jobs.insert(k.as_slice(), v.as_slice())?;
+                }
+                cursors.insert(PLANNER.as_bytes(), &be(planned))?;
+                Ok(())
+            })
+            .map_err(tx_err)
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
@@ -579,13 +588,13 @@ impl DeliveryStore for SledStore {
         replaced: &[u64],
         event: NewEvent,
     ) -> Result<Job> {
-        let seq = self.next_id()?;
-        let record = encode_event(&event.stored(seq, topic));
+        let seq = self.generate_id()? | DELIVERY_DOC;
+        let record = encode_event(&event.stored(seq, topic, 0, &self.hub_id));
         let job = Job::new(seq, destination, topic);
         let job_record = json(&job);
-        (&self.events, &self.jobs)
-            .transaction(|(events, jobs)| {
-                events.insert(&be(seq), record.as_slice())?;
+        (&self.docs, &self.jobs)
+            .transaction(|(docs, jobs)| {
+                docs.insert(&be(seq), record.as_slice())?;
                 for e in replaced {
                     jobs.remove(job_key(destination, *e))?;
                 }
@@ -642,7 +651,7 @@ impl DeliveryStore for SledStore {
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
         let dl = DeadLetter {
-            id: self.next_id()?,
+            id: self.generate_id()?,
             event: retry.event,
             topic: retry.topic.clone(),
             callback: retry.callback.clone(),
@@ -722,5 +731,224 @@ impl DeliveryStore for SledStore {
             out.push(from_json(&v)?);
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl EventLog for SledStore {
+    fn hub_id(&self) -> String {
+        self.hub_id.clone()
+    }
+
+    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>> {
+        let mut counters = self.counters();
+        let lead = counters.lead;
+        let hub_id = self.hub_id.as_str();
+        let trees = (
+            &self.meta,
+            &self.topic_seqs,
+            &self.topics,
+            &self.events,
+            &self.pings,
+        );
+        let (numbers, new_lead, added) = trees
+            .transaction(|(meta, topic_seqs, topics, events, pings)| {
+                let mut next = lead;
+                let mut added = 0u64;
+                let mut numbers = Vec::with_capacity(commits.len());
+                for c in commits {
+                    topics.insert(c.topic.as_bytes(), json(&c.state))?;
+                    for id in &c.ping_ids {
+                        pings.remove(&be(*id))?;
+                    }
+                    let Some(ev) = &c.event else {
+                        numbers.push(None);
+                        continue;
+                    };
+                    next += 1;
+                    let topic_seq = match topic_seqs.get(c.topic.as_bytes())? {
+                        Some(v) => read_be(&v).map_err(abort)? + 1,
+                        None => 1,
+                    };
+                    topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
+                    let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
+                    events.insert(&be(next), encode_event(&event))?;
+                    added += event.body.len() as u64;
+                    numbers.push(Some(next));
+                }
+                if next != lead {
+                    meta.insert(LEAD, &be(next))?;
+                }
+                Ok((numbers, next, added))
+            })
+            .map_err(tx_err)?;
+        counters.events += new_lead - lead;
+        counters.bytes += added;
+        counters.lead = new_lead;
+        Ok(numbers)
+    }
+
+    async fn bounds(&self) -> Result<LogBounds> {
+        let (lead, events, bytes) = {
+            let c = self.counters();
+            (c.lead, c.events, c.bytes)
+        };
+        let trail = match self.events.first()? {
+            Some((k, _)) => read_be(&k)?,
+            None => lead + 1,
+        };
+        Ok(LogBounds {
+            trail,
+            lead,
+            events,
+            bytes,
+        })
+    }
+
+    async fn read(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Event>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in self.events.range(be(from)..be(to)).take(limit) {
+            let (_, v) = entry?;
+            out.push(decode_event(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn summaries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<EventSummary>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in self.events.range(be(from)..be(to)).take(limit) {
+            let (_, v) = entry?;
+            out.push(decode_event_summary(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<Event>> {
+        let found = match self.events.get(be(seq))? {
+            Some(v) => Some(v),
+            None => self.docs.get(be(seq))?,
+        };
+        found.map(|v| decode_event(&v)).transpose()
+    }
+
+    async fn recent_for_topic(
+        &self,
+        topic: &str,
+        limit: usize,
+        scan: usize,
+    ) -> Result<Vec<EventSummary>> {
+        let mut out = Vec::new();
+        for entry in self.events.iter().rev().take(scan) {
+            let (_, v) = entry?;
+            let e = decode_event_summary(&v)?;
+            if e.topic == topic {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn prune(
+        &self,
+        retention: Retention,
+        now_ms: u64,
+        up_to: u64,
+        collect: &[u64],
+    ) -> Result<(u64, Vec<u64>)> {
+        let used = self.referenced_events()?;
+        let mut pruned = 0;
+        {
+            let mut counters = self.counters();
+            for entry in self.events.iter() {
+                let (k, v) = entry?;
+                let seq = read_be(&k)?;
+                let e = decode_event_summary(&v)?;
+                let too_old = e.created_ms.saturating_add(retention.max_age_ms) < now_ms;
+                if seq > up_to || (!too_old && counters.bytes <= retention.max_bytes) {
+                    break;
+                }
+                if used.contains(&seq) {
+                    // Still to be delivered somewhere: kept, outside the log.
+                    self.docs.insert(&k, v)?;
+                }
+                self.events.remove(&k)?;
+                counters.events -= 1;
+                counters.bytes = counters.bytes.saturating_sub(e.bytes as u64);
+                pruned += 1;
+            }
+        }
+        let mut unreferenced = Vec::new();
+        for entry in self.docs.iter() {
+            let (k, _) = entry?;
+            let seq = read_be(&k)?;
+            if used.contains(&seq) {
+                continue;
+            }
+            if collect.contains(&seq) {
+                self.docs.remove(&k)?;
+            } else {
+                unreferenced.push(seq);
+            }
+        }
+        Ok((pruned, unreferenced))
+    }
+
+    async fn cursor(&self, consumer: &str) -> Result<Option<u64>> {
+        self.cursors
+            .get(consumer.as_bytes())?
+            .map(|v| read_be(&v))
+            .transpose()
+    }
+
+    async fn put_cursor(&self, consumer: &str, seq: u64) -> Result<()> {
+        self.cursors.insert(consumer.as_bytes(), &be(seq))?;
+        Ok(())
+    }
+
+    async fn documents(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in self.docs.range(be(start)..).take(limit) {
+            let (_, v) = entry?;
+            out.push(decode_event(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn restore(&self, event: Event, document: bool) -> Result<()> {
+        let record = encode_event(&event);
+        if document {
+            self.docs.insert(be(event.seq), record)?;
+            return Ok(());
+        }
+        let mut counters = self.counters();
+        if self.events.insert(be(event.seq), record)?.is_none() {
+            counters.events += 1;
+            counters.bytes += event.body.len() as u64;
+        }
+        if event.seq > counters.lead {
+            counters.lead = event.seq;
+            self.meta.insert(LEAD, &be(event.seq))?;
+        }
+        let known = match self.topic_seqs.get(event.topic.as_bytes())? {
+            Some(v) => read_be(&v)?,
+            None => 0,
+        };
+        if event.topic_seq > known {
+            self.topic_seqs
+                .insert(event.topic.as_bytes(), &be(event.topic_seq))?;
+        }
+        Ok(())
     }
 }

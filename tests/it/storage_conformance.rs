@@ -119,7 +119,7 @@ async fn subscriptions(s: Storage) {
     assert_eq!(s.subs.count_for_topic("http://t/feed2").await.unwrap(), 1);
     // Intents.
     let i = Intent {
-        id: s.next_id().unwrap(),
+        id: s.next_id().await.unwrap(),
         mode: IntentMode::Subscribe,
         topic: t.into(),
         callback: "http://a.example/1".into(),
@@ -134,61 +134,207 @@ async fn subscriptions(s: Storage) {
 }
 
 async fn publishing(s: Storage) {
-    let ping = |id| Ping {
+    let ping = |id, topic: &str| Ping {
         id,
-        topic: "http://t/".into(),
+        topic: topic.into(),
         fat: Some(FatContent {
             content_type: "text/plain".into(),
             body: vec![1, 2, 3],
         }),
         received_ms: 5,
     };
-    let (a, b) = (s.next_id().unwrap(), s.next_id().unwrap());
+    let (a, b) = (s.next_id().await.unwrap(), s.next_id().await.unwrap());
     assert!(b > a, "ids increase");
-    s.publish.put_pings(vec![ping(a), ping(b)]).await.unwrap();
-    assert_eq!(s.publish.pings().await.unwrap(), vec![ping(a), ping(b)]);
+    let c = s.next_id().await.unwrap();
+    s.publish
+        .put_pings(vec![
+            ping(a, "http://t/"),
+            ping(b, "http://t/"),
+            ping(c, "http://u/"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(s.publish.pings().await.unwrap().len(), 3);
     let state = TopicState {
         content_hash: Some("h".into()),
         entries: vec!["e1".into()],
         ..Default::default()
     };
-    let seq = s
-        .publish
-        .commit_publish(PublishOutcome {
-            ping_id: a,
-            topic: "http://t/".into(),
-            state: state.clone(),
-            event: Some((
-                NewEvent {
-                    content_type: "text/plain".into(),
-                    body: Bytes::from_static(b"body"),
-                    created_ms: 100,
-                },
-                vec!["http://x:80".into(), "http://y:80".into()],
-            )),
-        })
+    let new_event = |body: &'static [u8], created_ms| NewEvent {
+        content_type: "text/plain".into(),
+        body: Bytes::from_static(body),
+        created_ms,
+    };
+    let empty = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (empty.trail, empty.lead, empty.events, empty.bytes),
+        (1, 0, 0, 0),
+        "an empty log"
+    );
+    // One transaction, three commits: numbers in order, per topic too; pings gone.
+    let numbers = s
+        .log
+        .append(&[
+            Commit {
+                topic: "http://t/".into(),
+                state: state.clone(),
+                ping_ids: vec![a],
+                event: Some(new_event(b"one", 100)),
+            },
+            Commit {
+                topic: "http://u/".into(),
+                state: TopicState::default(),
+                ping_ids: vec![c],
+                event: None,
+            },
+            Commit {
+                topic: "http://t/".into(),
+                state: state.clone(),
+                ping_ids: vec![b],
+                event: Some(new_event(b"two", 200)),
+            },
+        ])
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(s.publish.pings().await.unwrap(), vec![ping(b)]);
+    assert_eq!(numbers, vec![Some(1), None, Some(2)]);
+    assert!(s.publish.pings().await.unwrap().is_empty());
     assert_eq!(
         s.publish.topic_state("http://t/").await.unwrap(),
-        Some(state)
+        Some(state.clone())
     );
-    let ev = s.publish.event(seq).await.unwrap().unwrap();
-    assert_eq!(ev.body, Bytes::from_static(b"body"));
-    let jobs = s.delivery.jobs().await.unwrap();
-    assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.event == seq && j.cursor.is_none()));
-    s.publish.drop_ping(b, "http://t/", None).await.unwrap();
-    assert!(s.publish.pings().await.unwrap().is_empty());
-    // Events referenced by jobs are kept; unreferenced old ones pruned.
-    assert_eq!(s.publish.prune_events(1_000).await.unwrap(), 0);
-    s.delivery.remove_job(seq, "http://x:80").await.unwrap();
-    s.delivery.remove_job(seq, "http://y:80").await.unwrap();
-    assert_eq!(s.publish.prune_events(50).await.unwrap(), 0, "too recent");
-    assert_eq!(s.publish.prune_events(1_000).await.unwrap(), 1);
-    assert!(s.publish.event(seq).await.unwrap().is_none());
+    let numbers = s
+        .log
+        .append(&[Commit {
+            topic: "http://u/".into(),
+            state: state.clone(),
+            ping_ids: vec![],
+            event: Some(new_event(b"three", 300)),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(numbers, vec![Some(3)], "the stream goes on where it was");
+    let events = s.log.read(1, 4, 10).await.unwrap();
+    let shape: Vec<(u64, &str, u64, &[u8])> = events
+        .iter()
+        .map(|e| (e.seq, e.topic.as_str(), e.topic_seq, &e.body[..]))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "http://t/", 1, &b"one"[..]),
+            (2, "http://t/", 2, &b"two"[..]),
+            (3, "http://u/", 1, &b"three"[..])
+        ]
+    );
+    let origin = s.log.hub_id();
+    assert!(origin.len() >= 16, "a hub id: {origin:?}");
+    assert!(events.iter().all(|e| e.origin == origin));
+    // Ranges are [from, to) and bounded by `limit`; summaries leave the bodies out.
+    let seqs = |v: Vec<EventSummary>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(s.log.summaries(2, 3, 10).await.unwrap()), [2]);
+    assert_eq!(seqs(s.log.summaries(1, u64::MAX, 2).await.unwrap()), [1, 2]);
+    assert!(s.log.summaries(4, u64::MAX, 10).await.unwrap().is_empty());
+    assert!(s.log.summaries(3, 3, 10).await.unwrap().is_empty());
+    let summary = &s.log.summaries(3, 4, 1).await.unwrap()[0];
+    assert_eq!((summary.bytes, summary.topic_seq), (5, 1));
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events, bounds.bytes),
+        (1, 3, 3, 11)
+    );
+    assert_eq!(
+        s.log.event(2).await.unwrap().map(|e| e.body),
+        Some(Bytes::from_static(b"two"))
+    );
+
+    // The planner stores jobs and its cursor together.
+    assert_eq!(s.log.cursor(PLANNER).await.unwrap(), None);
+    s.delivery
+        .plan(
+            vec![
+                Job::new(1, "http://x:80", "http://t/"),
+                Job::new(2, "http://x:80", "http://t/"),
+            ],
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.log.cursor(PLANNER).await.unwrap(), Some(3));
+    assert_eq!(s.delivery.jobs().await.unwrap().len(), 2);
+    s.log.put_cursor("relay", 2).await.unwrap();
+    assert_eq!(s.log.cursor("relay").await.unwrap(), Some(2));
+
+    // Retention: by age, never past `up_to`; an event a job refers to is kept outside the
+    // log as a delivery document, still readable.
+    let keep_all = Retention {
+        max_age_ms: 1_000,
+        max_bytes: 1 << 20,
+    };
+    assert_eq!(
+        s.log.prune(keep_all, 1_000, 3, &[]).await.unwrap().0,
+        0,
+        "too recent"
+    );
+    let (pruned, _) = s.log.prune(keep_all, 1_250, 3, &[]).await.unwrap();
+    assert_eq!(pruned, 2, "events 1 and 2 are older than a second");
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events, bounds.bytes),
+        (3, 3, 1, 5)
+    );
+    assert!(s.log.summaries(1, 3, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.log.event(1).await.unwrap().map(|e| e.body),
+        Some(Bytes::from_static(b"one")),
+        "kept for its job"
+    );
+    // A document stays while referred to, and goes after two passes without a reference.
+    s.delivery.remove_job(1, "http://x:80").await.unwrap();
+    s.delivery.remove_job(2, "http://x:80").await.unwrap();
+    let (_, unreferenced) = s.log.prune(keep_all, 1_250, 3, &[]).await.unwrap();
+    assert_eq!(unreferenced, [1, 2]);
+    assert!(
+        s.log.event(1).await.unwrap().is_some(),
+        "not at the first pass"
+    );
+    let (_, unreferenced) = s.log.prune(keep_all, 1_250, 3, &[1, 2]).await.unwrap();
+    assert!(unreferenced.is_empty());
+    assert!(s.log.event(1).await.unwrap().is_none());
+    // By bytes, oldest first, and never past `up_to`.
+    s.log
+        .append(&[Commit {
+            topic: "http://t/".into(),
+            state,
+            ping_ids: vec![],
+            event: Some(new_event(b"four", 2_000)),
+        }])
+        .await
+        .unwrap();
+    let small = Retention {
+        max_age_ms: 1 << 40,
+        max_bytes: 4,
+    };
+    assert_eq!(s.log.prune(small, 2_000, 3, &[]).await.unwrap().0, 1);
+    assert_eq!(
+        s.log.prune(small, 2_000, 4, &[]).await.unwrap().0,
+        0,
+        "within bytes now"
+    );
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!((bounds.trail, bounds.lead, bounds.bytes), (4, 4, 4));
+    assert_eq!(s.log.read(4, 5, 1).await.unwrap()[0].topic_seq, 3);
+    let tiny = Retention {
+        max_bytes: 0,
+        ..small
+    };
+    assert_eq!(s.log.prune(tiny, 2_000, 4, &[]).await.unwrap().0, 1);
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events),
+        (5, 4, 0),
+        "an emptied log: trail = lead + 1"
+    );
+    s.publish.drop_ping(99, "http://t/", None).await.unwrap();
 }
 
 async fn delivery(s: Storage) {
@@ -249,10 +395,20 @@ async fn delivery(s: Storage) {
         (jobs[1].event, jobs[1].destination.as_str()),
         (8, "http://y:80")
     );
-    let ev = s.publish.event(merged.event).await.unwrap().unwrap();
+    let ev = s.log.event(merged.event).await.unwrap().unwrap();
     assert_eq!(
         (ev.topic.as_str(), &ev.body[..]),
         ("http://t/", &b"both"[..])
+    );
+    assert_ne!(
+        merged.event & DELIVERY_DOC,
+        0,
+        "a delivery document, not a log entry"
+    );
+    assert_eq!(
+        s.log.bounds().await.unwrap().lead,
+        0,
+        "the log is untouched"
     );
     for j in jobs {
         s.delivery
@@ -296,6 +452,8 @@ fn event(seq: u64, topic: &str) -> Event {
     Event {
         seq,
         topic: topic.into(),
+        topic_seq: seq,
+        origin: "0123456789abcdef".into(),
         content_type: "text/plain".into(),
         body: Bytes::from(format!("event {seq}")),
         created_ms: seq,
@@ -391,40 +549,33 @@ async fn operations(s: Storage) {
     // Events restored under their own numbers; listing and the newest of a topic.
     for seq in [7, 3, 12] {
         let topic = if seq == 3 { "http://t/b" } else { "http://t/a" };
-        s.publish.put_event(event(seq, topic)).await.unwrap();
+        s.log.restore(event(seq, topic), false).await.unwrap();
     }
     assert_eq!(
-        s.publish.event(12).await.unwrap(),
+        s.log.event(12).await.unwrap(),
         Some(event(12, "http://t/a"))
     );
-    let seqs: Vec<u64> = s
-        .publish
-        .events_after(0, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, [3, 7, 12]);
-    let seqs: Vec<u64> = s
-        .publish
-        .events_after(3, 1)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, [7]);
-    assert!(
-        s.publish
-            .events_after(u64::MAX, 1)
-            .await
-            .unwrap()
-            .is_empty()
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!((bounds.trail, bounds.lead, bounds.events), (3, 12, 3));
+    let seqs = |v: Vec<Event>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(s.log.read(0, u64::MAX, 10).await.unwrap()), [3, 7, 12]);
+    assert_eq!(seqs(s.log.read(4, u64::MAX, 1).await.unwrap()), [7]);
+    assert!(s.log.read(u64::MAX, u64::MAX, 1).await.unwrap().is_empty());
+    let doc = Event {
+        seq: 5 | DELIVERY_DOC,
+        ..event(5, "http://t/a")
+    };
+    s.log.restore(doc.clone(), true).await.unwrap();
+    assert_eq!(s.log.documents(0, 10).await.unwrap(), vec![doc.clone()]);
+    assert_eq!(s.log.event(doc.seq).await.unwrap(), Some(doc));
+    assert_eq!(
+        s.log.bounds().await.unwrap().lead,
+        12,
+        "documents are not in the log"
     );
     let recent: Vec<u64> = s
-        .publish
-        .recent_events("http://t/a", 5, 100)
+        .log
+        .recent_for_topic("http://t/a", 5, 100)
         .await
         .unwrap()
         .iter()
@@ -433,16 +584,16 @@ async fn operations(s: Storage) {
     assert_eq!(recent, [12, 7]);
     // Only the newest `scan` events are looked at.
     assert!(
-        s.publish
-            .recent_events("http://t/b", 5, 2)
+        s.log
+            .recent_for_topic("http://t/b", 5, 2)
             .await
             .unwrap()
             .is_empty()
     );
 
     // Ids: after a restore, new ids come after the restored ones.
-    s.advance_ids_past(1_000).unwrap();
-    assert!(s.next_id().unwrap() > 1_000);
+    s.advance_ids_past(1_000).await.unwrap();
+    assert!(s.next_id().await.unwrap() > 1_000);
 
     // Dead letters: restore, count, replay into a retry with no attempts counted.
     let dl = DeadLetter {
@@ -572,6 +723,6 @@ async fn sled_state_survives_reopening() {
     assert_eq!(s.subs.count_for_topic("http://t/").await.unwrap(), 1);
     assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
     assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 0);
-    let before = s.next_id().unwrap();
+    let before = s.next_id().await.unwrap();
     assert!(before > 0);
 }

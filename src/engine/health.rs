@@ -1,0 +1,169 @@
+//! Storage failures are never silent: each one is counted (by class, for `/metrics`), logged,
+//! and remembered until a later write succeeds, so `/readyz` answers 503 while the store fails.
+//! [`Health::persist`] is how the engine waits: it retries a storage call with backoff.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::storage::StorageError;
+
+/// First and longest pause between two attempts of a failing storage call.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What failed last, while it has not succeeded since.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failing {
+    pub what: &'static str,
+    pub class: &'static str,
+    pub error: String,
+    pub since_ms: u64,
+}
+
+pub struct Health {
+    clock: Clock,
+    /// Failures by class: transient, conflict, permanent, corrupt.
+    errors: [AtomicU64; 4],
+    failing: Mutex<Option<Failing>>,
+}
+
+impl Health {
+    pub fn new(clock: Clock) -> Health {
+        Health {
+            clock,
+            errors: Default::default(),
+            failing: Mutex::new(None),
+        }
+    }
+
+    fn failing(&self) -> std::sync::MutexGuard<'_, Option<Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a failure of `what`.
+    pub fn failed(&self, what: &'static str, e: &StorageError) {
+        let i = match e {
+            StorageError::Transient(_) => 0,
+            StorageError::Conflict(_) => 1,
+            StorageError::Permanent(_) => 2,
+            StorageError::Corrupt(_) => 3,
+        };
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+        tracing::error!(what, class = e.class(), error = %e, "storage failed");
+        let mut f = self.failing();
+        if f.is_none() {
+            *f = Some(Failing {
+                what,
+                class: e.class(),
+                error: e.to_string(),
+                since_ms: self.clock.now_ms(),
+            });
+        }
+    }
+
+    /// Records a success: the store answers again.
+    pub fn succeeded(&self) {
+        let mut f = self.failing();
+        if let Some(was) = f.take() {
+            tracing::info!(what = was.what, "storage answers again");
+        }
+    }
+
+    /// The failure that has not been followed by a success, if any.
+    pub fn status(&self) -> Option<Failing> {
+        self.failing().clone()
+    }
+
+    /// Failures so far by class: [transient, conflict, permanent, corrupt].
+    pub fn errors(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    /// Runs `call` until it succeeds, pausing with exponential backoff after each failure
+    /// (every failure is recorded). `None` when `stop` is cancelled first: the work is still
+    /// stored and is taken up again after a restart.
+    pub async fn persist<T, F, Fut>(
+        &self,
+        what: &'static str,
+        stop: &CancellationToken,
+        mut call: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let mut pause = FIRST_BACKOFF;
+        loop {
+            match call().await {
+                Ok(v) => {
+                    self.succeeded();
+                    return Some(v);
+                }
+                Err(e) => {
+                    self.failed(what, &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.cancelled() => return None,
+                    }
+                    pause = (pause * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn persist_retries_with_backoff_until_the_store_answers() {
+        let health = Health::new(Clock::new());
+        let stop = CancellationToken::new();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let got = health
+            .persist("test write", &stop, || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(StorageError::Transient("disk full".into()))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+        assert_eq!(got, Some(7));
+        // 100 + 200 + 400 ms of backoff.
+        assert_eq!(started.elapsed(), Duration::from_millis(700));
+        assert_eq!(health.errors(), [3, 0, 0, 0]);
+        assert!(health.status().is_none(), "a success clears the failure");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_reported_until_a_success_and_stopping_gives_up() {
+        let health = Health::new(Clock::new());
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            stopper.cancel();
+        });
+        let got: Option<()> = health
+            .persist("event log append", &stop, || async {
+                Err(StorageError::Permanent("unsupported".into()))
+            })
+            .await;
+        assert_eq!(got, None);
+        let failing = health.status().expect("still failing");
+        assert_eq!(
+            (failing.what, failing.class),
+            ("event log append", "permanent")
+        );
+        // Backoff is capped: about 60 s / 5 s of attempts, not a handful.
+        assert!(health.errors()[2] > 10, "{:?}", health.errors());
+    }
+}

@@ -1,0 +1,78 @@
+//! The fan-out planner: follows the committed-event stream from its stored cursor and, for
+//! each event, stores one job per destination server of the topic's subscribers, moving its
+//! cursor in the same transaction; once that is durable it hands the jobs to the dispatcher.
+//! After a crash it resumes at its cursor, so every committed event is planned exactly once.
+
+use std::sync::Arc;
+
+use super::Engine;
+use super::stream::Follower;
+use crate::storage::Job;
+
+/// Most events planned in one transaction.
+const BATCH: usize = 512;
+
+pub async fn run(engine: Arc<Engine>, mut follower: Follower) {
+    let stop = &engine.shutdown;
+    let health = &engine.health;
+    let store = &engine.store;
+    loop {
+        let next = tokio::select! {
+            next = follower.next(BATCH) => next,
+            _ = stop.cancelled() => return,
+        };
+        let events = match next {
+            Ok(events) if events.is_empty() => return, // the stream closed
+            Ok(events) => events,
+            Err(e) => {
+                health.failed("event log read", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        let mut jobs = Vec::new();
+        for event in &events {
+            let Some(destinations) = health
+                .persist("destinations of a topic", stop, || {
+                    store.subs.destinations(&event.topic)
+                })
+                .await
+            else {
+                return;
+            };
+            jobs.extend(
+                destinations
+                    .iter()
+                    .map(|d| Job::new(event.seq, d, &event.topic)),
+            );
+        }
+        let planned = follower.position();
+        let stored = health
+            .persist("planned jobs", stop, || {
+                store.delivery.plan(jobs.clone(), planned)
+            })
+            .await;
+        if stored.is_none() {
+            return;
+        }
+        if health
+            .persist("planned jobs flush", stop, || store.flush())
+            .await
+            .is_none()
+        {
+            return;
+        }
+        tracing::debug!(
+            events = events.len(),
+            jobs = jobs.len(),
+            planned,
+            "events planned"
+        );
+        for job in jobs {
+            engine.dispatcher.enqueue(&engine, job);
+        }
+    }
+}
