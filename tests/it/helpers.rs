@@ -34,6 +34,25 @@ timeout = "5s"
 verify_timeout = "5s"
 "#;
 
+/// Calls `check` until it gives a value, every 10 ms, for at most `patience`.
+pub async fn poll_until<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub struct TestHub {
     pub hub: Option<RunningHub>,
     pub url: String,

@@ -4,6 +4,7 @@ mod browser;
 mod config_cli;
 mod diffing;
 mod distribution;
+mod event_log;
 mod fat_ping;
 mod helpers;
 mod logging;
