@@ -81,6 +81,20 @@ impl HttpUrl {
     }
 }
 
+/// The destination server of a stored endpoint, by which deliveries are grouped:
+/// `scheme://host:port` for URLs with a host, `scheme:domain` for `mailto:` addresses, the
+/// endpoint itself otherwise.
+pub fn destination_of_endpoint(endpoint: &str) -> String {
+    match Url::parse(endpoint) {
+        Ok(url) if url.has_host() => HttpUrl(endpoint.to_owned()).destination(),
+        Ok(url) if url.scheme() == "mailto" => {
+            let domain = url.path().rsplit_once('@').map_or("", |(_, d)| d);
+            format!("mailto:{}", domain.to_ascii_lowercase())
+        }
+        _ => endpoint.to_owned(),
+    }
+}
+
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

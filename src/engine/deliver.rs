@@ -1,16 +1,14 @@
-//! One content-distribution request (W3C WebSub 7) and what its outcome does to storage.
+//! One delivery through its endpoint's transport ([`super::transport`]) and what its outcome
+//! does to storage.
 
 use std::time::Duration;
 
+use super::Engine;
+use super::client::Failure;
+use super::window::Signal;
+use crate::storage::{Event, Retry, Subscription};
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header;
-
-use super::Engine;
-use super::client::{Failure, classify};
-use super::window::Signal;
-use crate::signature;
-use crate::storage::{Event, Retry, Subscription};
 
 /// What is the same for every subscriber of one event, prepared once.
 pub struct Prepared {
@@ -60,74 +58,19 @@ impl Outcome {
     }
 }
 
+/// Sends one delivery through the transport of the subscription's endpoint, unless its lease
+/// has ended.
 pub async fn send(engine: &Engine, p: &Prepared, sub: &Subscription) -> Outcome {
     if sub.expires_ms < engine.clock.now_ms() {
         return Outcome::Expired;
     }
-    let url = match url::Url::parse(&sub.callback) {
-        Ok(u) => u,
-        Err(e) => return Outcome::Failed(Failure::Other(e.to_string())),
-    };
-    if let Err(e) = engine.clients.callback_policy.check_literal(&url) {
-        return Outcome::Failed(Failure::Blocked(e.to_string()));
+    match engine.transports.for_endpoint(&sub.callback) {
+        Some(t) => t.send(p, sub).await,
+        None => Outcome::Failed(Failure::Other(format!(
+            "no transport for the endpoint {}",
+            sub.callback
+        ))),
     }
-    let mut req = engine
-        .clients
-        .callbacks
-        .post(url)
-        .timeout(engine.cfg.delivery_timeout)
-        .header(header::CONTENT_TYPE, p.content_type.as_str())
-        .header(header::LINK, p.link.as_str())
-        .body(p.body.clone());
-    if let Some(secret) = &sub.secret {
-        let sig = signature::sign(engine.cfg.signature, secret.as_bytes(), &p.body);
-        req = req.header("X-Hub-Signature", sig);
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            // The answer's body is ignored; dropping the response may close the connection
-            // if the subscriber sent a large one, which is its own cost.
-            if status.is_success() {
-                Outcome::Delivered
-            } else if status == reqwest::StatusCode::GONE {
-                Outcome::Gone
-            } else if status.is_redirection() {
-                Outcome::Failed(Failure::Redirect(status.as_u16()))
-            } else if let Some(retry_after) = retry_after(&resp) {
-                Outcome::Failed(Failure::Throttled {
-                    status: status.as_u16(),
-                    retry_after,
-                })
-            } else {
-                Outcome::Failed(Failure::Status(status.as_u16()))
-            }
-        }
-        Err(e) => Outcome::Failed(classify(&e)),
-    }
-}
-
-/// `Retry-After` of a 429 or 503 answer: delay-seconds or an HTTP date.
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let status = resp.status().as_u16();
-    if status != 429 && status != 503 {
-        return None;
-    }
-    let value = resp
-        .headers()
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    parse_retry_after(value, std::time::SystemTime::now())
-}
-
-pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// What an outcome says about the destination server; `None` when no request was made.
@@ -252,24 +195,5 @@ mod tests {
         assert!(backoff(&s, 2).unwrap() >= Duration::from_secs(8));
         assert_eq!(backoff(&s, 3), None);
         assert_eq!(backoff(&[], 1), None);
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_and_dates() {
-        let now = httpdate::parse_http_date("Tue, 24 Nov 2026 10:00:00 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 24 Nov 2026 10:01:30 GMT", now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

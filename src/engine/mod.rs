@@ -17,6 +17,7 @@ pub mod publish;
 pub mod retry;
 pub mod stream;
 pub mod sweep;
+pub mod transport;
 pub mod verify;
 pub mod window;
 
@@ -86,6 +87,8 @@ pub struct Engine {
     pub cfg: Config,
     pub store: Storage,
     pub clients: Clients,
+    /// How deliveries reach endpoints, by scheme.
+    pub transports: transport::Transports,
     pub clock: Clock,
     /// The hub URL sent as `rel="hub"`.
     pub hub_url: String,
@@ -150,7 +153,15 @@ impl Engine {
         let follower = stream.follow(planned);
         let history =
             history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
+        let transports =
+            transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
+                clients.callbacks.clone(),
+                clients.callback_policy.clone(),
+                cfg.delivery_timeout,
+                cfg.signature,
+            ))]);
         let engine = Arc::new(Engine {
+            transports,
             history,
             dispatcher: dispatch::Dispatcher::new(&cfg),
             cfg,

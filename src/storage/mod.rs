@@ -455,5 +455,5 @@ pub(crate) fn sub_key(topic: &str, destination: &str, callback: &str) -> Vec<u8>
 
 /// Destination of a stored callback (callbacks are stored normalised).
 pub(crate) fn destination_of(callback: &str) -> String {
-    crate::urls::HttpUrl::from_stored(callback.to_owned()).destination()
+    crate::urls::destination_of_endpoint(callback)
 }

@@ -1,0 +1,104 @@
+//! Transports: how one delivery reaches one endpoint, chosen by the endpoint's scheme. The
+//! signed HTTP POST of W3C WebSub ([`http::HttpTransport`]) serves `http:` and `https:`
+//! callbacks; a relay batch, a mail message or a news article plug in here as further
+//! transports, with their own endpoint schemes, and share everything before the send: the
+//! planner, the destination windows, retries and dead letters.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::deliver::{Outcome, Prepared};
+use crate::storage::Subscription;
+
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The endpoint schemes this transport serves, lower case, without the colon.
+    fn schemes(&self) -> &'static [&'static str];
+
+    /// Sends `p` to the subscription's endpoint and classifies the answer. Each transport
+    /// keeps its own checks (address policy, size, authentication).
+    async fn send(&self, p: &Prepared, sub: &Subscription) -> Outcome;
+}
+
+/// The transports of a hub, by scheme.
+#[derive(Clone, Default)]
+pub struct Transports {
+    by_scheme: HashMap<&'static str, Arc<dyn Transport>>,
+}
+
+impl Transports {
+    pub fn new(all: Vec<Arc<dyn Transport>>) -> Transports {
+        let mut by_scheme = HashMap::new();
+        for t in all {
+            for scheme in t.schemes() {
+                by_scheme.insert(*scheme, t.clone());
+            }
+        }
+        Transports { by_scheme }
+    }
+
+    /// The transport for an endpoint (`scheme:…`), if the hub has one.
+    pub fn for_endpoint(&self, endpoint: &str) -> Option<&Arc<dyn Transport>> {
+        let scheme = endpoint.split_once(':')?.0.to_ascii_lowercase();
+        self.by_scheme.get(scheme.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static [&'static str], bool);
+
+    #[async_trait]
+    impl Transport for Fixed {
+        fn schemes(&self) -> &'static [&'static str] {
+            self.0
+        }
+        async fn send(&self, _: &Prepared, _: &Subscription) -> Outcome {
+            if self.1 {
+                Outcome::Delivered
+            } else {
+                Outcome::Gone
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_scheme_chooses_the_transport() {
+        let t = Transports::new(vec![
+            Arc::new(Fixed(&["http", "https"], true)),
+            Arc::new(Fixed(&["mailto"], false)),
+        ]);
+        let p = Prepared {
+            event: 1,
+            topic: "http://t/".into(),
+            content_type: "text/plain".into(),
+            link: String::new(),
+            body: bytes::Bytes::new(),
+        };
+        let sub = |endpoint: &str| Subscription {
+            topic: "http://t/".into(),
+            callback: endpoint.into(),
+            destination: crate::urls::destination_of_endpoint(endpoint),
+            secret: None,
+            lease_seconds: 1,
+            expires_ms: 1,
+            created_ms: 1,
+        };
+        for (endpoint, outcome) in [
+            ("https://a.example/cb", Outcome::Delivered),
+            ("HTTP://a.example/cb", Outcome::Delivered),
+            ("mailto:list@lists.example", Outcome::Gone),
+        ] {
+            let transport = t.for_endpoint(endpoint).expect(endpoint);
+            assert_eq!(transport.send(&p, &sub(endpoint)).await, outcome);
+        }
+        assert!(t.for_endpoint("news:comp.lang.rust").is_none());
+        assert!(t.for_endpoint("no scheme").is_none());
+    }
+}
