@@ -1,5 +1,9 @@
 //! Test doubles on loopback: an in-process hub on port 0, subscriber callbacks and topic
 //! servers. Tests wait on what the doubles record (a watch channel), never on the clock.
+//!
+//! Every hub of the suite stores on the backend `HUBCAST_TEST_BACKEND` names: `sled` (the
+//! default) or `memory`. Tests whose point is a store that outlives its hub (a restart, a
+//! process's data on disk, the operator commands) take [`persistent_backend`] instead.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -7,7 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use hubcast::config::Config;
+use hubcast::config::{Backend, Config};
 use hubcast::hub::RunningHub;
 use tokio::sync::watch;
 
@@ -34,6 +38,49 @@ timeout = "5s"
 verify_timeout = "5s"
 "#;
 
+/// The switch: which storage backend the suite's hubs use.
+pub const BACKEND_VAR: &str = "HUBCAST_TEST_BACKEND";
+
+/// The backend `HUBCAST_TEST_BACKEND` names.
+pub fn backend() -> Backend {
+    let value = std::env::var_os(BACKEND_VAR).map(|v| v.to_string_lossy().into_owned());
+    backend_named(value.as_deref())
+}
+
+/// A value of the switch (unset or empty: sled). Any other value is a mistake in the test run,
+/// not a reason to fall back quietly.
+pub fn backend_named(value: Option<&str>) -> Backend {
+    match value {
+        None | Some("" | "sled") => Backend::Sled,
+        Some("memory") => Backend::Memory,
+        Some(other) => panic!("{BACKEND_VAR}={other:?}: expected \"sled\" or \"memory\""),
+    }
+}
+
+/// The backend of a test whose point is a store that outlives its hub: sled, whatever
+/// `HUBCAST_TEST_BACKEND` says, since the memory backend forgets everything when its hub stops
+/// (and the operator commands refuse it). Such a test still runs under every value of the
+/// switch.
+pub fn persistent_backend() -> Backend {
+    Backend::Sled
+}
+
+/// How the config spells `backend`.
+pub fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sled => "sled",
+        Backend::Memory => "memory",
+    }
+}
+
+/// The hub's binary with the test's environment minus the switch: the hub reads every
+/// `HUBCAST_…` variable as a config key and would refuse `HUBCAST_TEST_BACKEND` as unknown.
+pub fn hubcast_binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"));
+    cmd.env_remove(BACKEND_VAR);
+    cmd
+}
+
 pub struct TestHub {
     pub hub: Option<RunningHub>,
     pub url: String,
@@ -47,21 +94,34 @@ pub async fn spawn_hub() -> TestHub {
 
 /// A hub on 127.0.0.1:0 with TEST_CONFIG, then `extra` TOML layered over it.
 pub async fn spawn_hub_with(extra: &str) -> TestHub {
-    LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, extra);
     start_in(dir, cfg).await
 }
 
+/// [`spawn_hub_with`] on a given backend instead of the switch's.
+pub async fn spawn_hub_on(backend: Backend, extra: &str) -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_on(&dir, backend, extra);
+    start_in(dir, cfg).await
+}
+
+/// The test config on the switch's backend, its data (if any) in `dir`.
 pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
+    config_on(dir, backend(), extra)
+}
+
+pub fn config_on(dir: &tempfile::TempDir, backend: Backend, extra: &str) -> Config {
     let storage = format!(
-        "[storage]\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
+        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
+        backend_name(backend),
         dir.path().join("data").display().to_string()
     );
     Config::from_toml_layers(&[TEST_CONFIG, &storage, extra]).expect("test config is valid")
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
+    LazyLock::force(&TRACING);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let hub = hubcast::hub::start(cfg, listener)
         .await
