@@ -350,6 +350,8 @@ struct SubState {
     usual: u16,
     /// Sent with 429 and 503 answers.
     retry_after: Option<String>,
+    /// `Location` of 3xx delivery answers.
+    location: String,
     /// How long each delivery answer takes.
     delay: Duration,
     in_flight: usize,
@@ -376,6 +378,7 @@ impl Subscriber {
             replies: VecDeque::new(),
             usual: 200,
             retry_after: None,
+            location: "http://127.0.0.1:9/elsewhere".to_owned(),
             delay: Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
@@ -428,6 +431,11 @@ impl Subscriber {
     /// `Retry-After` value sent with 429 and 503 answers.
     pub fn retry_after(&self, value: &str) {
         self.state.lock().unwrap().retry_after = Some(value.to_owned());
+    }
+
+    /// `Location` of 3xx answers to deliveries (by default a closed port).
+    pub fn redirect_deliveries_to(&self, location: &str) {
+        self.state.lock().unwrap().location = location.to_owned();
     }
 
     /// Every delivery answer takes this long.
@@ -501,7 +509,7 @@ async fn answer(
     let rec = Recorded::of(&req, &body);
     let is_get = rec.method == "GET";
     let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
-    let (verify, reply, delay, retry_after) = {
+    let (verify, reply, delay, retry_after, location) = {
         let mut s = st.lock().unwrap();
         s.requests.push(rec);
         let reply = if is_get {
@@ -512,7 +520,13 @@ async fn answer(
             let usual = s.usual;
             s.replies.pop_front().unwrap_or(usual)
         };
-        (s.verify.clone(), reply, s.delay, s.retry_after.clone())
+        (
+            s.verify.clone(),
+            reply,
+            s.delay,
+            s.retry_after.clone(),
+            s.location.clone(),
+        )
     };
     tx.send_modify(|v| *v += 1);
     if !is_get {
@@ -523,7 +537,7 @@ async fn answer(
         tokio::time::sleep(delay).await;
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply).unwrap());
         if (300..400).contains(&reply) {
-            r.insert_header(("location", "http://127.0.0.1:9/elsewhere"));
+            r.insert_header(("location", location));
         }
         if let (429 | 503, Some(ra)) = (reply, retry_after) {
             r.insert_header(("retry-after", ra));
