@@ -18,6 +18,30 @@ use tokio::sync::watch;
 /// Longest any test waits for something the hub should do.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// How often [`poll_until`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls state that has no notification of its own (the hub's storage, a page, another
+/// process's answers) until `check` gives `Some`, and returns that; panics with "timed out
+/// waiting for {what}" once `patience` has passed.
+pub async fn poll_until<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -220,20 +244,14 @@ impl TestHub {
         .await;
     }
 
-    /// Polls hub state that has no notification of its own (storage), within PATIENCE.
+    /// Polls hub state that has no notification of its own (storage) until `check` holds,
+    /// within PATIENCE.
     pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !check().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until(what, PATIENCE, || async { check().await.then_some(()) }).await
     }
 
     pub async fn publish(&self, topic: &str) -> reqwest::Response {
@@ -725,5 +743,33 @@ pub async fn one_subscriber(content: &str) -> OneSubscriber {
         sub,
         topic,
         cb,
+    }
+}
+
+/// [`poll_until`] itself, on paused time (it does no I/O).
+mod poll_until_checks {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn returns_what_the_check_found() {
+        let mut calls = 0;
+        let got = poll_until("the third call", PATIENCE, || {
+            calls += 1;
+            let n = calls;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "timed out waiting for what never comes")]
+    async fn panics_naming_what_it_waited_for_once_its_patience_is_spent() {
+        let start = tokio::time::Instant::now();
+        poll_until::<(), _, _>("what never comes", Duration::from_secs(1), || async {
+            assert!(start.elapsed() <= Duration::from_secs(1) + POLL_INTERVAL);
+            None
+        })
+        .await;
     }
 }

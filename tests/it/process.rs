@@ -127,10 +127,11 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// GETs `url` until its body passes `check`; returns that body.
+/// GETs `url` until its body passes `check`; returns that body. Each body that does not is
+/// printed once, so a test that times out shows what the hub said last.
 pub async fn wait_body(url: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let last = std::cell::RefCell::new(String::new());
+    poll_until(&format!("an answer from {url}"), PATIENCE, || async {
         let body = client()
             .get(url)
             .send()
@@ -140,9 +141,13 @@ pub async fn wait_body(url: &str, check: impl Fn(&str) -> bool) -> String {
             .await
             .unwrap();
         if check(&body) {
-            return body;
+            return Some(body);
         }
-        assert!(tokio::time::Instant::now() < deadline, "{url}: {body}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        if *last.borrow() != body {
+            eprintln!("{url}: {body}");
+            *last.borrow_mut() = body;
+        }
+        None
+    })
+    .await
 }

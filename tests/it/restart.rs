@@ -28,14 +28,10 @@ async fn subscribers(url: &str, topic: &str) -> u64 {
 }
 
 async fn wait_subscribers(url: &str, topic: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while subscribers(url, topic).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {n} subscribers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(&format!("{n} subscribers"), PATIENCE, || async {
+        (subscribers(url, topic).await == n).then_some(())
+    })
+    .await
 }
 
 const ATOM: &str = "application/atom+xml";
