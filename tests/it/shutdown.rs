@@ -10,6 +10,7 @@ use crate::process::*;
 
 const CALLBACKS: usize = 40;
 
+/// How long the process takes to exit, in real time: paused time cannot reach another process.
 async fn exits(hub: &mut Proc) -> Duration {
     let started = Instant::now();
     let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
