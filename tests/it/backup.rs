@@ -1,5 +1,7 @@
 //! Backups with the operator commands of the real binary: export a hub's store, import it into
 //! an empty data directory, and get the same subscriptions (and a hub that delivers to them).
+//! The commands work on a store on disk (they refuse the memory backend), so every hub and
+//! config here is on [`persistent_backend`], whatever `HUBCAST_TEST_BACKEND` says.
 
 use std::path::Path;
 use std::process::Output;
@@ -10,7 +12,7 @@ use crate::helpers::*;
 use crate::process::*;
 
 fn hubcast(args: &[&str], config: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+    hubcast_binary()
         .args(args)
         .arg("--config")
         .arg(config)
@@ -41,7 +43,7 @@ async fn export_then_import_into_an_empty_directory_gives_the_same_subscriptions
     let sub = Subscriber::start().await;
 
     let a = tempfile::tempdir().unwrap();
-    let config_a = process_config(&a, "");
+    let config_a = process_config(&a, persistent_backend(), "");
     let hub = start_process(&config_a).await;
     let subscriptions = [
         (&t1, sub.callback("/a"), Some("secret-of-a-0001")),
@@ -89,7 +91,7 @@ async fn export_then_import_into_an_empty_directory_gives_the_same_subscriptions
 
     // Into an empty directory.
     let b = tempfile::tempdir().unwrap();
-    let config_b = process_config(&b, "");
+    let config_b = process_config(&b, persistent_backend(), "");
     let o = hubcast(&["import", file.to_str().unwrap()], &config_b);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -143,7 +145,7 @@ async fn export_then_import_into_an_empty_directory_gives_the_same_subscriptions
 #[tokio::test]
 async fn a_malformed_backup_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = process_config(&dir, "");
+    let config = process_config(&dir, persistent_backend(), "");
     let file = dir.path().join("bad.jsonl");
     std::fs::write(
         &file,
@@ -165,7 +167,11 @@ async fn a_malformed_backup_changes_nothing() {
 #[tokio::test]
 async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = process_config(&dir, "[delivery]\nretry_schedule = [\"50ms\"]\n");
+    let config = process_config(
+        &dir,
+        persistent_backend(),
+        "[delivery]\nretry_schedule = [\"50ms\"]\n",
+    );
     let publisher = Publisher::start().await;
     let topic = publisher.topic("/t");
     publisher.set("/t", "text/plain", "replayed");
@@ -181,12 +187,14 @@ async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
     assert_eq!(post(&hub.url, &form).await, 202);
     sub.wait_verifications(1).await;
     // Subscribed once the verification is answered and stored; publish until it takes.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while sub.deliveries().is_empty() {
+    poll_until("a delivery of a publish", PATIENCE, || async {
+        if !sub.deliveries().is_empty() {
+            return Some(());
+        }
         post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        None
+    })
+    .await;
     sub.wait_deliveries(2).await; // the first attempt and its one retry
     let url = format!("{}admin/api/dead-letters", hub.url);
     wait_body(&url, |b| b.contains("HTTP 404")).await;

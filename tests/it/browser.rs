@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -292,15 +291,12 @@ async fn the_status_page_shows_the_hub_and_its_replay_delivers() {
         hub.running().engine.metrics.deliveries()[0] == 2
     })
     .await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let shown = b.text("[data-k=delivered]").await;
-        if shown == "2" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {shown}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let page = tokio::sync::Mutex::new(&mut b);
+    poll_until("the page to show 2 deliveries", PATIENCE, || async {
+        let shown = page.lock().await.text("[data-k=delivered]").await;
+        (shown == "2").then_some(())
+    })
+    .await;
     assert_eq!(b.text("[data-k=dead_letters]").await, "0");
     b.close().await;
 }

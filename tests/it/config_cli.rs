@@ -2,8 +2,10 @@
 
 use std::process::Command;
 
+use crate::helpers::hubcast_binary;
+
 fn hubcast() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hubcast"))
+    hubcast_binary()
 }
 
 #[test]

@@ -141,9 +141,27 @@ async fn a_redirecting_callback_is_a_failure_not_followed() {
     let cb = sub.callback("/cb");
     publisher.set("/t", "text/plain", "x");
     hub.subscribed(&topic, &cb).await;
+    // The redirect points at a live callback server that would take the delivery.
+    let elsewhere = Subscriber::start().await;
+    sub.redirect_deliveries_to(&elsewhere.callback("/elsewhere"));
     sub.reply_with(&[307, 200]);
     hub.publish(&topic).await;
-    let d = sub.wait_deliveries(2).await;
+    // The 307 counts as a failed attempt: its retry comes back to the callback itself. (A hub
+    // that followed the redirect would have delivered to `elsewhere` and never retried.)
+    hub.wait_for(
+        "the retry, or a delivery at the redirect's target",
+        || async { sub.deliveries().len() >= 2 || !elsewhere.requests().is_empty() },
+    )
+    .await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the redirect was followed: {:#?}",
+        elsewhere.requests()
+    );
+    hub.wait_retries_settled().await;
+    assert!(elsewhere.requests().is_empty());
+    let d = sub.deliveries();
+    assert_eq!(d.len(), 2, "the 307, then its retry: {d:#?}");
     assert!(
         d.iter().all(|r| r.target == "/cb"),
         "only the callback itself is ever posted to"

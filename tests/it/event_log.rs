@@ -43,8 +43,10 @@ async fn all_events(hub: &str) -> (Value, Vec<Value>) {
 #[tokio::test]
 async fn kill_9_midway_leaves_every_accepted_ping_once_in_a_dense_log() {
     let dir = tempfile::tempdir().unwrap();
+    // A restart must find the store: sled, whatever the backend switch says.
     let config = process_config(
         &dir,
+        persistent_backend(),
         &format!(
             "[[publishers]]\nname = \"loader\"\ntopics = [\"http://127.0.0.1:1/log/\"]\ntoken = \"{TOKEN}\"\n"
         ),

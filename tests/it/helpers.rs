@@ -1,5 +1,9 @@
 //! Test doubles on loopback: an in-process hub on port 0, subscriber callbacks and topic
 //! servers. Tests wait on what the doubles record (a watch channel), never on the clock.
+//!
+//! Every hub of the suite stores on the backend `HUBCAST_TEST_BACKEND` names: `sled` (the
+//! default) or `memory`. Tests whose point is a store that outlives its hub (a restart, a
+//! process's data on disk, the operator commands) take [`persistent_backend`] instead.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -7,12 +11,36 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use hubcast::config::Config;
+use hubcast::config::{Backend, Config};
 use hubcast::hub::RunningHub;
 use tokio::sync::watch;
 
 /// Longest any test waits for something the hub should do.
 pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// How often [`poll_until`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls state that has no notification of its own (the hub's storage, a page, another
+/// process's answers) until `check` gives `Some`, and returns that; panics with "timed out
+/// waiting for {what}" once `patience` has passed.
+pub async fn poll_until<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -34,23 +62,47 @@ timeout = "5s"
 verify_timeout = "5s"
 "#;
 
-/// Calls `check` until it gives a value, every 10 ms, for at most `patience`.
-pub async fn poll_until<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// The switch: which storage backend the suite's hubs use.
+pub const BACKEND_VAR: &str = "HUBCAST_TEST_BACKEND";
+
+/// The backend `HUBCAST_TEST_BACKEND` names.
+pub fn backend() -> Backend {
+    let value = std::env::var_os(BACKEND_VAR).map(|v| v.to_string_lossy().into_owned());
+    backend_named(value.as_deref())
+}
+
+/// A value of the switch (unset or empty: sled). Any other value is a mistake in the test run,
+/// not a reason to fall back quietly.
+pub fn backend_named(value: Option<&str>) -> Backend {
+    match value {
+        None | Some("" | "sled") => Backend::Sled,
+        Some("memory") => Backend::Memory,
+        Some(other) => panic!("{BACKEND_VAR}={other:?}: expected \"sled\" or \"memory\""),
     }
+}
+
+/// The backend of a test whose point is a store that outlives its hub: sled, whatever
+/// `HUBCAST_TEST_BACKEND` says, since the memory backend forgets everything when its hub stops
+/// (and the operator commands refuse it). Such a test still runs under every value of the
+/// switch.
+pub fn persistent_backend() -> Backend {
+    Backend::Sled
+}
+
+/// How the config spells `backend`.
+pub fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sled => "sled",
+        Backend::Memory => "memory",
+    }
+}
+
+/// The hub's binary with the test's environment minus the switch: the hub reads every
+/// `HUBCAST_…` variable as a config key and would refuse `HUBCAST_TEST_BACKEND` as unknown.
+pub fn hubcast_binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"));
+    cmd.env_remove(BACKEND_VAR);
+    cmd
 }
 
 pub struct TestHub {
@@ -66,21 +118,34 @@ pub async fn spawn_hub() -> TestHub {
 
 /// A hub on 127.0.0.1:0 with TEST_CONFIG, then `extra` TOML layered over it.
 pub async fn spawn_hub_with(extra: &str) -> TestHub {
-    LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, extra);
     start_in(dir, cfg).await
 }
 
+/// [`spawn_hub_with`] on a given backend instead of the switch's.
+pub async fn spawn_hub_on(backend: Backend, extra: &str) -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_on(&dir, backend, extra);
+    start_in(dir, cfg).await
+}
+
+/// The test config on the switch's backend, its data (if any) in `dir`.
 pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
+    config_on(dir, backend(), extra)
+}
+
+pub fn config_on(dir: &tempfile::TempDir, backend: Backend, extra: &str) -> Config {
     let storage = format!(
-        "[storage]\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
+        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
+        backend_name(backend),
         dir.path().join("data").display().to_string()
     );
     Config::from_toml_layers(&[TEST_CONFIG, &storage, extra]).expect("test config is valid")
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
+    LazyLock::force(&TRACING);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let hub = hubcast::hub::start(cfg, listener)
         .await
@@ -179,20 +244,14 @@ impl TestHub {
         .await;
     }
 
-    /// Polls hub state that has no notification of its own (storage), within PATIENCE.
+    /// Polls hub state that has no notification of its own (storage) until `check` holds,
+    /// within PATIENCE.
     pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !check().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until(what, PATIENCE, || async { check().await.then_some(()) }).await
     }
 
     pub async fn publish(&self, topic: &str) -> reqwest::Response {
@@ -309,6 +368,8 @@ struct SubState {
     usual: u16,
     /// Sent with 429 and 503 answers.
     retry_after: Option<String>,
+    /// `Location` of 3xx delivery answers.
+    location: String,
     /// How long each delivery answer takes.
     delay: Duration,
     in_flight: usize,
@@ -335,6 +396,7 @@ impl Subscriber {
             replies: VecDeque::new(),
             usual: 200,
             retry_after: None,
+            location: "http://127.0.0.1:9/elsewhere".to_owned(),
             delay: Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
@@ -387,6 +449,11 @@ impl Subscriber {
     /// `Retry-After` value sent with 429 and 503 answers.
     pub fn retry_after(&self, value: &str) {
         self.state.lock().unwrap().retry_after = Some(value.to_owned());
+    }
+
+    /// `Location` of 3xx answers to deliveries (by default a closed port).
+    pub fn redirect_deliveries_to(&self, location: &str) {
+        self.state.lock().unwrap().location = location.to_owned();
     }
 
     /// Every delivery answer takes this long.
@@ -460,7 +527,7 @@ async fn answer(
     let rec = Recorded::of(&req, &body);
     let is_get = rec.method == "GET";
     let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
-    let (verify, reply, delay, retry_after) = {
+    let (verify, reply, delay, retry_after, location) = {
         let mut s = st.lock().unwrap();
         s.requests.push(rec);
         let reply = if is_get {
@@ -471,7 +538,13 @@ async fn answer(
             let usual = s.usual;
             s.replies.pop_front().unwrap_or(usual)
         };
-        (s.verify.clone(), reply, s.delay, s.retry_after.clone())
+        (
+            s.verify.clone(),
+            reply,
+            s.delay,
+            s.retry_after.clone(),
+            s.location.clone(),
+        )
     };
     tx.send_modify(|v| *v += 1);
     if !is_get {
@@ -482,7 +555,7 @@ async fn answer(
         tokio::time::sleep(delay).await;
         let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply).unwrap());
         if (300..400).contains(&reply) {
-            r.insert_header(("location", "http://127.0.0.1:9/elsewhere"));
+            r.insert_header(("location", location));
         }
         if let (429 | 503, Some(ra)) = (reply, retry_after) {
             r.insert_header(("retry-after", ra));
@@ -670,5 +743,33 @@ pub async fn one_subscriber(content: &str) -> OneSubscriber {
         sub,
         topic,
         cb,
+    }
+}
+
+/// [`poll_until`] itself, on paused time (it does no I/O).
+mod poll_until_checks {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn returns_what_the_check_found() {
+        let mut calls = 0;
+        let got = poll_until("the third call", PATIENCE, || {
+            calls += 1;
+            let n = calls;
+            async move { (n == 3).then_some(n) }
+        })
+        .await;
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "timed out waiting for what never comes")]
+    async fn panics_naming_what_it_waited_for_once_its_patience_is_spent() {
+        let start = tokio::time::Instant::now();
+        poll_until::<(), _, _>("what never comes", Duration::from_secs(1), || async {
+            assert!(start.elapsed() <= Duration::from_secs(1) + POLL_INTERVAL);
+            None
+        })
+        .await;
     }
 }

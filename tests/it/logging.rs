@@ -9,7 +9,11 @@ use crate::process::*;
 #[tokio::test]
 async fn json_logs_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let config = process_config(&dir, "[log]\nformat = \"json\"\nlevel = \"hubcast=info\"\n");
+    let config = process_config(
+        &dir,
+        backend(),
+        "[log]\nformat = \"json\"\nlevel = \"hubcast=info\"\n",
+    );
     let (hub, mut logs) = start_process_with_logs(&config).await;
     // A refused request is logged at info with its status.
     let r = client()

@@ -2,6 +2,7 @@
 
 use std::process::Stdio;
 
+use hubcast::config::Backend;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -26,7 +27,7 @@ pub async fn start_process_with_logs(config: &std::path::Path) -> (Proc, LogLine
 }
 
 async fn spawn(config: &std::path::Path, logs: bool) -> (Proc, Option<LogLines>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubcast"));
+    let mut cmd = Command::from(hubcast_binary());
     cmd.args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::piped())
@@ -70,14 +71,20 @@ pub async fn post(url: &str, form: &[(&str, &str)]) -> u16 {
         .as_u16()
 }
 
-/// A config file for a hub process on port 0 with its data in `dir`, loopback allowed.
-pub fn process_config(dir: &tempfile::TempDir, extra: &str) -> std::path::PathBuf {
-    process_config_with(dir, "", extra)
+/// A config file for a hub process on port 0 storing on `backend`, its data (if any) in `dir`,
+/// loopback allowed.
+pub fn process_config(
+    dir: &tempfile::TempDir,
+    backend: Backend,
+    extra: &str,
+) -> std::path::PathBuf {
+    process_config_with(dir, backend, "", extra)
 }
 
 /// [`process_config`] with more `[server]` keys.
 pub fn process_config_with(
     dir: &tempfile::TempDir,
+    backend: Backend,
     server: &str,
     extra: &str,
 ) -> std::path::PathBuf {
@@ -85,7 +92,8 @@ pub fn process_config_with(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[storage]\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[storage]\nbackend = \"{}\"\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{extra}",
+            backend_name(backend),
             dir.path().join("data").display().to_string()
         ),
     )
@@ -119,10 +127,11 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// GETs `url` until its body passes `check`; returns that body.
+/// GETs `url` until its body passes `check`; returns that body. Each body that does not is
+/// printed once, so a test that times out shows what the hub said last.
 pub async fn wait_body(url: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    let last = std::cell::RefCell::new(String::new());
+    poll_until(&format!("an answer from {url}"), PATIENCE, || async {
         let body = client()
             .get(url)
             .send()
@@ -132,9 +141,13 @@ pub async fn wait_body(url: &str, check: impl Fn(&str) -> bool) -> String {
             .await
             .unwrap();
         if check(&body) {
-            return body;
+            return Some(body);
         }
-        assert!(tokio::time::Instant::now() < deadline, "{url}: {body}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        if *last.borrow() != body {
+            eprintln!("{url}: {body}");
+            *last.borrow_mut() = body;
+        }
+        None
+    })
+    .await
 }

@@ -1,5 +1,7 @@
 //! Durability with a real process: after `kill -9` and a restart, active subscriptions, pending
-//! verifications, undelivered events and scheduled retries are all there and resume.
+//! verifications, undelivered events and scheduled retries are all there and resume. The store
+//! must outlive its hub, so every hub here is on [`persistent_backend`] (sled), whatever
+//! `HUBCAST_TEST_BACKEND` says.
 
 use std::time::Duration;
 
@@ -26,14 +28,10 @@ async fn subscribers(url: &str, topic: &str) -> u64 {
 }
 
 async fn wait_subscribers(url: &str, topic: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while subscribers(url, topic).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {n} subscribers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(&format!("{n} subscribers"), PATIENCE, || async {
+        (subscribers(url, topic).await == n).then_some(())
+    })
+    .await
 }
 
 const ATOM: &str = "application/atom+xml";
@@ -48,6 +46,7 @@ async fn kill_9_and_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = process_config(
         &dir,
+        persistent_backend(),
         "[delivery]\nretry_schedule = [\"4s\"]\ntimeout = \"60s\"\n",
     );
     let publisher = Publisher::start().await;
@@ -159,6 +158,7 @@ async fn kill_9_in_the_middle_of_a_fan_out_then_every_subscriber_gets_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = process_config(
         &dir,
+        persistent_backend(),
         &format!("[delivery]\npage_size = {PAGE}\ninitial_window = 2\nper_destination = 2\n"),
     );
     let publisher = Publisher::start().await;
@@ -221,14 +221,14 @@ async fn kill_9_in_the_middle_of_a_fan_out_then_every_subscriber_gets_it() {
 
 #[tokio::test]
 async fn a_stopped_in_process_hub_reopens_its_store() {
-    let hub = spawn_hub().await;
+    let hub = spawn_hub_on(persistent_backend(), "").await;
     let publisher = Publisher::start().await;
     let sub = Subscriber::start().await;
     let topic = publisher.topic("/t");
     publisher.set("/t", "text/plain", "after restart");
     hub.subscribed(&topic, &sub.callback("/cb")).await;
     let dir = hub.stop().await;
-    let cfg = config(&dir, "");
+    let cfg = config_on(&dir, persistent_backend(), "");
     let hub = start_in(dir, cfg).await;
     assert_eq!(hub.store().subs.count_for_topic(&topic).await.unwrap(), 1);
     hub.publish(&topic).await;

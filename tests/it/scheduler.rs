@@ -1,6 +1,10 @@
 //! The destination scheduler over real HTTP: adaptive windows, dead destinations and their
 //! probes, Retry-After, fairness between destinations. (The window's timing rules are unit
 //! tests with paused time in `src/engine/window.rs`; these check the wiring end to end.)
+//!
+//! These run on real time: the in-process hub's engine shares the test's runtime, and paused time
+//! jumps to the next timer whenever that runtime waits on a socket, so the first request already
+//! times out (the test client's, the hub's delivery and verification timeouts).
 
 use std::time::Duration;
 
@@ -80,6 +84,7 @@ async fn failures_shrink_the_window_and_kill_the_destination_until_a_probe_succe
     // Up to three requests let in before it died may still arrive; the fourth is a probe,
     // a probe interval after the death.
     let got = dead.wait_deliveries(at_death + 4).await;
+    // Real time (see the module's note): the probe is a real request over loopback.
     let gap = got[at_death + 3].at - got[at_death + 2].at;
     assert!(gap >= Duration::from_millis(200), "probe after {gap:?}");
 
@@ -110,6 +115,7 @@ async fn retry_after_pauses_the_destination() {
     sub.reply_with(&[429]);
     hub.publish(&topic).await;
     let got = sub.wait_deliveries(3).await;
+    // Real time (see the module's note): the pause is measured between two real requests.
     // The 429 paused the destination: nothing was sent to it for a second, neither the
     // other subscriber's delivery nor the retry.
     assert!(
@@ -160,6 +166,7 @@ async fn a_paused_destination_gets_its_backlog_of_one_topic_in_one_delivery() {
     publisher.set("/feed", ct, atom(&[("a", "A")]));
     hub.subscribed(&topic, &sub.callback("/cb")).await;
     // The first delivery is answered 429 Retry-After 2: the destination pauses for 2 s.
+    // Real time (see the module's note): the backlog builds up over real requests meanwhile.
     sub.retry_after("2");
     sub.reply_with(&[429]);
     hub.publish(&topic).await;

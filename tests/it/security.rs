@@ -9,7 +9,8 @@ async fn default_config_refuses_loopback_callbacks_and_topics() {
     // The shipped defaults, with storage in a temp dir: no allow-list.
     let dir = tempfile::tempdir().unwrap();
     let storage = format!(
-        "[storage]\ndata_dir = {:?}",
+        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}",
+        backend_name(backend()),
         dir.path().join("d").display().to_string()
     );
     let cfg = Config::from_toml_layers(&[&storage]).unwrap();

@@ -1,5 +1,7 @@
 //! Graceful shutdown of a real process: on SIGTERM nothing new is sent, deliveries in flight
 //! finish (up to `server.shutdown_deadline`), the rest is stored and resumes after a restart.
+//! What was not sent must outlive the process, so its store is on [`persistent_backend`] (sled),
+//! whatever `HUBCAST_TEST_BACKEND` says.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,7 @@ use crate::process::*;
 
 const CALLBACKS: usize = 40;
 
+/// How long the process takes to exit, in real time: paused time cannot reach another process.
 async fn exits(hub: &mut Proc) -> Duration {
     let started = Instant::now();
     let exit = tokio::time::timeout(PATIENCE, hub.child.wait())
@@ -58,6 +61,7 @@ async fn sigterm_lets_deliveries_in_flight_finish_and_the_rest_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let config = process_config_with(
         &dir,
+        persistent_backend(),
         "shutdown_deadline = \"10s\"",
         "[delivery]\npage_size = 10\ninitial_window = 2\nper_destination = 2\n",
     );
@@ -96,6 +100,7 @@ async fn past_the_deadline_deliveries_in_flight_are_cut_off_and_sent_again() {
     let dir = tempfile::tempdir().unwrap();
     let config = process_config_with(
         &dir,
+        persistent_backend(),
         "shutdown_deadline = \"1s\"",
         "[delivery]\ninitial_window = 2\nper_destination = 2\n",
     );

@@ -1,4 +1,5 @@
-//! One conformance suite, run against every storage backend.
+//! One conformance suite, run against every storage backend (each named here, whatever
+//! `HUBCAST_TEST_BACKEND` says), and the check that the switch reaches the rest of the suite.
 
 use std::sync::Arc;
 
@@ -704,6 +705,7 @@ conformance!(sled, {
     (dir, Storage::new(Arc::new(store)))
 });
 
+// Sled by name, whatever the switch says: reopening a store on disk is the point.
 #[tokio::test]
 async fn sled_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -725,4 +727,38 @@ async fn sled_state_survives_reopening() {
     assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 0);
     let before = s.next_id().await.unwrap();
     assert!(before > 0);
+}
+
+/// `HUBCAST_TEST_BACKEND` reaches the suite's hubs.
+mod switch {
+    use hubcast::config::Backend;
+
+    use crate::helpers::*;
+
+    #[tokio::test]
+    async fn the_suites_hubs_store_on_the_backend_the_switch_names() {
+        let hub = spawn_hub().await;
+        // Sled keeps its files in the data directory; the memory backend writes nothing.
+        let on_disk = hub.dir.path().join("data").exists();
+        assert_eq!(
+            on_disk,
+            backend() == Backend::Sled,
+            "{BACKEND_VAR} names {:?}",
+            backend()
+        );
+        hub.stop().await;
+    }
+
+    #[test]
+    fn the_switch_knows_sled_and_memory_and_defaults_to_sled() {
+        assert_eq!(backend_named(None), Backend::Sled);
+        assert_eq!(backend_named(Some("sled")), Backend::Sled);
+        assert_eq!(backend_named(Some("memory")), Backend::Memory);
+    }
+
+    #[test]
+    #[should_panic(expected = "HUBCAST_TEST_BACKEND=\"rocks\": expected \"sled\" or \"memory\"")]
+    fn an_unknown_backend_is_refused_naming_the_switch() {
+        backend_named(Some("rocks"));
+    }
 }
