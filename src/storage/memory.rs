@@ -20,6 +20,7 @@ struct Inner {
     topic_seqs: BTreeMap<String, u64>,
     cursors: BTreeMap<String, u64>,
     docs: BTreeMap<u64, Event>,
+    leases: std::collections::HashMap<WorkKey, (String, u64)>,
     jobs: BTreeMap<(String, u64), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
     dead: BTreeMap<u64, DeadLetter>,
@@ -532,6 +533,106 @@ impl EventLog for MemoryStore {
         g.bytes += event.body.len() as u64;
         if let Some(old) = g.events.insert(event.seq, event) {
             g.bytes = g.bytes.saturating_sub(old.body.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn take(&mut self, c: &Claim, key: WorkKey) -> bool {
+        let free = match self.leases.get(&key) {
+            None => true,
+            Some((node, until)) => *node == c.node || *until < c.now_ms,
+        };
+        if free {
+            self.leases.insert(key, (c.node.clone(), c.until_ms));
+        }
+        free
+    }
+}
+
+#[async_trait]
+impl ClaimStore for MemoryStore {
+    async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>> {
+        let mut g = self.lock();
+        let all: Vec<Intent> = g.intents.values().cloned().collect();
+        Ok(all
+            .into_iter()
+            .filter(|i| g.take(c, WorkKey::Intent(i.id)))
+            .take(limit)
+            .collect())
+    }
+
+    async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>> {
+        let mut g = self.lock();
+        let all: Vec<Ping> = g.pings.values().cloned().collect();
+        let mut out = Vec::new();
+        for p in all {
+            if out.len() >= limit {
+                break;
+            }
+            if g.take(c, WorkKey::Ping(p.id)) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
+        let mut g = self.lock();
+        let all: Vec<Job> = g.jobs.values().cloned().collect();
+        let mut out = Vec::new();
+        for j in all {
+            if out.len() >= limit {
+                break;
+            }
+            if g.take(c, WorkKey::job(&j)) {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
+        let mut g = self.lock();
+        let due: Vec<Retry> = g
+            .retries
+            .values()
+            .take_while(|r| r.due_ms <= c.now_ms)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for r in due {
+            if out.len() >= limit {
+                break;
+            }
+            if g.take(c, WorkKey::retry(&r)) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
+        let mut g = self.lock();
+        Ok(keys.iter().map(|k| g.take(c, k.clone())).collect())
+    }
+
+    async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
+        let mut g = self.lock();
+        Ok(keys
+            .iter()
+            .filter(|k| !g.take(c, (*k).clone()))
+            .cloned()
+            .collect())
+    }
+
+    async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
+        let mut g = self.lock();
+        for k in keys {
+            if g.leases.get(k).is_some_and(|(n, _)| n == node) {
+                g.leases.remove(k);
+            }
         }
         Ok(())
     }

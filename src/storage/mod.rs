@@ -11,11 +11,13 @@
 //! Backends: [`sled_backend::SledStore`] (the default, embedded) and [`memory::MemoryStore`].
 //! The same conformance suite (`tests/it/storage_conformance.rs`) runs against both.
 
+mod claims;
 pub mod codec;
 mod event_log;
 pub mod memory;
 pub mod sled_backend;
 
+pub use claims::{Claim, ClaimStore, RetryKey, WorkKey};
 pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, PLANNER, Retention};
 
 use std::sync::Arc;
@@ -377,8 +379,11 @@ pub trait DeliveryStore: Send + Sync {
 }
 
 /// A backend implements every trait; the hub holds them as trait objects.
-pub trait Backend: SubscriptionStore + PublishStore + DeliveryStore + EventLog {}
-impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog> Backend for T {}
+pub trait Backend:
+    SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore
+{
+}
+impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore> Backend for T {}
 
 /// The hub's handle on storage.
 #[derive(Clone)]
@@ -387,6 +392,7 @@ pub struct Storage {
     pub publish: Arc<dyn PublishStore>,
     pub delivery: Arc<dyn DeliveryStore>,
     pub log: Arc<dyn EventLog>,
+    pub claims: Arc<dyn ClaimStore>,
     ids: Arc<dyn IdSource>,
     flusher: Arc<dyn Flush>,
 }
@@ -413,6 +419,7 @@ impl Storage {
             publish: backend.clone(),
             delivery: backend.clone(),
             log: backend.clone(),
+            claims: backend.clone(),
             ids: backend.clone(),
             flusher: backend,
         }

@@ -38,6 +38,8 @@ pub struct SledStore {
     cursors: sled::Tree,
     /// Delivery documents: merged events, and copies of pruned events still referred to.
     docs: sled::Tree,
+    /// Claimed work: [`WorkKey::encode`] → `node \0 until_ms`.
+    leases: sled::Tree,
     hub_id: String,
     /// Appends and prunes take turns, so that numbers are handed out without conflicts and the
     /// counters below stay exact.
@@ -166,6 +168,7 @@ impl SledStore {
             topic_seqs: t("topic_seqs")?,
             cursors: t("cursors")?,
             docs: t("delivery_docs")?,
+            leases: t("leases")?,
             hub_id,
             log_lock: Mutex::new(counters),
             meta,
@@ -948,6 +951,126 @@ impl EventLog for SledStore {
         if event.topic_seq > known {
             self.topic_seqs
                 .insert(event.topic.as_bytes(), &be(event.topic_seq))?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Takes the lease of one item for `c.node` if it is free, ended or already `c.node`'s.
+    fn take(&self, c: &Claim, key: &[u8]) -> Result<bool> {
+        let lease = super::claims::encode_lease(c);
+        loop {
+            let current = self.leases.get(key)?;
+            if !super::claims::claimable(current.as_deref(), c) {
+                return Ok(false);
+            }
+            match self
+                .leases
+                .compare_and_swap(key, current, Some(lease.as_slice()))?
+            {
+                Ok(()) => return Ok(true),
+                Err(_) => continue, // another claimer got there first: look again
+            }
+        }
+    }
+
+    /// Walks `tree` (from `start`, up to `end` if given), claiming each item whose key `key_of`
+    /// gives; at most `limit`.
+    fn claim_walk<T>(
+        &self,
+        c: &Claim,
+        tree: &sled::Tree,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T>,
+        key_of: impl Fn(&T) -> WorkKey,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let range = match end {
+            Some(e) => tree.range(..e),
+            None => tree.range::<&[u8], _>(..),
+        };
+        for entry in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry?;
+            let item = decode(&v)?;
+            if self.take(c, &key_of(&item).encode())? {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ClaimStore for SledStore {
+    async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>> {
+        self.claim_walk(
+            c,
+            &self.intents,
+            None,
+            limit,
+            |v| from_json(v),
+            |i: &Intent| WorkKey::Intent(i.id),
+        )
+    }
+
+    async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>> {
+        self.claim_walk(c, &self.pings, None, limit, decode_ping, |p: &Ping| {
+            WorkKey::Ping(p.id)
+        })
+    }
+
+    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
+        self.claim_walk(c, &self.jobs, None, limit, |v| from_json(v), WorkKey::job)
+    }
+
+    async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
+        let mut end = be(c.now_ms).to_vec();
+        end.push(0xff);
+        let due = self.claim_walk(
+            c,
+            &self.retries,
+            Some(end),
+            limit,
+            |v| from_json(v),
+            WorkKey::retry,
+        )?;
+        Ok(due
+            .into_iter()
+            .filter(|r: &Retry| r.due_ms <= c.now_ms)
+            .collect())
+    }
+
+    async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
+        keys.iter().map(|k| self.take(c, &k.encode())).collect()
+    }
+
+    async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
+        let mut lost = Vec::new();
+        for k in keys {
+            if !self.take(c, &k.encode())? {
+                lost.push(k.clone());
+            }
+        }
+        Ok(lost)
+    }
+
+    async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
+        for k in keys {
+            let key = k.encode();
+            let Some(current) = self.leases.get(&key)? else {
+                continue;
+            };
+            if current.len() > 9 && &current[..current.len() - 9] == node.as_bytes() {
+                // Only our own lease; a changed one (renewed by us, or taken over) stays.
+                let _ = self
+                    .leases
+                    .compare_and_swap(&key, Some(current), None::<&[u8]>)?;
+            }
         }
         Ok(())
     }
