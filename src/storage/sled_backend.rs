@@ -1008,14 +1008,9 @@ impl SledStore {
 #[async_trait]
 impl ClaimStore for SledStore {
     async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>> {
-        self.claim_walk(
-            c,
-            &self.intents,
-            None,
-            limit,
-            |v| from_json(v),
-            |i: &Intent| WorkKey::Intent(i.id),
-        )
+        self.claim_walk(c, &self.intents, None, limit, from_json, |i: &Intent| {
+            WorkKey::Intent(i.id)
+        })
     }
 
     async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>> {
@@ -1025,7 +1020,7 @@ impl ClaimStore for SledStore {
     }
 
     async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
-        self.claim_walk(c, &self.jobs, None, limit, |v| from_json(v), WorkKey::job)
+        self.claim_walk(c, &self.jobs, None, limit, from_json, WorkKey::job)
     }
 
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
@@ -1036,7 +1031,7 @@ impl ClaimStore for SledStore {
             &self.retries,
             Some(end),
             limit,
-            |v| from_json(v),
+            from_json,
             WorkKey::retry,
         )?;
         Ok(due
