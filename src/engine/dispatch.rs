@@ -24,7 +24,7 @@ use super::history::DeliveryRecord;
 use super::window::Window;
 use crate::config::{Config, WindowConfig};
 use crate::metrics;
-use crate::storage::{Job, NewEvent, StorageError, Subscription};
+use crate::storage::{Job, NewEvent, StorageError, Subscription, WorkKey};
 
 pub struct Dispatcher {
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
@@ -169,6 +169,8 @@ async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
         match run_job(&engine, &dest, job.clone()).await {
             Ok(()) => {
                 lock(&dest.state).known.remove(&event);
+                // Done, or stopping with its cursor stored: either way no longer this node's.
+                engine.release(vec![WorkKey::job(&job)]).await;
             }
             Err(e) => {
                 // Storage trouble: keep the job (it is stored) and try again shortly.
@@ -225,6 +227,9 @@ async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job 
     let merged = merge_events(engine, dest, &job, &later).await;
     match merged {
         Ok(Some(merged)) => {
+            let replaced = std::iter::once(&job).chain(&later).map(WorkKey::job);
+            engine.release(replaced.collect()).await;
+            engine.take(vec![WorkKey::job(&merged)]).await;
             let mut q = lock(&dest.state);
             q.known.remove(&job.event);
             for j in &later {

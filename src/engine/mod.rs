@@ -6,6 +6,7 @@
 //! ([`retry`]) and sweeps expired leases and old events ([`sweep`]). At start it reloads all
 //! pending work from storage, so a crash loses nothing that was acknowledged.
 
+pub mod claims;
 pub mod client;
 pub mod deliver;
 pub mod dispatch;
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::storage::{Intent, PLANNER, Ping, Storage, StorageError};
+use crate::storage::{Intent, PLANNER, Ping, Storage, StorageError, WorkKey};
 use client::Clients;
 use keyed::{Keyed, KeyedQueue};
 
@@ -40,6 +41,8 @@ const INTAKE_CAPACITY: usize = 10_000;
 /// Concurrent topic fetches and verifications.
 const FETCH_CONCURRENCY: usize = 32;
 const VERIFY_CONCURRENCY: usize = 64;
+/// Items claimed from storage per call.
+const CLAIM_PAGE: usize = 1_000;
 /// How long tasks get, once cut off, to store where they stopped.
 const ABORT_GRACE: Duration = Duration::from_secs(3);
 
@@ -106,6 +109,8 @@ pub struct Engine {
     pub health: Arc<health::Health>,
     /// Where committed events go, and where the planner (and later relays) follow them.
     pub stream: stream::EventStream,
+    /// The work this node has claimed.
+    pub claims: Arc<claims::Claims>,
     fetch_permits: Semaphore,
     verify_permits: Semaphore,
     intents: std::sync::OnceLock<Arc<KeyedQueue<Intent>>>,
@@ -151,6 +156,14 @@ impl Engine {
             shutdown.clone(),
         );
         let follower = stream.follow(planned);
+        // One node per embedded store, so the store's id names the node; a restarted node lets
+        // go of what its previous run held instead of waiting for those leases to end.
+        let node = store.log.hub_id();
+        let released = store.claims.release_all(&node).await?;
+        if released > 0 {
+            tracing::info!(released, "leases of the previous run released");
+        }
+        let claims = Arc::new(claims::Claims::new(store.claims.clone(), node, clock));
         let history =
             history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
         let transports =
@@ -172,6 +185,7 @@ impl Engine {
             shutdown,
             health,
             stream,
+            claims,
             abort: CancellationToken::new(),
             tracker: tracker.clone(),
             retry_wake: Notify::new(),
@@ -190,7 +204,12 @@ impl Engine {
                 let Some(e) = e else { return };
                 let _permit = e.verify_permits.acquire().await;
                 for intent in batch {
+                    let key = WorkKey::Intent(intent.id);
+                    if !e.take(vec![key.clone()]).await.contains(&true) {
+                        continue; // another node has it
+                    }
                     verify::run(&e, intent).await;
+                    e.release(vec![key]).await;
                 }
             }
         });
@@ -200,7 +219,21 @@ impl Engine {
             async move {
                 let Some(e) = e else { return };
                 let _permit = e.fetch_permits.acquire().await;
-                publish::run(&e, topic, batch).await;
+                let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
+                let got = e.take(keys.clone()).await;
+                let mine: Vec<Ping> = batch
+                    .into_iter()
+                    .zip(&got)
+                    .filter_map(|(p, ok)| ok.then_some(p))
+                    .collect();
+                if !mine.is_empty() {
+                    publish::run(&e, topic, mine).await;
+                }
+                let taken = keys
+                    .into_iter()
+                    .zip(got)
+                    .filter_map(|(k, ok)| ok.then_some(k));
+                e.release(taken.collect()).await;
             }
         });
         let _ = engine.intents.set(intents);
@@ -211,6 +244,12 @@ impl Engine {
         engine.reload().await?;
         tracker.spawn(intake_loop(engine.clone(), rx, overflow.clone()));
         tracker.spawn(planner::run(engine.clone(), follower));
+        tracker.spawn(
+            engine
+                .claims
+                .clone()
+                .renew_until(engine.health.clone(), engine.shutdown.clone()),
+        );
         tracker.spawn(retry::run(engine.clone()));
         tracker.spawn(sweep::run(engine.clone()));
         Ok((engine, Intake { tx, overflow }))
@@ -223,18 +262,69 @@ impl Engine {
         }
     }
 
-    /// Loads everything pending from storage: intents, pings, delivery jobs.
+    /// Claims pending work nobody holds from storage, a page at a time: intents, pings,
+    /// delivery jobs (due retries are claimed by the retry loop).
     async fn reload(self: &Arc<Self>) -> Result<(), StorageError> {
-        for intent in self.store.subs.intents().await? {
-            self.submit(Work::Intent(intent));
+        let store = &self.store.claims;
+        loop {
+            let page = store
+                .claim_intents(&self.claims.claim(), CLAIM_PAGE)
+                .await?;
+            self.claims.hold(page.iter().map(|i| WorkKey::Intent(i.id)));
+            let done = page.len() < CLAIM_PAGE;
+            for intent in page {
+                self.submit(Work::Intent(intent));
+            }
+            if done {
+                break;
+            }
         }
-        for ping in self.store.publish.pings().await? {
-            self.submit(Work::Ping(ping));
+        loop {
+            let page = store.claim_pings(&self.claims.claim(), CLAIM_PAGE).await?;
+            self.claims.hold(page.iter().map(|p| WorkKey::Ping(p.id)));
+            let done = page.len() < CLAIM_PAGE;
+            for ping in page {
+                self.submit(Work::Ping(ping));
+            }
+            if done {
+                break;
+            }
         }
-        for job in self.store.delivery.jobs().await? {
-            self.dispatcher.enqueue(self, job);
+        loop {
+            let page = store.claim_jobs(&self.claims.claim(), CLAIM_PAGE).await?;
+            self.claims.hold(page.iter().map(WorkKey::job));
+            let done = page.len() < CLAIM_PAGE;
+            for job in page {
+                self.dispatcher.enqueue(self, job);
+            }
+            if done {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// Acquires work for this node (see [`claims::Claims::acquire`]); a failing store is
+    /// retried with backoff. All `false` when the hub stops first (the work stays stored).
+    pub async fn take(&self, keys: Vec<WorkKey>) -> Vec<bool> {
+        let n = keys.len();
+        self.health
+            .persist("work claim", &self.shutdown, || {
+                self.claims.acquire(keys.clone())
+            })
+            .await
+            .unwrap_or_else(|| vec![false; n])
+    }
+
+    /// Releases work this node is done with. A failure is reported, not retried: the lease
+    /// ends by itself.
+    pub async fn release(&self, keys: Vec<WorkKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(e) = self.claims.release(keys).await {
+            self.health.failed("work release", &e);
+        }
     }
 
     /// The gauges `/metrics` and the status page show: queued jobs, stored retries,

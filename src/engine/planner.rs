@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use super::stream::Follower;
-use crate::storage::Job;
+use crate::storage::{Job, WorkKey};
 
 /// Most events planned in one transaction.
 const BATCH: usize = 512;
@@ -71,8 +71,12 @@ pub async fn run(engine: Arc<Engine>, mut follower: Follower) {
             planned,
             "events planned"
         );
-        for job in jobs {
-            engine.dispatcher.enqueue(&engine, job);
+        // Claimed before they are worked on: another node may have claimed some from storage.
+        let got = engine.take(jobs.iter().map(WorkKey::job).collect()).await;
+        for (job, mine) in jobs.into_iter().zip(got) {
+            if mine {
+                engine.dispatcher.enqueue(&engine, job);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Engine;
 use super::deliver::{Prepared, settle};
 use super::dispatch::send_in_window;
-use crate::storage::Retry;
+use crate::storage::{Retry, WorkKey};
 
 /// Retries taken per scan.
 const BATCH: usize = 256;
@@ -25,15 +25,15 @@ pub async fn run(engine: Arc<Engine>) {
     let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
     loop {
         let now = engine.clock.now_ms();
-        let due = match engine
-            .store
-            .delivery
-            .due_retries(now, BATCH + in_flight_len(&in_flight))
-            .await
-        {
-            Ok(d) => d,
+        // Due retries nobody holds (those in flight here are this node's already).
+        let claim = engine.claims.claim();
+        let due = match engine.store.claims.claim_due_retries(&claim, BATCH).await {
+            Ok(d) => {
+                engine.claims.hold(d.iter().map(WorkKey::retry));
+                d
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read retries");
+                engine.health.failed("due retries", &e);
                 Vec::new()
             }
         };
@@ -43,14 +43,18 @@ pub async fn run(engine: Arc<Engine>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key(&r))
             {
+                // The same delivery is being attempted from another record: not now.
+                engine.release(vec![WorkKey::retry(&r)]).await;
                 continue;
             }
             let engine2 = engine.clone();
             let in_flight = in_flight.clone();
             engine.tracker.spawn(async move {
                 if let Err(e) = attempt(&engine2, &r).await {
-                    tracing::error!(error = %e, callback = %r.callback, "retry failed to settle");
+                    engine2.health.failed("retry settlement", &e);
                 }
+                // Settled (a new record, if any, is claimed when due) or left as it was.
+                engine2.release(vec![WorkKey::retry(&r)]).await;
                 in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -71,10 +75,6 @@ pub async fn run(engine: Arc<Engine>) {
             _ = tokio::time::sleep_until(wait) => {}
         }
     }
-}
-
-fn in_flight_len(s: &Mutex<HashSet<Key>>) -> usize {
-    s.lock().unwrap_or_else(|p| p.into_inner()).len()
 }
 
 async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {

@@ -90,18 +90,40 @@ pub(crate) fn encode_lease(c: &Claim) -> Vec<u8> {
     v
 }
 
-/// Can `c` take the item whose stored lease is `lease`? Yes when there is none, it has ended,
-/// or it is `c.node`'s own.
-pub(crate) fn claimable(lease: Option<&[u8]>, c: &Claim) -> bool {
-    let Some(lease) = lease else { return true };
-    let Some(split) = lease.len().checked_sub(9) else {
-        return true; // unreadable: treat as ended
-    };
-    let (node, rest) = lease.split_at(split);
-    let until = u64::from_be_bytes(rest[1..].try_into().unwrap_or([0; 8]));
-    node == c.node.as_bytes() || until < c.now_ms
+/// Whose is the item whose stored lease is `lease`, as `c` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Nobody's: no lease, or it has ended.
+    Free,
+    Own,
+    Other,
 }
 
+pub(crate) fn holder(lease: Option<&[u8]>, c: &Claim) -> Holder {
+    let Some(lease) = lease else {
+        return Holder::Free;
+    };
+    let Some((node, until)) = split_lease(lease) else {
+        return Holder::Free; // unreadable: treated as ended
+    };
+    if node == c.node.as_bytes() {
+        Holder::Own
+    } else if until < c.now_ms {
+        Holder::Free
+    } else {
+        Holder::Other
+    }
+}
+
+/// (node, until_ms) of a stored lease.
+pub(crate) fn split_lease(lease: &[u8]) -> Option<(&[u8], u64)> {
+    let split = lease.len().checked_sub(9)?;
+    let (node, rest) = lease.split_at(split);
+    Some((node, u64::from_be_bytes(rest[1..].try_into().ok()?)))
+}
+
+/// The `claim_*` calls take items nobody holds (no lease, or an ended one) and skip those
+/// `c.node` already holds, so that repeated calls page through new work.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
     /// Pending verifications nobody holds, claimed for `c.node`; at most `limit`, oldest first.
@@ -112,6 +134,9 @@ pub trait ClaimStore: Send + Sync {
     async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>>;
     /// Retries due at `c.now_ms` that nobody holds, claimed; at most `limit`, earliest first.
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>>;
+    /// Lets go of every lease `node` holds: a node that starts again releases what its
+    /// previous run held, instead of waiting for the leases to end. Returns how many.
+    async fn release_all(&self, node: &str) -> Result<u64>;
     /// Takes (or keeps) each item for `c.node`: `false` for one another node holds.
     async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>>;
     /// Extends `c.node`'s leases; returns the keys it no longer holds.

@@ -539,10 +539,12 @@ impl EventLog for MemoryStore {
 }
 
 impl Inner {
-    fn take(&mut self, c: &Claim, key: WorkKey) -> bool {
+    /// Takes the lease of one item if it is free (or, with `own_too`, already `c.node`'s).
+    fn take(&mut self, c: &Claim, key: WorkKey, own_too: bool) -> bool {
         let free = match self.leases.get(&key) {
             None => true,
-            Some((node, until)) => *node == c.node || *until < c.now_ms,
+            Some((node, _)) if *node == c.node => own_too,
+            Some((_, until)) => *until < c.now_ms,
         };
         if free {
             self.leases.insert(key, (c.node.clone(), c.until_ms));
@@ -558,7 +560,7 @@ impl ClaimStore for MemoryStore {
         let all: Vec<Intent> = g.intents.values().cloned().collect();
         Ok(all
             .into_iter()
-            .filter(|i| g.take(c, WorkKey::Intent(i.id)))
+            .filter(|i| g.take(c, WorkKey::Intent(i.id), false))
             .take(limit)
             .collect())
     }
@@ -571,7 +573,7 @@ impl ClaimStore for MemoryStore {
             if out.len() >= limit {
                 break;
             }
-            if g.take(c, WorkKey::Ping(p.id)) {
+            if g.take(c, WorkKey::Ping(p.id), false) {
                 out.push(p);
             }
         }
@@ -586,7 +588,7 @@ impl ClaimStore for MemoryStore {
             if out.len() >= limit {
                 break;
             }
-            if g.take(c, WorkKey::job(&j)) {
+            if g.take(c, WorkKey::job(&j), false) {
                 out.push(j);
             }
         }
@@ -606,7 +608,7 @@ impl ClaimStore for MemoryStore {
             if out.len() >= limit {
                 break;
             }
-            if g.take(c, WorkKey::retry(&r)) {
+            if g.take(c, WorkKey::retry(&r), false) {
                 out.push(r);
             }
         }
@@ -615,16 +617,23 @@ impl ClaimStore for MemoryStore {
 
     async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
         let mut g = self.lock();
-        Ok(keys.iter().map(|k| g.take(c, k.clone())).collect())
+        Ok(keys.iter().map(|k| g.take(c, k.clone(), true)).collect())
     }
 
     async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
         let mut g = self.lock();
         Ok(keys
             .iter()
-            .filter(|k| !g.take(c, (*k).clone()))
+            .filter(|k| !g.take(c, (*k).clone(), true))
             .cloned()
             .collect())
+    }
+
+    async fn release_all(&self, node: &str) -> Result<u64> {
+        let mut g = self.lock();
+        let before = g.leases.len();
+        g.leases.retain(|_, (n, _)| n != node);
+        Ok((before - g.leases.len()) as u64)
     }
 
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {

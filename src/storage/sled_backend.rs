@@ -957,13 +957,17 @@ impl EventLog for SledStore {
 }
 
 impl SledStore {
-    /// Takes the lease of one item for `c.node` if it is free, ended or already `c.node`'s.
-    fn take(&self, c: &Claim, key: &[u8]) -> Result<bool> {
-        let lease = super::claims::encode_lease(c);
+    /// Takes the lease of one item for `c.node` if it is free (or, with `own_too`, already
+    /// `c.node`'s).
+    fn take(&self, c: &Claim, key: &[u8], own_too: bool) -> Result<bool> {
+        use super::claims::{Holder, encode_lease, holder};
+        let lease = encode_lease(c);
         loop {
             let current = self.leases.get(key)?;
-            if !super::claims::claimable(current.as_deref(), c) {
-                return Ok(false);
+            match holder(current.as_deref(), c) {
+                Holder::Free => {}
+                Holder::Own if own_too => {}
+                Holder::Own | Holder::Other => return Ok(false),
             }
             match self
                 .leases
@@ -997,7 +1001,7 @@ impl SledStore {
             }
             let (_, v) = entry?;
             let item = decode(&v)?;
-            if self.take(c, &key_of(&item).encode())? {
+            if self.take(c, &key_of(&item).encode(), false)? {
                 out.push(item);
             }
         }
@@ -1041,17 +1045,31 @@ impl ClaimStore for SledStore {
     }
 
     async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
-        keys.iter().map(|k| self.take(c, &k.encode())).collect()
+        keys.iter()
+            .map(|k| self.take(c, &k.encode(), true))
+            .collect()
     }
 
     async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
         let mut lost = Vec::new();
         for k in keys {
-            if !self.take(c, &k.encode())? {
+            if !self.take(c, &k.encode(), true)? {
                 lost.push(k.clone());
             }
         }
         Ok(lost)
+    }
+
+    async fn release_all(&self, node: &str) -> Result<u64> {
+        let mut released = 0;
+        for entry in self.leases.iter() {
+            let (k, v) = entry?;
+            if super::claims::split_lease(&v).is_some_and(|(n, _)| n == node.as_bytes()) {
+                self.leases.remove(k)?;
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
@@ -1060,7 +1078,7 @@ impl ClaimStore for SledStore {
             let Some(current) = self.leases.get(&key)? else {
                 continue;
             };
-            if current.len() > 9 && &current[..current.len() - 9] == node.as_bytes() {
+            if super::claims::split_lease(&current).is_some_and(|(n, _)| n == node.as_bytes()) {
                 // Only our own lease; a changed one (renewed by us, or taken over) stays.
                 let _ = self
                     .leases

@@ -1,0 +1,118 @@
+//! This node's claims on pending work ([`crate::storage::ClaimStore`]): what it holds, the
+//! renewal of those leases while it works, their release when done. Work reaches the engine
+//! two ways and is claimed either way: handed off by this node's ingest (acquired before it is
+//! worked on: another node may have claimed it from storage first) or claimed from storage in
+//! pages (at start, and when the hand-off channel overflowed).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+use crate::clock::Clock;
+use crate::storage::{Claim, ClaimStore, StorageError, WorkKey};
+
+/// How long a claim lasts without renewal; renewed every third of it.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+pub struct Claims {
+    store: Arc<dyn ClaimStore>,
+    node: String,
+    clock: Clock,
+    held: Mutex<HashSet<WorkKey>>,
+}
+
+impl Claims {
+    pub fn new(store: Arc<dyn ClaimStore>, node: String, clock: Clock) -> Claims {
+        Claims {
+            store,
+            node,
+            clock,
+            held: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<WorkKey>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A claim by this node from now for one lease.
+    pub fn claim(&self) -> Claim {
+        let now_ms = self.clock.now_ms();
+        Claim {
+            node: self.node.clone(),
+            now_ms,
+            until_ms: now_ms + LEASE.as_millis() as u64,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Items a `claim_*` call gave this node.
+    pub fn hold(&self, keys: impl IntoIterator<Item = WorkKey>) {
+        self.held().extend(keys);
+    }
+
+    /// Takes the items for this node; `false` for each that another node holds.
+    pub async fn acquire(&self, keys: Vec<WorkKey>) -> Result<Vec<bool>, StorageError> {
+        let got = self.store.acquire(&self.claim(), &keys).await?;
+        let mut held = self.held();
+        for (k, ok) in keys.into_iter().zip(&got) {
+            if *ok {
+                held.insert(k);
+            }
+        }
+        Ok(got)
+    }
+
+    /// Done with the items (finished, or left to whoever claims them next).
+    pub async fn release(&self, keys: Vec<WorkKey>) -> Result<(), StorageError> {
+        {
+            let mut held = self.held();
+            for k in &keys {
+                held.remove(k);
+            }
+        }
+        self.store.release(&self.node, &keys).await
+    }
+
+    /// Items held now.
+    pub fn count(&self) -> usize {
+        self.held().len()
+    }
+
+    /// Renews every lease this node holds, a third of a lease apart, until `stop`. A lease
+    /// found taken by another node (this one paused past its end) is dropped from the set;
+    /// the other node does that work too, which is at-least-once, as after a crash.
+    pub async fn renew_until(self: Arc<Self>, health: Arc<Health>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(LEASE / 3);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let keys: Vec<WorkKey> = self.held().iter().cloned().collect();
+            if keys.is_empty() {
+                continue;
+            }
+            match self.store.renew(&self.claim(), &keys).await {
+                Ok(lost) => {
+                    health.succeeded();
+                    if !lost.is_empty() {
+                        tracing::warn!(lost = lost.len(), "leases taken over by another node");
+                        let mut held = self.held();
+                        for k in lost {
+                            held.remove(&k);
+                        }
+                    }
+                }
+                Err(e) => health.failed("lease renewal", &e),
+            }
+        }
+    }
+}
