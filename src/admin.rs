@@ -9,9 +9,66 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::engine::dispatch::{DestinationView, LastError};
+use crate::engine::health::Failing;
 use crate::engine::history::DeliveryRecord;
-use crate::metrics::Throughput;
-use crate::storage::{DeadLetter, EventSummary, Retry, StorageError, Subscription};
+use crate::metrics::{Gauges, Throughput};
+use crate::storage::{
+    DeadLetter, EventSummary, Retention, Retry, Storage, StorageError, Subscription,
+};
+
+/// What the operators' views need of a running engine, and no more: they read no engine part
+/// directly.
+#[async_trait::async_trait]
+pub trait EngineView: Send + Sync {
+    fn store(&self) -> &Storage;
+    fn now_ms(&self) -> u64;
+    /// Deliveries by outcome: [delivered, failed, gone, expired].
+    fn deliveries(&self) -> [u64; 4];
+    async fn gauges(&self) -> Result<Gauges, StorageError>;
+    fn storage_failing(&self) -> Option<Failing>;
+    fn retention(&self) -> Retention;
+    /// Every destination seen since start.
+    fn destinations(&self) -> Vec<DestinationView>;
+    fn destination(&self, name: &str) -> Option<DestinationView>;
+    /// The last deliveries to a callback, newest first.
+    fn recent_deliveries(&self, callback: &str) -> Vec<DeliveryRecord>;
+    /// A retry was stored behind the retry loop's back (a replay).
+    fn wake_retries(&self);
+}
+
+#[async_trait::async_trait]
+impl EngineView for Engine {
+    fn store(&self) -> &Storage {
+        Engine::store(self)
+    }
+    fn now_ms(&self) -> u64 {
+        self.clock().now_ms()
+    }
+    fn deliveries(&self) -> [u64; 4] {
+        self.metrics().deliveries()
+    }
+    async fn gauges(&self) -> Result<Gauges, StorageError> {
+        Engine::gauges(self).await
+    }
+    fn storage_failing(&self) -> Option<Failing> {
+        self.health().status()
+    }
+    fn retention(&self) -> Retention {
+        Engine::retention(self)
+    }
+    fn destinations(&self) -> Vec<DestinationView> {
+        self.dispatcher().views()
+    }
+    fn destination(&self, name: &str) -> Option<DestinationView> {
+        self.dispatcher().view_of(name)
+    }
+    fn recent_deliveries(&self, callback: &str) -> Vec<DeliveryRecord> {
+        self.dispatcher().history().recent(callback)
+    }
+    fn wake_retries(&self) {
+        Engine::wake_retries(self)
+    }
+}
 
 /// Subscriptions listed by a topic lookup.
 pub const TOPIC_SUBSCRIPTIONS: usize = 50;
@@ -24,7 +81,7 @@ const CALLBACK_ITEMS: usize = 100;
 const CALLBACK_SCAN: usize = 100_000;
 
 pub struct Admin {
-    engine: Arc<Engine>,
+    engine: Arc<dyn EngineView>,
     throughput: Throughput,
     started_ms: u64,
 }
@@ -200,8 +257,8 @@ pub struct CallbackInfo {
 }
 
 impl Admin {
-    pub fn new(engine: Arc<Engine>) -> Admin {
-        let now = engine.clock.now_ms();
+    pub fn new(engine: Arc<dyn EngineView>) -> Admin {
+        let now = engine.now_ms();
         Admin {
             engine,
             throughput: Throughput::new(now),
@@ -210,13 +267,13 @@ impl Admin {
     }
 
     fn now_ms(&self) -> u64 {
-        self.engine.clock.now_ms()
+        self.engine.now_ms()
     }
 
     pub async fn overview(&self) -> Result<Overview, StorageError> {
-        let store = &self.engine.store;
+        let store = self.engine.store();
         let (topics, subscriptions) = store.subs.totals().await?;
-        let [delivered, failed, gone, expired] = self.engine.metrics.deliveries();
+        let [delivered, failed, gone, expired] = self.engine.deliveries();
         let gauges = self.engine.gauges().await?;
         let [healthy, throttled, dead] = gauges.destinations;
         let now = self.now_ms();
@@ -245,12 +302,12 @@ impl Admin {
             log_events: log.events,
             log_bytes: log.bytes,
             retention: self.retention(),
-            storage_failing: self.engine.health.status(),
+            storage_failing: self.engine.storage_failing(),
         })
     }
 
     fn retention(&self) -> RetentionInfo {
-        let r = self.engine.cfg.retention;
+        let r = self.engine.retention();
         RetentionInfo {
             max_age_seconds: r.max_age_ms / 1000,
             max_bytes: r.max_bytes,
@@ -259,7 +316,7 @@ impl Admin {
 
     /// Events after `after` in sequence order (bodies left out), at most `limit`.
     pub async fn events(&self, after: u64, limit: usize) -> Result<EventsPage, StorageError> {
-        let log = &self.engine.store.log;
+        let log = &self.engine.store().log;
         let bounds = log.bounds().await?;
         let from = after.saturating_add(1).max(bounds.trail);
         let events = log
@@ -278,8 +335,7 @@ impl Admin {
     pub fn destinations(&self, limit: usize) -> Vec<DestinationInfo> {
         let mut all: Vec<DestinationInfo> = self
             .engine
-            .dispatcher
-            .views()
+            .destinations()
             .into_iter()
             .map(DestinationInfo::from)
             .collect();
@@ -300,7 +356,7 @@ impl Admin {
     }
 
     pub async fn topic(&self, topic: &str) -> Result<TopicInfo, StorageError> {
-        let store = &self.engine.store;
+        let store = self.engine.store();
         let state = store.publish.topic_state(topic).await?;
         let now = self.now_ms();
         let subscriptions = store
@@ -340,7 +396,7 @@ impl Admin {
         let now = self.now_ms();
         Ok(self
             .engine
-            .store
+            .store()
             .subs
             .scan(topic, after, limit)
             .await?
@@ -350,7 +406,7 @@ impl Admin {
     }
 
     pub async fn callback(&self, callback: &str) -> Result<CallbackInfo, StorageError> {
-        let store = &self.engine.store;
+        let store = self.engine.store();
         let now = self.now_ms();
         let subscriptions: Vec<SubscriptionInfo> = store
             .subs
@@ -391,8 +447,7 @@ impl Admin {
         // The callback is normalised (the API and the page parse it as the hub stores it).
         let destination = self
             .engine
-            .dispatcher
-            .view_of(&crate::storage::destination_of(callback))
+            .destination(&crate::storage::destination_of(callback))
             .map(DestinationInfo::from);
         Ok(CallbackInfo {
             callback: callback.to_owned(),
@@ -400,30 +455,30 @@ impl Admin {
             pending_verifications,
             pending_retries,
             dead_letters,
-            recent_deliveries: self.engine.history.recent(callback),
+            recent_deliveries: self.engine.recent_deliveries(callback),
             destination,
         })
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StorageError> {
-        self.engine.store.delivery.dead_letters(limit).await
+        self.engine.store().delivery.dead_letters(limit).await
     }
 
     /// Turns one dead letter back into a retry due now; `None` if there is no such letter.
     pub async fn replay(&self, id: u64) -> Result<Option<Retry>, StorageError> {
-        let store = &self.engine.store;
+        let store = self.engine.store();
         let retry = store.delivery.replay_dead_letter(id, self.now_ms()).await?;
         if retry.is_some() {
             store.flush().await?;
             tracing::info!(dead_letter = id, "dead letter replayed");
-            self.engine.retry_wake.notify_one();
+            self.engine.wake_retries();
         }
         Ok(retry)
     }
 
     /// Replays up to `limit` dead letters, oldest first. Returns how many.
     pub async fn replay_all(&self, limit: usize) -> Result<usize, StorageError> {
-        let store = &self.engine.store;
+        let store = self.engine.store();
         let mut n = 0;
         for dl in store.delivery.dead_letters(limit).await? {
             if store
@@ -438,7 +493,7 @@ impl Admin {
         if n > 0 {
             store.flush().await?;
             tracing::info!(replayed = n, "dead letters replayed");
-            self.engine.retry_wake.notify_one();
+            self.engine.wake_retries();
         }
         Ok(n)
     }

@@ -42,6 +42,7 @@ pub struct RunningHub {
     pub addr: SocketAddr,
     pub hub_url: String,
     pub engine: Arc<Engine>,
+    shutdown_deadline: std::time::Duration,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -68,14 +69,14 @@ pub async fn start_with_storage(
         shared_cfg.clone(),
         store.clone(),
         intake,
-        engine.clock,
-        engine.health.clone(),
+        engine.clock(),
+        engine.health().clone(),
     );
     let state = web::Data::new(AppState {
         cfg: shared_cfg,
         store,
         ingest,
-        clock: engine.clock,
+        clock: engine.clock(),
         hub_url: hub_url.clone(),
         admin: Arc::new(crate::admin::Admin::new(engine.clone())),
         engine: engine.clone(),
@@ -99,6 +100,7 @@ pub async fn start_with_storage(
         addr,
         hub_url,
         engine,
+        shutdown_deadline: cfg.shutdown_deadline,
         server: handle,
         server_task,
     })
@@ -111,8 +113,8 @@ impl RunningHub {
     pub async fn stop(self) {
         self.server.stop(true).await;
         let _ = self.server_task.await;
-        self.engine.drain(self.engine.cfg.shutdown_deadline).await;
-        if let Err(e) = self.engine.store.flush().await {
+        self.engine.drain(self.shutdown_deadline).await;
+        if let Err(e) = self.engine.store().flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
     }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::Engine;
 use super::client::Failure;
+use super::dispatch::Dispatcher;
+use super::shared::Shared;
 use super::window::Signal;
 use crate::storage::{Event, Retry, Subscription};
 use bytes::Bytes;
@@ -20,15 +21,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(engine: &Engine, event: &Event) -> Prepared {
+    pub fn new(hub_url: &str, event: &Event) -> Prepared {
         Prepared {
             event: event.seq,
             topic: event.topic.clone(),
             content_type: event.content_type.clone(),
-            link: format!(
-                "<{}>; rel=\"hub\", <{}>; rel=\"self\"",
-                engine.hub_url, event.topic
-            ),
+            link: format!("<{hub_url}>; rel=\"hub\", <{}>; rel=\"self\"", event.topic),
             body: event.body.clone(),
         }
     }
@@ -60,11 +58,11 @@ impl Outcome {
 
 /// Sends one delivery through the transport of the subscription's endpoint, unless its lease
 /// has ended.
-pub async fn send(engine: &Engine, p: &Prepared, sub: &Subscription) -> Outcome {
-    if sub.expires_ms < engine.clock.now_ms() {
+pub async fn send(d: &Dispatcher, p: &Prepared, sub: &Subscription) -> Outcome {
+    if sub.expires_ms < d.shared().clock.now_ms() {
         return Outcome::Expired;
     }
-    match engine.transports.for_endpoint(&sub.callback) {
+    match d.transports().for_endpoint(&sub.callback) {
         Some(t) => t.send(p, sub).await,
         None => Outcome::Failed(Failure::Other(format!(
             "no transport for the endpoint {}",
@@ -105,13 +103,13 @@ pub fn backoff(schedule: &[Duration], failed: u32) -> Option<Duration> {
 
 /// Records an outcome. `previous` is the retry record this attempt came from, if any.
 pub async fn settle(
-    engine: &Engine,
+    shared: &Shared,
     p: &Prepared,
     sub: &Subscription,
     previous: Option<&Retry>,
     outcome: Outcome,
 ) -> crate::storage::Result<()> {
-    let store = &engine.store;
+    let store = &shared.store;
     match outcome {
         // Still pending: a retry record stays as it is; a job keeps its cursor.
         Outcome::Deferred => return Ok(()),
@@ -128,7 +126,7 @@ pub async fn settle(
         }
         Outcome::Failed(failure) => {
             let attempts = previous.map_or(0, |r| r.attempts) + 1;
-            let now = engine.clock.now_ms();
+            let now = shared.clock.now_ms();
             let retry = Retry {
                 event: p.event,
                 topic: sub.topic.clone(),
@@ -140,11 +138,11 @@ pub async fn settle(
             };
             let not_before = match &failure {
                 Failure::Throttled { retry_after, .. } => {
-                    (*retry_after).min(engine.cfg.window.max_retry_after)
+                    (*retry_after).min(shared.cfg.window.max_retry_after)
                 }
                 _ => Duration::ZERO,
             };
-            match backoff(&engine.cfg.retry_schedule, attempts) {
+            match backoff(&shared.cfg.retry_schedule, attempts) {
                 Some(delay) => {
                     let delay = delay.max(not_before);
                     let retry = Retry {
@@ -154,10 +152,10 @@ pub async fn settle(
                     tracing::debug!(callback = %sub.callback, attempts, failure = %failure,
                         class = failure.class(), "delivery failed; retry scheduled");
                     store.delivery.put_retry(retry).await?;
-                    engine.metrics.retry_scheduled();
+                    shared.metrics.retry_scheduled();
                     // Failures are rare and must survive a crash: make them durable now.
                     store.flush().await?;
-                    engine.retry_wake.notify_one();
+                    shared.retry_wake.notify_one();
                 }
                 None => {
                     tracing::warn!(callback = %sub.callback, attempts, failure = %failure,
@@ -169,7 +167,7 @@ pub async fn settle(
                         ..last
                     };
                     store.delivery.dead_letter(&dead, now).await?;
-                    engine.metrics.dead_lettered();
+                    shared.metrics.dead_lettered();
                     store.flush().await?;
                 }
             }

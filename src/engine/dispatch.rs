@@ -18,18 +18,24 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 
-use super::Engine;
 use super::deliver::{Outcome, Prepared, send, settle, signal};
-use super::history::DeliveryRecord;
+use super::history::{DeliveryRecord, History};
+use super::shared::Shared;
+use super::transport::Transports;
 use super::window::Window;
-use crate::config::{Config, WindowConfig};
+use crate::config::WindowConfig;
 use crate::metrics;
 use crate::storage::{Job, NewEvent, StorageError, Subscription, WorkKey};
 
+/// The dispatcher: one queue, worker and window per destination server, the global cap, the
+/// transports deliveries go through, and the recent deliveries of each callback.
 pub struct Dispatcher {
+    shared: Arc<Shared>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
     global: Arc<Semaphore>,
     window: WindowConfig,
+    transports: Transports,
+    history: History,
 }
 
 pub struct Destination {
@@ -79,12 +85,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub fn new(cfg: &Config) -> Dispatcher {
-        Dispatcher {
+    pub fn new(shared: Arc<Shared>, transports: Transports, history: History) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
             destinations: Mutex::new(HashMap::new()),
-            global: Arc::new(Semaphore::new(cfg.max_in_flight)),
-            window: cfg.window.clone(),
-        }
+            global: Arc::new(Semaphore::new(shared.cfg.max_in_flight)),
+            window: shared.cfg.window.clone(),
+            transports,
+            history,
+            shared,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn transports(&self) -> &Transports {
+        &self.transports
+    }
+
+    /// Recent deliveries per callback.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn destination(&self, name: &str) -> Arc<Destination> {
@@ -106,7 +128,7 @@ impl Dispatcher {
     }
 
     /// Queues a job on its destination and starts the destination's worker if idle.
-    pub fn enqueue(&self, engine: &Arc<Engine>, job: Job) {
+    pub fn enqueue(self: &Arc<Self>, job: Job) {
         let dest = self.destination(&job.destination);
         let start = {
             let mut q = lock(&dest.state);
@@ -117,8 +139,7 @@ impl Dispatcher {
             !std::mem::replace(&mut q.running, true)
         };
         if start {
-            let engine2 = engine.clone();
-            engine.tracker.spawn(worker(engine2, dest));
+            self.shared.tracker.spawn(worker(self.clone(), dest));
         }
     }
 
@@ -152,7 +173,7 @@ impl Dispatcher {
     }
 }
 
-async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
+async fn worker(d: Arc<Dispatcher>, dest: Arc<Destination>) {
     loop {
         let job = {
             let mut q = lock(&dest.state);
@@ -164,13 +185,13 @@ async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
                 }
             }
         };
-        let job = coalesce_backlog(&engine, &dest, job).await;
+        let job = coalesce_backlog(&d, &dest, job).await;
         let event = job.event;
-        match run_job(&engine, &dest, job.clone()).await {
+        match run_job(&d, &dest, job.clone()).await {
             Ok(()) => {
                 lock(&dest.state).known.remove(&event);
                 // Done, or stopping with its cursor stored: either way no longer this node's.
-                engine.release(vec![WorkKey::job(&job)]).await;
+                d.shared.release(vec![WorkKey::job(&job)]).await;
             }
             Err(e) => {
                 // Storage trouble: keep the job (it is stored) and try again shortly.
@@ -178,11 +199,11 @@ async fn worker(engine: Arc<Engine>, dest: Arc<Destination>) {
                 lock(&dest.state).jobs.push_front(job);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = engine.shutdown.cancelled() => {}
+                    _ = d.shared.shutdown.cancelled() => {}
                 }
             }
         }
-        if engine.shutdown.is_cancelled() {
+        if d.shared.shutdown.is_cancelled() {
             lock(&dest.state).running = false;
             return;
         }
@@ -197,7 +218,7 @@ const MAX_COALESCED: usize = 64;
 /// subscriber there gets one delivery carrying all of them ([`crate::feed::coalesce`]). Returns
 /// the job to run: the merged one, or `job` itself when there is nothing to merge or the
 /// contents cannot be merged.
-async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job {
+async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
     if job.cursor.is_some() || job.topic.is_empty() {
         return job;
     }
@@ -224,19 +245,19 @@ async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job 
             q.jobs.push_front(j);
         }
     };
-    let merged = merge_events(engine, dest, &job, &later).await;
+    let merged = merge_events(d, dest, &job, &later).await;
     match merged {
         Ok(Some(merged)) => {
             let replaced = std::iter::once(&job).chain(&later).map(WorkKey::job);
-            engine.release(replaced.collect()).await;
-            engine.take(vec![WorkKey::job(&merged)]).await;
+            d.shared.release(replaced.collect()).await;
+            d.shared.take(vec![WorkKey::job(&merged)]).await;
             let mut q = lock(&dest.state);
             q.known.remove(&job.event);
             for j in &later {
                 q.known.remove(&j.event);
             }
             q.known.insert(merged.event);
-            engine.metrics.coalesced(later.len() as u64 + 1);
+            d.shared.metrics.coalesced(later.len() as u64 + 1);
             tracing::debug!(destination = %dest.name, topic = %job.topic,
                 events = later.len() + 1, "backlog coalesced into one delivery");
             merged
@@ -254,27 +275,27 @@ async fn coalesce_backlog(engine: &Engine, dest: &Destination, job: Job) -> Job 
 }
 
 async fn merge_events(
-    engine: &Engine,
+    d: &Dispatcher,
     dest: &Destination,
     job: &Job,
     later: &[Job],
 ) -> Result<Option<Job>, StorageError> {
     let mut events = Vec::with_capacity(later.len() + 1);
     for j in std::iter::once(job).chain(later) {
-        match engine.store.log.event(j.event).await? {
+        match d.shared.store.log.event(j.event).await? {
             Some(e) => events.push(e),
             None => return Ok(None),
         }
     }
     let total: usize = events.iter().map(|e| e.body.len()).sum();
-    if total > engine.cfg.fetch_max_bytes {
+    if total > d.shared.cfg.fetch_max_bytes {
         return Ok(None);
     }
     let parts: Vec<(&str, &bytes::Bytes)> = events
         .iter()
         .map(|e| (e.content_type.as_str(), &e.body))
         .collect();
-    let Some((content_type, body)) = crate::feed::coalesce(&engine.cfg.diff, &parts) else {
+    let Some((content_type, body)) = crate::feed::coalesce(&d.shared.cfg.diff, &parts) else {
         return Ok(None);
     };
     let replaced: Vec<u64> = events.iter().map(|e| e.seq).collect();
@@ -283,7 +304,8 @@ async fn merge_events(
         .map(|e| e.created_ms)
         .min()
         .unwrap_or_default();
-    let merged = engine
+    let merged = d
+        .shared
         .store
         .delivery
         .coalesce_jobs(
@@ -301,11 +323,11 @@ async fn merge_events(
 }
 
 async fn run_job(
-    engine: &Arc<Engine>,
+    d: &Arc<Dispatcher>,
     dest: &Destination,
     mut job: Job,
 ) -> Result<(), StorageError> {
-    let store = &engine.store;
+    let store = &d.shared.store;
     let Some(event) = store.log.event(job.event).await? else {
         store
             .delivery
@@ -313,9 +335,9 @@ async fn run_job(
             .await?;
         return Ok(());
     };
-    let prepared = Prepared::new(engine, &event);
+    let prepared = Prepared::new(&d.shared.hub_url, &event);
     loop {
-        if engine.shutdown.is_cancelled() {
+        if d.shared.shutdown.is_cancelled() {
             return Ok(()); // the stored cursor resumes it
         }
         let page = store
@@ -324,12 +346,11 @@ async fn run_job(
                 &event.topic,
                 &dest.name,
                 job.cursor.as_deref(),
-                engine.cfg.page_size,
+                d.shared.cfg.page_size,
             )
             .await?;
-        let last_page = page.len() < engine.cfg.page_size;
-        if !page.is_empty()
-            && !deliver_page(engine, dest, &prepared, &page, &mut job, last_page).await?
+        let last_page = page.len() < d.shared.cfg.page_size;
+        if !page.is_empty() && !deliver_page(d, dest, &prepared, &page, &mut job, last_page).await?
         {
             return Ok(()); // stopping: the stored cursor resumes it
         }
@@ -355,24 +376,24 @@ const CHECKPOINT_EVERY: usize = 32;
 /// yet sent are deferred: the cursor is stored at the end of the completed prefix and `false`
 /// is returned (the job stays).
 async fn deliver_page(
-    engine: &Arc<Engine>,
+    d: &Arc<Dispatcher>,
     dest: &Destination,
     prepared: &Prepared,
     page: &[Subscription],
     job: &mut Job,
     last_page: bool,
 ) -> Result<bool, StorageError> {
-    let store = &engine.store;
+    let store = &d.shared.store;
     let mut in_flight: FuturesUnordered<_> = page
         .iter()
         .enumerate()
         .map(|(i, sub)| async move {
-            let outcome = send_in_window(engine, dest, prepared, sub).await;
+            let outcome = send_in_window(d, dest, prepared, sub).await;
             let deferred = outcome == Outcome::Deferred;
             (
                 i,
                 deferred,
-                settle(engine, prepared, sub, None, outcome).await,
+                settle(&d.shared, prepared, sub, None, outcome).await,
             )
         })
         .collect();
@@ -446,12 +467,12 @@ async fn deliver_page(
 /// is stopping nothing new is sent ([`Outcome::Deferred`]); past the shutdown deadline a
 /// request in flight is cut off (deferred too: it is sent again after the restart).
 pub async fn send_in_window(
-    engine: &Engine,
+    d: &Dispatcher,
     dest: &Destination,
     prepared: &Prepared,
     sub: &Subscription,
 ) -> Outcome {
-    let stopping = &engine.shutdown;
+    let stopping = &d.shared.shutdown;
     let slot = tokio::select! {
         biased;
         _ = stopping.cancelled() => return Outcome::Deferred,
@@ -460,19 +481,19 @@ pub async fn send_in_window(
     let global = tokio::select! {
         biased;
         _ = stopping.cancelled() => return Outcome::Deferred,
-        g = engine.dispatcher.global().acquire() => g,
+        g = d.global().acquire() => g,
     };
     if stopping.is_cancelled() {
         return Outcome::Deferred;
     }
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
-        o = send(engine, prepared, sub) => o,
-        _ = engine.abort.cancelled() => Outcome::Deferred,
+        o = send(d, prepared, sub) => o,
+        _ = d.shared.abort.cancelled() => Outcome::Deferred,
     };
     drop(global);
     let took = started.elapsed();
-    let m = &engine.metrics;
+    let m = &d.shared.metrics;
     match &outcome {
         Outcome::Delivered => m.delivery(metrics::Delivery::Delivered, Some(took)),
         Outcome::Gone => m.delivery(metrics::Delivery::Gone, Some(took)),
@@ -484,21 +505,21 @@ pub async fn send_in_window(
         Some(s) => slot.done(s),
         None => drop(slot),
     }
-    remember(engine, dest, prepared, sub, &outcome, took);
+    remember(d, dest, prepared, sub, &outcome, took);
     outcome
 }
 
 /// Records the delivery in the callback's history, and a failure as the destination's last
 /// error.
 fn remember(
-    engine: &Engine,
+    d: &Dispatcher,
     dest: &Destination,
     prepared: &Prepared,
     sub: &Subscription,
     outcome: &Outcome,
     took: Duration,
 ) {
-    let at_ms = engine.clock.now_ms();
+    let at_ms = d.shared.clock.now_ms();
     let (class, error) = match outcome {
         Outcome::Failed(f) => (Some(f.class()), Some(f.to_string())),
         _ => (None, None),
@@ -511,7 +532,7 @@ fn remember(
         });
     }
     let sent = !matches!(outcome, Outcome::Expired | Outcome::Deferred);
-    engine.history.record(
+    d.history.record(
         &sub.callback,
         DeliveryRecord {
             at_ms,

@@ -1,10 +1,14 @@
 //! The engine: everything that makes outbound calls, on its own tokio runtime.
 //!
-//! Handlers persist work and hand it off through [`Intake`] (a bounded channel). The engine
-//! verifies intents ([`verify`]), fetches and diffs topics ([`publish`]), plans one job per
-//! (event, destination) and delivers them ([`dispatch`], [`deliver`]), retries failures
-//! ([`retry`]) and sweeps expired leases and old events ([`sweep`]). At start it reloads all
-//! pending work from storage, so a crash loses nothing that was acknowledged.
+//! The ingest service persists work and hands it off through [`Intake`] (a bounded channel).
+//! The engine's parts, each holding what it needs ([`shared::Shared`] and its own clients,
+//! queues and limits): the verifier ([`verify`]) checks intents; the fetcher ([`publish`])
+//! fetches and diffs topics and commits events to the log through the committed-event stream
+//! ([`stream`]); the planner ([`planner`]) follows that stream and stores one job per (event,
+//! destination); the dispatcher ([`dispatch`]) delivers jobs through destination windows and
+//! transports ([`transport`]); the retry loop ([`retry`]) and the sweeper ([`sweep`]) do the
+//! rest. At start, and after the hand-off channel overflowed, the engine claims pending work
+//! from storage ([`claims`]), so a crash loses nothing that was acknowledged.
 
 pub mod claims;
 pub mod client;
@@ -16,6 +20,7 @@ pub mod keyed;
 pub mod planner;
 pub mod publish;
 pub mod retry;
+pub mod shared;
 pub mod stream;
 pub mod sweep;
 pub mod transport;
@@ -26,21 +31,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::storage::{Intent, PLANNER, Ping, Storage, StorageError, WorkKey};
+use crate::storage::{Intent, PLANNER, Ping, Retention, Storage, StorageError, WorkKey};
 use client::Clients;
+use dispatch::Dispatcher;
 use keyed::{Keyed, KeyedQueue};
+use shared::Shared;
 
 /// Capacity of the hand-off channel; beyond it work waits in storage for a rescan.
 const INTAKE_CAPACITY: usize = 10_000;
-/// Concurrent topic fetches and verifications.
-const FETCH_CONCURRENCY: usize = 32;
-const VERIFY_CONCURRENCY: usize = 64;
 /// Items claimed from storage per call.
 const CLAIM_PAGE: usize = 1_000;
 /// How long tasks get, once cut off, to store where they stopped.
@@ -86,35 +90,13 @@ impl Intake {
     }
 }
 
+/// The running engine: its parts and the handles to stop them. Operators' views read it
+/// through methods ([`crate::admin::EngineView`]), never through its parts.
 pub struct Engine {
-    pub cfg: Config,
-    pub store: Storage,
-    pub clients: Clients,
-    /// How deliveries reach endpoints, by scheme.
-    pub transports: transport::Transports,
-    pub clock: Clock,
-    /// The hub URL sent as `rel="hub"`.
-    pub hub_url: String,
-    /// Cancelled when the hub starts stopping: nothing new is started.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown deadline has passed: requests in flight are cut off.
-    pub abort: CancellationToken,
-    pub tracker: TaskTracker,
-    /// Recent deliveries per callback, for operators.
-    pub history: history::History,
-    pub dispatcher: dispatch::Dispatcher,
-    pub retry_wake: Notify,
-    pub metrics: crate::metrics::Metrics,
-    /// Storage failures: counted, reported by `/readyz`, retried with backoff.
-    pub health: Arc<health::Health>,
-    /// Where committed events go, and where the planner (and later relays) follow them.
-    pub stream: stream::EventStream,
-    /// The work this node has claimed.
-    pub claims: Arc<claims::Claims>,
-    fetch_permits: Semaphore,
-    verify_permits: Semaphore,
-    intents: std::sync::OnceLock<Arc<KeyedQueue<Intent>>>,
-    pings: std::sync::OnceLock<Arc<KeyedQueue<Ping>>>,
+    shared: Arc<Shared>,
+    dispatcher: Arc<Dispatcher>,
+    intents: Arc<KeyedQueue<Intent>>,
+    pings: Arc<KeyedQueue<Ping>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +108,7 @@ pub enum EngineError {
 }
 
 impl Engine {
-    /// Starts the engine's tasks on the current runtime and reloads pending work.
+    /// Starts the engine's tasks on the current runtime and claims pending work.
     pub async fn start(
         cfg: Config,
         store: Storage,
@@ -148,14 +130,6 @@ impl Engine {
                 lead
             }
         };
-        let stream = stream::EventStream::start(
-            store.clone(),
-            health.clone(),
-            lead,
-            &tracker,
-            shutdown.clone(),
-        );
-        let follower = stream.follow(planned);
         // One node per embedded store, so the store's id names the node; a restarted node lets
         // go of what its previous run held instead of waiting for those leases to end.
         let node = store.log.hub_id();
@@ -164,8 +138,14 @@ impl Engine {
             tracing::info!(released, "leases of the previous run released");
         }
         let claims = Arc::new(claims::Claims::new(store.claims.clone(), node, clock));
-        let history =
-            history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
+        let stream = Arc::new(stream::EventStream::start(
+            store.clone(),
+            health.clone(),
+            lead,
+            &tracker,
+            shutdown.clone(),
+        ));
+        let follower = stream.follow(planned);
         let transports =
             transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
                 clients.callbacks.clone(),
@@ -173,104 +153,70 @@ impl Engine {
                 cfg.delivery_timeout,
                 cfg.signature,
             ))]);
-        let engine = Arc::new(Engine {
-            transports,
-            history,
-            dispatcher: dispatch::Dispatcher::new(&cfg),
+        let history =
+            history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
+        let shared = Arc::new(Shared {
             cfg,
             store,
-            clients,
             clock,
             hub_url,
             shutdown,
-            health,
-            stream,
-            claims,
             abort: CancellationToken::new(),
             tracker: tracker.clone(),
-            retry_wake: Notify::new(),
             metrics: Default::default(),
-            fetch_permits: Semaphore::new(FETCH_CONCURRENCY),
-            verify_permits: Semaphore::new(VERIFY_CONCURRENCY),
-            intents: Default::default(),
-            pings: Default::default(),
+            health,
+            claims,
+            retry_wake: Notify::new(),
         });
-        // The queues live inside the engine, so their workers hold it weakly: a strong
-        // reference would be a cycle, and the store (and its file lock) would outlive `stop`.
-        let weak = Arc::downgrade(&engine);
+        let dispatcher = Dispatcher::new(shared.clone(), transports, history);
+        let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));
+        let fetcher = Arc::new(publish::Fetcher::new(shared.clone(), &clients, stream));
         let intents = KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
-            let e = weak.upgrade();
-            async move {
-                let Some(e) = e else { return };
-                let _permit = e.verify_permits.acquire().await;
-                for intent in batch {
-                    let key = WorkKey::Intent(intent.id);
-                    if !e.take(vec![key.clone()]).await.contains(&true) {
-                        continue; // another node has it
-                    }
-                    verify::run(&e, intent).await;
-                    e.release(vec![key]).await;
-                }
-            }
+            let verifier = verifier.clone();
+            async move { verifier.run(batch).await }
         });
-        let weak = Arc::downgrade(&engine);
         let pings = KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
-            let e = weak.upgrade();
-            async move {
-                let Some(e) = e else { return };
-                let _permit = e.fetch_permits.acquire().await;
-                let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
-                let got = e.take(keys.clone()).await;
-                let mine: Vec<Ping> = batch
-                    .into_iter()
-                    .zip(&got)
-                    .filter_map(|(p, ok)| ok.then_some(p))
-                    .collect();
-                if !mine.is_empty() {
-                    publish::run(&e, topic, mine).await;
-                }
-                let taken = keys
-                    .into_iter()
-                    .zip(got)
-                    .filter_map(|(k, ok)| ok.then_some(k));
-                e.release(taken.collect()).await;
-            }
+            let fetcher = fetcher.clone();
+            async move { fetcher.run(topic, batch).await }
         });
-        let _ = engine.intents.set(intents);
-        let _ = engine.pings.set(pings);
+        let engine = Arc::new(Engine {
+            shared: shared.clone(),
+            dispatcher: dispatcher.clone(),
+            intents,
+            pings,
+        });
 
         let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
         let overflow = Arc::new(AtomicBool::new(false));
         engine.reload().await?;
         tracker.spawn(intake_loop(engine.clone(), rx, overflow.clone()));
-        tracker.spawn(planner::run(engine.clone(), follower));
+        tracker.spawn(planner::run(dispatcher.clone(), follower));
         tracker.spawn(
-            engine
+            shared
                 .claims
                 .clone()
-                .renew_until(engine.health.clone(), engine.shutdown.clone()),
+                .renew_until(shared.health.clone(), shared.shutdown.clone()),
         );
-        tracker.spawn(retry::run(engine.clone()));
-        tracker.spawn(sweep::run(engine.clone()));
+        tracker.spawn(retry::run(dispatcher));
+        tracker.spawn(sweep::run(shared));
         Ok((engine, Intake { tx, overflow }))
     }
 
     fn submit(&self, work: Work) {
         match work {
-            Work::Intent(i) => self.intents.get().expect("set at start").submit(i),
-            Work::Ping(p) => self.pings.get().expect("set at start").submit(p),
+            Work::Intent(i) => self.intents.submit(i),
+            Work::Ping(p) => self.pings.submit(p),
         }
     }
 
     /// Claims pending work nobody holds from storage, a page at a time: intents, pings,
     /// delivery jobs (due retries are claimed by the retry loop).
-    async fn reload(self: &Arc<Self>) -> Result<(), StorageError> {
-        let store = &self.store.claims;
+    async fn reload(&self) -> Result<(), StorageError> {
+        let store = &self.shared.store.claims;
+        let claims = &self.shared.claims;
         loop {
-            let page = store
-                .claim_intents(&self.claims.claim(), CLAIM_PAGE)
-                .await?;
-            self.claims.hold(page.iter().map(|i| WorkKey::Intent(i.id)));
+            let page = store.claim_intents(&claims.claim(), CLAIM_PAGE).await?;
+            claims.hold(page.iter().map(|i| WorkKey::Intent(i.id)));
             let done = page.len() < CLAIM_PAGE;
             for intent in page {
                 self.submit(Work::Intent(intent));
@@ -280,8 +226,8 @@ impl Engine {
             }
         }
         loop {
-            let page = store.claim_pings(&self.claims.claim(), CLAIM_PAGE).await?;
-            self.claims.hold(page.iter().map(|p| WorkKey::Ping(p.id)));
+            let page = store.claim_pings(&claims.claim(), CLAIM_PAGE).await?;
+            claims.hold(page.iter().map(|p| WorkKey::Ping(p.id)));
             let done = page.len() < CLAIM_PAGE;
             for ping in page {
                 self.submit(Work::Ping(ping));
@@ -291,11 +237,11 @@ impl Engine {
             }
         }
         loop {
-            let page = store.claim_jobs(&self.claims.claim(), CLAIM_PAGE).await?;
-            self.claims.hold(page.iter().map(WorkKey::job));
+            let page = store.claim_jobs(&claims.claim(), CLAIM_PAGE).await?;
+            claims.hold(page.iter().map(WorkKey::job));
             let done = page.len() < CLAIM_PAGE;
             for job in page {
-                self.dispatcher.enqueue(self, job);
+                self.dispatcher.enqueue(job);
             }
             if done {
                 break;
@@ -304,52 +250,73 @@ impl Engine {
         Ok(())
     }
 
-    /// Acquires work for this node (see [`claims::Claims::acquire`]); a failing store is
-    /// retried with backoff. All `false` when the hub stops first (the work stays stored).
-    pub async fn take(&self, keys: Vec<WorkKey>) -> Vec<bool> {
-        let n = keys.len();
-        self.health
-            .persist("work claim", &self.shutdown, || {
-                self.claims.acquire(keys.clone())
-            })
-            .await
-            .unwrap_or_else(|| vec![false; n])
+    /// The store the engine works on.
+    pub fn store(&self) -> &Storage {
+        &self.shared.store
     }
 
-    /// Releases work this node is done with. A failure is reported, not retried: the lease
-    /// ends by itself.
-    pub async fn release(&self, keys: Vec<WorkKey>) {
-        if keys.is_empty() {
-            return;
-        }
-        if let Err(e) = self.claims.release(keys).await {
-            self.health.failed("work release", &e);
-        }
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// Storage failures and their counts.
+    pub fn health(&self) -> &Arc<health::Health> {
+        &self.shared.health
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.shared.cfg.retention
+    }
+
+    /// The destination servers, their windows and queues.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Wakes the retry loop (a retry was stored behind its back, e.g. a replay).
+    pub fn wake_retries(&self) {
+        self.shared.retry_wake.notify_one();
+    }
+
+    /// Whether the hub has started stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
+
+    /// One housekeeping pass now (lease expiry, retention), for operators and tests.
+    pub async fn sweep_now(&self) -> Result<(), StorageError> {
+        sweep::sweep_once(&self.shared, &[]).await.map(|_| ())
     }
 
     /// The gauges `/metrics` and the status page show: queued jobs, stored retries,
-    /// destinations by state.
+    /// destinations by state, the event log, storage failures.
     pub async fn gauges(&self) -> Result<crate::metrics::Gauges, StorageError> {
+        let store = &self.shared.store;
         Ok(crate::metrics::Gauges {
             queued_jobs: self.dispatcher.queued_jobs() as u64,
-            retries: self.store.delivery.count_retries().await?,
+            retries: store.delivery.count_retries().await?,
             destinations: self.dispatcher.destination_states(),
-            log: self.store.log.bounds().await?,
-            storage_errors: self.health.errors(),
+            log: store.log.bounds().await?,
+            storage_errors: self.shared.health.errors(),
         })
     }
 
     /// Stops taking work and waits for the tasks to end.
     pub async fn stopped(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
+        let tracker = &self.shared.tracker;
+        tracker.close();
+        tracker.wait().await;
     }
 
     /// Drains: nothing new starts, work in flight gets `deadline` to finish, then it is cut off
     /// (and stays stored, to be resumed at the next start). Waits at most `deadline` plus a
     /// short grace for the tasks to end; whatever is left is dropped with the runtime.
     pub async fn drain(&self, deadline: Duration) {
-        self.shutdown.cancel();
+        self.shared.shutdown.cancel();
         if tokio::time::timeout(deadline, self.stopped()).await.is_ok() {
             return;
         }
@@ -357,7 +324,7 @@ impl Engine {
             ?deadline,
             "shutdown deadline passed; cutting off deliveries in flight"
         );
-        self.abort.cancel();
+        self.shared.abort.cancel();
         if tokio::time::timeout(ABORT_GRACE, self.stopped())
             .await
             .is_err()
@@ -369,9 +336,10 @@ impl Engine {
 
 async fn intake_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Work>, overflow: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = engine.shared.shutdown.clone();
     loop {
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             work = rx.recv() => match work {
                 Some(w) => engine.submit(w),
                 None => return,
@@ -380,7 +348,7 @@ async fn intake_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Work>, overflow
                 if overflow.swap(false, Ordering::Relaxed)
                     && let Err(e) = engine.reload().await
                 {
-                    tracing::error!(error = %e, "rescan of pending work failed");
+                    engine.shared.health.failed("rescan of pending work", &e);
                     overflow.store(true, Ordering::Relaxed);
                 }
             }

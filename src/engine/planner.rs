@@ -5,17 +5,18 @@
 
 use std::sync::Arc;
 
-use super::Engine;
+use super::dispatch::Dispatcher;
 use super::stream::Follower;
 use crate::storage::{Job, WorkKey};
 
 /// Most events planned in one transaction.
 const BATCH: usize = 512;
 
-pub async fn run(engine: Arc<Engine>, mut follower: Follower) {
-    let stop = &engine.shutdown;
-    let health = &engine.health;
-    let store = &engine.store;
+pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
+    let shared = dispatcher.shared().clone();
+    let stop = &shared.shutdown;
+    let health = &shared.health;
+    let store = &shared.store;
     loop {
         let next = tokio::select! {
             next = follower.next(BATCH) => next,
@@ -72,10 +73,10 @@ pub async fn run(engine: Arc<Engine>, mut follower: Follower) {
             "events planned"
         );
         // Claimed before they are worked on: another node may have claimed some from storage.
-        let got = engine.take(jobs.iter().map(WorkKey::job).collect()).await;
+        let got = shared.take(jobs.iter().map(WorkKey::job).collect()).await;
         for (job, mine) in jobs.into_iter().zip(got) {
             if mine {
-                engine.dispatcher.enqueue(&engine, job);
+                dispatcher.enqueue(job);
             }
         }
     }

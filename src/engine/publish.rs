@@ -10,27 +10,72 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header;
 
-use super::Engine;
-use super::client::{Failure, USER_AGENT, classify, read_limited};
-use super::stream::CommitError;
+use tokio::sync::Semaphore;
+
+use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
+use super::shared::Shared;
+use super::stream::{CommitError, EventStream};
 use crate::feed;
 use crate::metrics::Fetch;
-use crate::storage::{Commit, NewEvent, Ping, TopicState};
+use crate::storage::{Commit, NewEvent, Ping, TopicState, WorkKey};
 
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
 const FETCH_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
 
-pub async fn run(engine: &Arc<Engine>, topic: String, batch: Vec<Ping>) {
+/// Topic fetches at once.
+const CONCURRENCY: usize = 32;
+
+/// The fetcher: turns pings into committed events. It fetches through the topic client
+/// (bounded redirects, the topic policy) and commits through the event stream.
+pub struct Fetcher {
+    shared: Arc<Shared>,
+    clients: Clients,
+    stream: Arc<EventStream>,
+    permits: Semaphore,
+}
+
+impl Fetcher {
+    pub fn new(shared: Arc<Shared>, clients: &Clients, stream: Arc<EventStream>) -> Fetcher {
+        Fetcher {
+            shared,
+            clients: clients.clone(),
+            stream,
+            permits: Semaphore::new(CONCURRENCY),
+        }
+    }
+
+    /// Handles every ping waiting for `topic` that this node can claim.
+    pub async fn run(&self, topic: String, batch: Vec<Ping>) {
+        let _permit = self.permits.acquire().await;
+        let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
+        let got = self.shared.take(keys.clone()).await;
+        let mine: Vec<Ping> = batch
+            .into_iter()
+            .zip(&got)
+            .filter_map(|(p, ok)| ok.then_some(p))
+            .collect();
+        if !mine.is_empty() {
+            run(self, topic, mine).await;
+        }
+        let taken = keys
+            .into_iter()
+            .zip(got)
+            .filter_map(|(k, ok)| ok.then_some(k));
+        self.shared.release(taken.collect()).await;
+    }
+}
+
+async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
     let mut lights = Vec::new();
     for ping in batch {
         match ping.fat.clone() {
             Some(fat) => {
                 let body = Bytes::from(fat.body);
-                let Some(prev) = state_or_log(engine, &topic).await else {
+                let Some(prev) = state_or_log(fetcher, &topic).await else {
                     return;
                 };
                 process(
-                    engine,
+                    fetcher,
                     &topic,
                     &[ping.id],
                     &fat.content_type,
@@ -44,17 +89,18 @@ pub async fn run(engine: &Arc<Engine>, topic: String, batch: Vec<Ping>) {
         }
     }
     if !lights.is_empty() {
-        fetch_and_process(engine, &topic, &lights).await;
+        fetch_and_process(fetcher, &topic, &lights).await;
     }
 }
 
 /// `None` when the hub stops first (the pings stay stored and are taken up after a restart);
 /// a failing store is retried with backoff.
-async fn state_or_log(engine: &Engine, topic: &str) -> Option<TopicState> {
-    let store = &engine.store;
-    let state = engine
+async fn state_or_log(fetcher: &Fetcher, topic: &str) -> Option<TopicState> {
+    let store = &fetcher.shared.store;
+    let state = fetcher
+        .shared
         .health
-        .persist("topic state", &engine.shutdown, || {
+        .persist("topic state", &fetcher.shared.shutdown, || {
             store.publish.topic_state(topic)
         })
         .await?;
@@ -62,11 +108,12 @@ async fn state_or_log(engine: &Engine, topic: &str) -> Option<TopicState> {
 }
 
 /// Subscribers of `topic`; `None` when the hub stops first.
-async fn subscribers(engine: &Engine, topic: &str) -> Option<u64> {
-    let store = &engine.store;
-    engine
+async fn subscribers(fetcher: &Fetcher, topic: &str) -> Option<u64> {
+    let store = &fetcher.shared.store;
+    fetcher
+        .shared
         .health
-        .persist("subscriber count", &engine.shutdown, || {
+        .persist("subscriber count", &fetcher.shared.shutdown, || {
             store.subs.count_for_topic(topic)
         })
         .await
@@ -84,44 +131,44 @@ enum FetchResult {
     Content(Fetched),
 }
 
-async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) {
-    let Some(subscribers) = subscribers(engine, topic).await else {
+async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
+    let Some(subscribers) = subscribers(fetcher, topic).await else {
         return;
     };
     if subscribers == 0 {
         // Nobody to tell: no fetch.
-        finish(engine, topic, ping_ids, None).await;
+        finish(fetcher, topic, ping_ids, None).await;
         return;
     }
-    let Some(mut state) = state_or_log(engine, topic).await else {
+    let Some(mut state) = state_or_log(fetcher, topic).await else {
         return;
     };
     let mut attempt = 0;
     let result = loop {
-        match fetch(engine, topic, &state, subscribers).await {
+        match fetch(fetcher, topic, &state, subscribers).await {
             Ok(r) => break Ok(r),
             Err(f) if attempt < FETCH_BACKOFF.len() && transient(&f) => {
                 tracing::debug!(%topic, failure = %f, "topic fetch failed; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(FETCH_BACKOFF[attempt]) => {}
-                    _ = engine.shutdown.cancelled() => return, // the pings stay stored
+                    _ = fetcher.shared.shutdown.cancelled() => return, // the pings stay stored
                 }
                 attempt += 1;
             }
             Err(f) => break Err(f),
         }
     };
-    state.last_fetch_ms = engine.clock.now_ms();
+    state.last_fetch_ms = fetcher.shared.clock.now_ms();
     match result {
         Ok(FetchResult::NotModified) => {
             state.last_result = "304 not modified".into();
-            engine.metrics.fetch(Fetch::NotModified);
-            finish(engine, topic, ping_ids, Some(state)).await;
+            fetcher.shared.metrics.fetch(Fetch::NotModified);
+            finish(fetcher, topic, ping_ids, Some(state)).await;
         }
         Ok(FetchResult::Content(f)) => {
             let validators = Some((f.etag, f.last_modified));
             process(
-                engine,
+                fetcher,
                 topic,
                 ping_ids,
                 &f.content_type,
@@ -134,8 +181,8 @@ async fn fetch_and_process(engine: &Arc<Engine>, topic: &str, ping_ids: &[u64]) 
         Err(f) => {
             tracing::warn!(%topic, failure = %f, "topic fetch failed; update not delivered");
             state.last_result = format!("error: {f}");
-            engine.metrics.fetch(Fetch::Error);
-            finish(engine, topic, ping_ids, Some(state)).await;
+            fetcher.shared.metrics.fetch(Fetch::Error);
+            finish(fetcher, topic, ping_ids, Some(state)).await;
         }
     }
 }
@@ -146,28 +193,28 @@ fn transient(f: &Failure) -> bool {
 }
 
 async fn fetch(
-    engine: &Engine,
+    fetcher: &Fetcher,
     topic: &str,
     state: &TopicState,
     subscribers: u64,
 ) -> Result<FetchResult, Failure> {
     let url = url::Url::parse(topic).map_err(|e| Failure::Other(e.to_string()))?;
-    engine
+    fetcher
         .clients
         .topic_policy
         .check_literal(&url)
         .map_err(|e| Failure::Blocked(e.to_string()))?;
     let plural = if subscribers == 1 { "" } else { "s" };
-    let mut req = engine
+    let mut req = fetcher
         .clients
         .topics
         .get(url)
-        .timeout(engine.cfg.fetch_timeout)
+        .timeout(fetcher.shared.cfg.fetch_timeout)
         .header(
             header::USER_AGENT,
             format!(
                 "{USER_AGENT} (+{}; {subscribers} subscriber{plural})",
-                engine.hub_url
+                fetcher.shared.hub_url
             ),
         );
     // Conditional only when the content those validators describe is known.
@@ -196,7 +243,7 @@ async fn fetch(
         text(header::CONTENT_TYPE).unwrap_or_else(|| "application/octet-stream".into());
     let etag = text(header::ETAG);
     let last_modified = text(header::LAST_MODIFIED);
-    let body = read_limited(resp, engine.cfg.fetch_max_bytes).await?;
+    let body = read_limited(resp, fetcher.shared.cfg.fetch_max_bytes).await?;
     Ok(FetchResult::Content(Fetched {
         content_type,
         body,
@@ -207,7 +254,7 @@ async fn fetch(
 
 /// Diffs `body` against `state` and records the outcome; plans and starts the deliveries.
 async fn process(
-    engine: &Arc<Engine>,
+    fetcher: &Fetcher,
     topic: &str,
     ping_ids: &[u64],
     content_type: &str,
@@ -215,15 +262,15 @@ async fn process(
     mut state: TopicState,
     validators: Option<(Option<String>, Option<String>)>,
 ) {
-    let now = engine.clock.now_ms();
-    let diff = match feed::diff(&engine.cfg.diff, content_type, &body, Some(&state)) {
+    let now = fetcher.shared.clock.now_ms();
+    let diff = match feed::diff(&fetcher.shared.cfg.diff, content_type, &body, Some(&state)) {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(%topic, error = %e, "content refused; update not delivered");
             state.last_result = format!("refused: {e}");
-            engine.metrics.fetch(Fetch::Refused);
+            fetcher.shared.metrics.fetch(Fetch::Refused);
             state.last_fetch_ms = now;
-            finish(engine, topic, ping_ids, Some(state)).await;
+            finish(fetcher, topic, ping_ids, Some(state)).await;
             return;
         }
     };
@@ -231,16 +278,16 @@ async fn process(
         state.etag = etag;
         state.last_modified = lm;
         state.last_result = "200".into();
-        engine.metrics.fetch(Fetch::Ok);
+        fetcher.shared.metrics.fetch(Fetch::Ok);
     } else {
         state.last_result = "fat ping".into();
-        engine.metrics.fetch(Fetch::FatPing);
+        fetcher.shared.metrics.fetch(Fetch::FatPing);
     }
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;
     let event = match diff.deliver {
         // Nobody left to tell (everyone unsubscribed since the ping): no event.
-        Some(payload) => match subscribers(engine, topic).await {
+        Some(payload) => match subscribers(fetcher, topic).await {
             None => return,
             Some(0) => None,
             Some(_) => Some(NewEvent {
@@ -258,7 +305,7 @@ async fn process(
         event,
     };
     // Durable when it returns: the planner, following the stream, plans its deliveries.
-    match engine.stream.commit(commit).await {
+    match fetcher.stream.commit(commit).await {
         Ok(seq) => {
             tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");
         }
@@ -272,13 +319,14 @@ async fn process(
 }
 
 /// Removes pings that need nothing more, storing `state` if given.
-async fn finish(engine: &Engine, topic: &str, ping_ids: &[u64], mut state: Option<TopicState>) {
-    let store = &engine.store;
+async fn finish(fetcher: &Fetcher, topic: &str, ping_ids: &[u64], mut state: Option<TopicState>) {
+    let store = &fetcher.shared.store;
     for id in ping_ids {
         let state = state.take();
-        let dropped = engine
+        let dropped = fetcher
+            .shared
             .health
-            .persist("processed ping removal", &engine.shutdown, || {
+            .persist("processed ping removal", &fetcher.shared.shutdown, || {
                 store.publish.drop_ping(*id, topic, state.clone())
             })
             .await;

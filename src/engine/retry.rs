@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Engine;
 use super::deliver::{Prepared, settle};
+use super::dispatch::Dispatcher;
 use super::dispatch::send_in_window;
 use crate::storage::{Retry, WorkKey};
 
@@ -21,19 +21,20 @@ fn key(r: &Retry) -> Key {
     (r.event, r.topic.clone(), r.callback.clone())
 }
 
-pub async fn run(engine: Arc<Engine>) {
+pub async fn run(d: Arc<Dispatcher>) {
+    let shared = d.shared().clone();
     let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
     loop {
-        let now = engine.clock.now_ms();
+        let now = shared.clock.now_ms();
         // Due retries nobody holds (those in flight here are this node's already).
-        let claim = engine.claims.claim();
-        let due = match engine.store.claims.claim_due_retries(&claim, BATCH).await {
+        let claim = shared.claims.claim();
+        let due = match shared.store.claims.claim_due_retries(&claim, BATCH).await {
             Ok(d) => {
-                engine.claims.hold(d.iter().map(WorkKey::retry));
+                shared.claims.hold(d.iter().map(WorkKey::retry));
                 d
             }
             Err(e) => {
-                engine.health.failed("due retries", &e);
+                shared.health.failed("due retries", &e);
                 Vec::new()
             }
         };
@@ -44,49 +45,51 @@ pub async fn run(engine: Arc<Engine>) {
                 .insert(key(&r))
             {
                 // The same delivery is being attempted from another record: not now.
-                engine.release(vec![WorkKey::retry(&r)]).await;
+                shared.release(vec![WorkKey::retry(&r)]).await;
                 continue;
             }
-            let engine2 = engine.clone();
+            let shared2 = shared.clone();
+            let d = d.clone();
             let in_flight = in_flight.clone();
-            engine.tracker.spawn(async move {
-                if let Err(e) = attempt(&engine2, &r).await {
-                    engine2.health.failed("retry settlement", &e);
+            shared.tracker.spawn(async move {
+                if let Err(e) = attempt(&d, &r).await {
+                    shared2.health.failed("retry settlement", &e);
                 }
                 // Settled (a new record, if any, is claimed when due) or left as it was.
-                engine2.release(vec![WorkKey::retry(&r)]).await;
+                shared2.release(vec![WorkKey::retry(&r)]).await;
                 in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key(&r));
-                engine2.retry_wake.notify_one();
+                shared2.retry_wake.notify_one();
             });
         }
-        let wait = match engine.store.delivery.next_retry_due().await {
-            Ok(Some(due)) if due > now => engine
+        let wait = match shared.store.delivery.next_retry_due().await {
+            Ok(Some(due)) if due > now => shared
                 .clock
                 .instant_at(due)
                 .min(tokio::time::Instant::now() + MAX_IDLE),
             _ => tokio::time::Instant::now() + MAX_IDLE,
         };
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
-            _ = engine.retry_wake.notified() => {}
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.retry_wake.notified() => {}
             _ = tokio::time::sleep_until(wait) => {}
         }
     }
 }
 
-async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
-    let store = &engine.store;
-    let dest = engine.dispatcher.destination(&r.destination);
+async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {
+    let shared = d.shared();
+    let store = &shared.store;
+    let dest = d.destination(&r.destination);
     if let Some(at) = dest.window.blocked_until() {
         // Dead or paused: move the retry to when the destination takes requests again rather
         // than queue on it. This is no attempt, so the count stays.
         let wait = at.saturating_duration_since(tokio::time::Instant::now());
         if wait > Duration::from_millis(50) {
             let moved = Retry {
-                due_ms: engine.clock.now_ms() + wait.as_millis() as u64,
+                due_ms: shared.clock.now_ms() + wait.as_millis() as u64,
                 ..r.clone()
             };
             store.delivery.put_retry(moved).await?;
@@ -110,12 +113,12 @@ async fn attempt(engine: &Engine, r: &Retry) -> crate::storage::Result<()> {
         };
         store
             .delivery
-            .dead_letter(&lost, engine.clock.now_ms())
+            .dead_letter(&lost, shared.clock.now_ms())
             .await?;
-        engine.metrics.dead_lettered();
+        shared.metrics.dead_lettered();
         return Ok(());
     };
-    let prepared = Prepared::new(engine, &event);
-    let outcome = send_in_window(engine, &dest, &prepared, &sub).await;
-    settle(engine, &prepared, &sub, Some(r), outcome).await
+    let prepared = Prepared::new(&shared.hub_url, &event);
+    let outcome = send_in_window(d, &dest, &prepared, &sub).await;
+    settle(shared, &prepared, &sub, Some(r), outcome).await
 }

@@ -3,32 +3,32 @@
 
 use std::sync::Arc;
 
-use super::Engine;
+use super::shared::Shared;
 use crate::storage::PLANNER;
 
 const SWEEP_BATCH: usize = 10_000;
 
-pub async fn run(engine: Arc<Engine>) {
-    let mut tick = tokio::time::interval(engine.cfg.sweep_interval);
+pub async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.cfg.sweep_interval);
     // Delivery documents nothing referred to at the previous sweep: removed if still so.
     let mut unreferenced = Vec::new();
     loop {
         tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sweep_once(&engine, &unreferenced).await {
+        match sweep_once(&shared, &unreferenced).await {
             Ok(now_unreferenced) => unreferenced = now_unreferenced,
-            Err(e) => engine.health.failed("sweep", &e),
+            Err(e) => shared.health.failed("sweep", &e),
         }
     }
 }
 
 /// One pass; returns the delivery documents nothing refers to now (collected next time if
 /// still unreferenced: a retry being rescheduled is briefly invisible to one scan).
-pub async fn sweep_once(engine: &Engine, collect: &[u64]) -> crate::storage::Result<Vec<u64>> {
-    let now = engine.clock.now_ms();
-    let store = &engine.store;
+pub async fn sweep_once(shared: &Shared, collect: &[u64]) -> crate::storage::Result<Vec<u64>> {
+    let now = shared.clock.now_ms();
+    let store = &shared.store;
     let expired = store.subs.expired(now, SWEEP_BATCH).await?;
     for sub in &expired {
         store.subs.remove(&sub.topic, &sub.callback).await?;
@@ -38,7 +38,7 @@ pub async fn sweep_once(engine: &Engine, collect: &[u64]) -> crate::storage::Res
     let planned = store.log.cursor(PLANNER).await?.unwrap_or(0);
     let (pruned, unreferenced) = store
         .log
-        .prune(engine.cfg.retention, now, planned, collect)
+        .prune(shared.cfg.retention, now, planned, collect)
         .await?;
     if pruned > 0 {
         tracing::debug!(pruned, "events past retention pruned");

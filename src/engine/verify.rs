@@ -3,14 +3,51 @@
 use rand::RngCore;
 use url::Url;
 
-use super::Engine;
-use super::client::{Failure, classify, read_limited};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::client::{Clients, Failure, classify, read_limited};
+use super::shared::Shared;
 use crate::metrics::Verification;
 use crate::ssrf::GuardError;
-use crate::storage::{Intent, IntentMode, Subscription, destination_of};
+use crate::storage::{Intent, IntentMode, Subscription, WorkKey, destination_of};
 
 /// Largest verification answer read; a challenge is 64 hex characters.
 const MAX_ANSWER: usize = 16 * 1024;
+/// Verifications at once.
+const CONCURRENCY: usize = 64;
+
+/// The verifier: checks intents against the subscribers' callbacks, through the callback
+/// client (no redirects) under the callback policy.
+pub struct Verifier {
+    shared: Arc<Shared>,
+    clients: Clients,
+    permits: Semaphore,
+}
+
+impl Verifier {
+    pub fn new(shared: Arc<Shared>, clients: &Clients) -> Verifier {
+        Verifier {
+            shared,
+            clients: clients.clone(),
+            permits: Semaphore::new(CONCURRENCY),
+        }
+    }
+
+    /// Verifies a batch of intents of one (topic, callback), in order, each once claimed.
+    pub async fn run(&self, batch: Vec<Intent>) {
+        let _permit = self.permits.acquire().await;
+        for intent in batch {
+            let key = WorkKey::Intent(intent.id);
+            if !self.shared.take(vec![key.clone()]).await.contains(&true) {
+                continue; // another node has it
+            }
+            run(self, intent).await;
+            self.shared.release(vec![key]).await;
+        }
+    }
+}
 
 /// A fresh challenge: 256 random bits, hex.
 pub fn challenge() -> String {
@@ -32,52 +69,52 @@ pub fn with_params(callback: &str, params: &[(&str, &str)]) -> Option<Url> {
 }
 
 /// Why a request accepted with 202 is refused by policy, if it is.
-async fn policy_refusal(engine: &Engine, intent: &Intent) -> Option<String> {
+async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<String> {
     if intent.mode == IntentMode::Unsubscribe {
         return None; // unsubscriptions are never validated
     }
-    let allowed = &engine.cfg.allowed_topics;
+    let allowed = &v.shared.cfg.allowed_topics;
     if !allowed.is_empty() && !allowed.iter().any(|p| intent.topic.starts_with(p.as_str())) {
         return Some("this hub does not serve that topic".into());
     }
     let topic = Url::parse(&intent.topic).ok()?;
-    match engine.clients.topic_policy.check_url(&topic).await {
+    match v.clients.topic_policy.check_url(&topic).await {
         Err(GuardError::Blocked(reason)) => Some(format!("the topic is not fetchable: {reason}")),
         // An unresolvable topic may resolve later; the fetch will tell.
         Err(GuardError::Dns(_)) | Ok(()) => None,
     }
 }
 
-pub async fn run(engine: &Engine, intent: Intent) {
+async fn run(v: &Verifier, intent: Intent) {
     let callback = intent.callback.clone();
     let topic = intent.topic.clone();
-    if let Some(reason) = policy_refusal(engine, &intent).await {
-        engine.metrics.verification(Verification::Denied);
-        deny(engine, &intent, &reason).await;
+    if let Some(reason) = policy_refusal(v, &intent).await {
+        v.shared.metrics.verification(Verification::Denied);
+        deny(v, &intent, &reason).await;
     } else {
-        match verify(engine, &intent).await {
+        match verify(v, &intent).await {
             Ok(()) => {
-                if let Err(e) = apply(engine, &intent).await {
+                if let Err(e) = apply(v, &intent).await {
                     // Keep the intent: it is verified again after a restart.
                     tracing::error!(error = %e, %topic, %callback, "cannot store verified intent");
                     return;
                 }
-                engine.metrics.verification(Verification::Verified);
+                v.shared.metrics.verification(Verification::Verified);
                 tracing::info!(mode = intent.mode.as_str(), %topic, %callback, "intent verified");
             }
             Err(f) => {
-                engine.metrics.verification(Verification::Failed);
+                v.shared.metrics.verification(Verification::Failed);
                 tracing::info!(mode = intent.mode.as_str(), %topic, %callback, failure = %f,
                     "verification of intent failed; state unchanged");
             }
         }
     }
-    if let Err(e) = engine.store.subs.remove_intent(intent.id).await {
+    if let Err(e) = v.shared.store.subs.remove_intent(intent.id).await {
         tracing::error!(error = %e, "cannot remove finished intent");
     }
 }
 
-async fn verify(engine: &Engine, intent: &Intent) -> Result<(), Failure> {
+async fn verify(v: &Verifier, intent: &Intent) -> Result<(), Failure> {
     let challenge = challenge();
     let lease = intent.lease_seconds.to_string();
     let mut params = vec![
@@ -90,16 +127,15 @@ async fn verify(engine: &Engine, intent: &Intent) -> Result<(), Failure> {
     }
     let url =
         with_params(&intent.callback, &params).ok_or(Failure::Other("bad callback".into()))?;
-    engine
-        .clients
+    v.clients
         .callback_policy
         .check_literal(&url)
         .map_err(|e| Failure::Blocked(e.to_string()))?;
-    let resp = engine
+    let resp = v
         .clients
         .callbacks
         .get(url)
-        .timeout(engine.cfg.verify_timeout)
+        .timeout(v.shared.cfg.verify_timeout)
         .send()
         .await
         .map_err(|e| classify(&e))?;
@@ -119,10 +155,10 @@ async fn verify(engine: &Engine, intent: &Intent) -> Result<(), Failure> {
     }
 }
 
-async fn apply(engine: &Engine, intent: &Intent) -> crate::storage::Result<()> {
+async fn apply(v: &Verifier, intent: &Intent) -> crate::storage::Result<()> {
     match intent.mode {
         IntentMode::Subscribe => {
-            let now = engine.clock.now_ms();
+            let now = v.shared.clock.now_ms();
             let sub = Subscription {
                 topic: intent.topic.clone(),
                 callback: intent.callback.clone(),
@@ -132,22 +168,22 @@ async fn apply(engine: &Engine, intent: &Intent) -> crate::storage::Result<()> {
                 expires_ms: now + intent.lease_seconds * 1000,
                 created_ms: now,
             };
-            engine.store.subs.upsert(sub).await?;
+            v.shared.store.subs.upsert(sub).await?;
         }
         IntentMode::Unsubscribe => {
-            engine
+            v.shared
                 .store
                 .subs
                 .remove(&intent.topic, &intent.callback)
                 .await?;
         }
     }
-    engine.store.flush().await
+    v.shared.store.flush().await
 }
 
 /// Tells the subscriber its request was refused (`hub.mode=denied`), where policy lets the hub
 /// reach the callback at all.
-async fn deny(engine: &Engine, intent: &Intent, reason: &str) {
+async fn deny(v: &Verifier, intent: &Intent, reason: &str) {
     tracing::info!(topic = %intent.topic, callback = %intent.callback, %reason, "subscription denied");
     let params = [
         ("hub.mode", "denied"),
@@ -157,15 +193,15 @@ async fn deny(engine: &Engine, intent: &Intent, reason: &str) {
     let Some(url) = with_params(&intent.callback, &params) else {
         return;
     };
-    if let Err(e) = engine.clients.callback_policy.check_literal(&url) {
+    if let Err(e) = v.clients.callback_policy.check_literal(&url) {
         tracing::info!(callback = %intent.callback, error = %e, "denial not sent: callback unreachable under policy");
         return;
     }
-    match engine
+    match v
         .clients
         .callbacks
         .get(url)
-        .timeout(engine.cfg.verify_timeout)
+        .timeout(v.shared.cfg.verify_timeout)
         .send()
         .await
     {

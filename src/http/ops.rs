@@ -12,7 +12,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     match engine.gauges().await {
         Ok(gauges) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(engine.metrics.render(&gauges)),
+            .body(engine.metrics().render(&gauges)),
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
     }
 }
@@ -22,10 +22,10 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.engine.shutdown.is_cancelled() {
+    if state.engine.is_stopping() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    if let Some(f) = state.engine.health.status() {
+    if let Some(f) = state.engine.health().status() {
         let since = crate::clock::format_utc(f.since_ms);
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -38,7 +38,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.log.bounds().await {
         Ok(_) => text(StatusCode::OK, "ready"),
         Err(e) => {
-            state.engine.health.failed("readiness probe", &e);
+            state.engine.health().failed("readiness probe", &e);
             text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}"))
         }
     }

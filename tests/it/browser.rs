@@ -288,7 +288,7 @@ async fn the_status_page_shows_the_hub_and_its_replay_delivers() {
 
     // The totals refresh by themselves: a new delivery shows up without reloading.
     hub.wait_for("the replayed delivery to be counted", || async {
-        hub.running().engine.metrics.deliveries()[0] == 2
+        hub.running().engine.metrics().deliveries()[0] == 2
     })
     .await;
     let page = tokio::sync::Mutex::new(&mut b);

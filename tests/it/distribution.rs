@@ -193,9 +193,7 @@ async fn expired_leases_are_not_delivered_and_are_swept() {
     let other = Subscriber::start().await;
     hub.subscribed(&topic, &other.callback("/cb")).await;
     hub.end_lease(&topic, &other.callback("/cb")).await;
-    hubcast::engine::sweep::sweep_once(&hub.running().engine, &[])
-        .await
-        .unwrap();
+    hub.running().engine.sweep_now().await.unwrap();
     assert!(!hub.is_subscribed(&topic, &other.callback("/cb")).await);
 }
 

@@ -168,7 +168,7 @@ impl TestHub {
     }
 
     pub fn store(&self) -> &hubcast::storage::Storage {
-        &self.running().engine.store
+        self.running().engine.store()
     }
 
     pub async fn post_form(&self, form: &[(&str, &str)]) -> reqwest::Response {

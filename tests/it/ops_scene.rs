@@ -66,7 +66,7 @@ pub async fn scene(extra: &str) -> Scene {
     .await;
     hub.wait_for("the dead destination's retry to be parked", || async {
         let r = hub.store().delivery.retries(10).await.unwrap();
-        r.len() == 1 && r[0].due_ms > hub.running().engine.clock.now_ms() + 60_000
+        r.len() == 1 && r[0].due_ms > hub.running().engine.clock().now_ms() + 60_000
     })
     .await;
     hub.wait_jobs_done().await;

@@ -15,7 +15,7 @@ use crate::helpers::*;
 fn window(hub: &TestHub, sub: &Subscriber) -> WindowStatus {
     hub.running()
         .engine
-        .dispatcher
+        .dispatcher()
         .destination(&sub.base)
         .window
         .status()
