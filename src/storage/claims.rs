@@ -2,7 +2,8 @@
 //! delivery jobs, retries) is never simply loaded: a node claims items with a lease, renews the
 //! lease while it works on them and releases them when done; an item whose lease has ended is
 //! claimable again (its node died). In SQL this is `UPDATE … WHERE id IN (SELECT … FOR UPDATE
-//! SKIP LOCKED) RETURNING …`; the embedded backends keep a lease record per item.
+//! SKIP LOCKED) RETURNING …`; the embedded backends keep their leases in memory
+//! ([`LeaseTable`]).
 
 use async_trait::async_trait;
 
@@ -42,36 +43,6 @@ impl WorkKey {
             callback: r.callback.clone(),
         })
     }
-
-    /// A byte encoding, unique per item and ordered within a kind.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut k = Vec::new();
-        match self {
-            WorkKey::Intent(id) => {
-                k.push(b'i');
-                k.extend_from_slice(&id.to_be_bytes());
-            }
-            WorkKey::Ping(id) => {
-                k.push(b'p');
-                k.extend_from_slice(&id.to_be_bytes());
-            }
-            WorkKey::Job { destination, event } => {
-                k.push(b'j');
-                k.extend_from_slice(destination.as_bytes());
-                k.push(0);
-                k.extend_from_slice(&event.to_be_bytes());
-            }
-            WorkKey::Retry(r) => {
-                k.push(b'r');
-                k.extend_from_slice(&r.due_ms.to_be_bytes());
-                k.extend_from_slice(&r.event.to_be_bytes());
-                k.extend_from_slice(r.topic.as_bytes());
-                k.push(0);
-                k.extend_from_slice(r.callback.as_bytes());
-            }
-        }
-        k
-    }
 }
 
 /// Who claims, and until when.
@@ -82,44 +53,61 @@ pub struct Claim {
     pub until_ms: u64,
 }
 
-/// A lease as stored: `node \0 until_ms`.
-pub(crate) fn encode_lease(c: &Claim) -> Vec<u8> {
-    let mut v = c.node.as_bytes().to_vec();
-    v.push(0);
-    v.extend_from_slice(&c.until_ms.to_be_bytes());
-    v
+/// The leases of an embedded store. A sled store is opened by one process at a time and a
+/// memory store lives in one, so their leases only matter while that process runs: they are
+/// kept in memory (no disk write per claim), and a restart starts with none, which is what a
+/// restarted node wants. A shared SQL store keeps them in its rows instead.
+#[derive(Default)]
+pub struct LeaseTable {
+    leases: std::sync::Mutex<std::collections::HashMap<WorkKey, (String, u64)>>,
 }
 
-/// Whose is the item whose stored lease is `lease`, as `c` sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Holder {
-    /// Nobody's: no lease, or it has ended.
-    Free,
-    Own,
-    Other,
-}
-
-pub(crate) fn holder(lease: Option<&[u8]>, c: &Claim) -> Holder {
-    let Some(lease) = lease else {
-        return Holder::Free;
-    };
-    let Some((node, until)) = split_lease(lease) else {
-        return Holder::Free; // unreadable: treated as ended
-    };
-    if node == c.node.as_bytes() {
-        Holder::Own
-    } else if until < c.now_ms {
-        Holder::Free
-    } else {
-        Holder::Other
+impl LeaseTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<WorkKey, (String, u64)>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-/// (node, until_ms) of a stored lease.
-pub(crate) fn split_lease(lease: &[u8]) -> Option<(&[u8], u64)> {
-    let split = lease.len().checked_sub(9)?;
-    let (node, rest) = lease.split_at(split);
-    Some((node, u64::from_be_bytes(rest[1..].try_into().ok()?)))
+    /// Takes the lease of one item for `c.node` if nobody holds it (no lease, or an ended one)
+    /// or, with `own_too`, if it is already `c.node`'s.
+    pub fn take(&self, c: &Claim, key: &WorkKey, own_too: bool) -> bool {
+        let mut leases = self.lock();
+        let free = match leases.get(key) {
+            None => true,
+            Some((node, _)) if *node == c.node => own_too,
+            Some((_, until)) => *until < c.now_ms,
+        };
+        if free {
+            leases.insert(key.clone(), (c.node.clone(), c.until_ms));
+        }
+        free
+    }
+
+    pub fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Vec<bool> {
+        keys.iter().map(|k| self.take(c, k, true)).collect()
+    }
+
+    pub fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Vec<WorkKey> {
+        keys.iter()
+            .filter(|k| !self.take(c, k, true))
+            .cloned()
+            .collect()
+    }
+
+    pub fn release(&self, node: &str, keys: &[WorkKey]) {
+        let mut leases = self.lock();
+        for k in keys {
+            if leases.get(k).is_some_and(|(n, _)| n == node) {
+                leases.remove(k);
+            }
+        }
+    }
+
+    pub fn release_all(&self, node: &str) -> u64 {
+        let mut leases = self.lock();
+        let before = leases.len();
+        leases.retain(|_, (n, _)| n != node);
+        (before - leases.len()) as u64
+    }
 }
 
 /// The `claim_*` calls take items nobody holds (no lease, or an ended one) and skip those

@@ -1,4 +1,5 @@
-//! In-memory backend: nothing persisted. For unit tests and experiments.
+//! In-memory backend: nothing persisted. For unit tests and experiments, including how the hub
+//! lives with a failing store: [`MemoryStore::fail`] makes chosen calls fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -20,7 +21,6 @@ struct Inner {
     topic_seqs: BTreeMap<String, u64>,
     cursors: BTreeMap<String, u64>,
     docs: BTreeMap<u64, Event>,
-    leases: std::collections::HashMap<WorkKey, (String, u64)>,
     jobs: BTreeMap<(String, u64), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
     dead: BTreeMap<u64, DeadLetter>,
@@ -31,6 +31,20 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     ids: AtomicU64,
     hub_id: String,
+    leases: super::claims::LeaseTable,
+    /// Calls made to fail, and how many more times.
+    faults: Mutex<std::collections::HashMap<Fault, u32>>,
+}
+
+/// Calls of the memory backend that can be made to fail (with a transient error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Storing accepted pings ([`PublishStore::put_pings`]).
+    PutPings,
+    /// Appending to the event log ([`EventLog::append`]).
+    Append,
+    /// Flushing ([`Flush::flush`]).
+    Flush,
 }
 
 impl Default for MemoryStore {
@@ -39,6 +53,8 @@ impl Default for MemoryStore {
             inner: Mutex::default(),
             ids: AtomicU64::default(),
             hub_id: new_hub_id(),
+            faults: Mutex::default(),
+            leases: Default::default(),
         }
     }
 }
@@ -46,6 +62,35 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Makes the next `times` calls of `fault` fail (`u32::MAX`: until [`MemoryStore::heal`]).
+    pub fn fail(&self, fault: Fault, times: u32) {
+        self.faults_lock().insert(fault, times);
+    }
+
+    /// Every call succeeds again.
+    pub fn heal(&self) {
+        self.faults_lock().clear();
+    }
+
+    fn faults_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Fault, u32>> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check(&self, fault: Fault) -> Result<()> {
+        let mut faults = self.faults_lock();
+        match faults.get_mut(&fault) {
+            Some(0) | None => Ok(()),
+            Some(n) => {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+                Err(StorageError::Transient(format!(
+                    "injected failure: {fault:?}"
+                )))
+            }
+        }
     }
 
     fn generate_id(&self) -> u64 {
@@ -82,7 +127,7 @@ impl IdSource for MemoryStore {
 #[async_trait]
 impl Flush for MemoryStore {
     async fn flush(&self) -> Result<()> {
-        Ok(())
+        self.check(Fault::Flush)
     }
 }
 
@@ -209,6 +254,7 @@ impl SubscriptionStore for MemoryStore {
 #[async_trait]
 impl PublishStore for MemoryStore {
     async fn put_pings(&self, pings: Vec<Ping>) -> Result<()> {
+        self.check(Fault::PutPings)?;
         let mut g = self.lock();
         for p in pings {
             g.pings.insert(p.id, p);
@@ -384,6 +430,7 @@ impl EventLog for MemoryStore {
     }
 
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>> {
+        self.check(Fault::Append)?;
         let mut g = self.lock();
         let mut numbers = Vec::with_capacity(commits.len());
         for c in commits {
@@ -538,111 +585,65 @@ impl EventLog for MemoryStore {
     }
 }
 
-impl Inner {
-    /// Takes the lease of one item if it is free (or, with `own_too`, already `c.node`'s).
-    fn take(&mut self, c: &Claim, key: WorkKey, own_too: bool) -> bool {
-        let free = match self.leases.get(&key) {
-            None => true,
-            Some((node, _)) if *node == c.node => own_too,
-            Some((_, until)) => *until < c.now_ms,
-        };
-        if free {
-            self.leases.insert(key, (c.node.clone(), c.until_ms));
-        }
-        free
-    }
-}
-
 #[async_trait]
 impl ClaimStore for MemoryStore {
     async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>> {
-        let mut g = self.lock();
-        let all: Vec<Intent> = g.intents.values().cloned().collect();
-        Ok(all
-            .into_iter()
-            .filter(|i| g.take(c, WorkKey::Intent(i.id), false))
-            .take(limit)
-            .collect())
+        let all: Vec<Intent> = self.lock().intents.values().cloned().collect();
+        Ok(self.claim_from(c, all, limit, |i| WorkKey::Intent(i.id)))
     }
 
     async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>> {
-        let mut g = self.lock();
-        let all: Vec<Ping> = g.pings.values().cloned().collect();
-        let mut out = Vec::new();
-        for p in all {
-            if out.len() >= limit {
-                break;
-            }
-            if g.take(c, WorkKey::Ping(p.id), false) {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        let all: Vec<Ping> = self.lock().pings.values().cloned().collect();
+        Ok(self.claim_from(c, all, limit, |p| WorkKey::Ping(p.id)))
     }
 
     async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
-        let mut g = self.lock();
-        let all: Vec<Job> = g.jobs.values().cloned().collect();
-        let mut out = Vec::new();
-        for j in all {
-            if out.len() >= limit {
-                break;
-            }
-            if g.take(c, WorkKey::job(&j), false) {
-                out.push(j);
-            }
-        }
-        Ok(out)
+        let all: Vec<Job> = self.lock().jobs.values().cloned().collect();
+        Ok(self.claim_from(c, all, limit, WorkKey::job))
     }
 
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
-        let mut g = self.lock();
-        let due: Vec<Retry> = g
+        let due: Vec<Retry> = self
+            .lock()
             .retries
             .values()
             .take_while(|r| r.due_ms <= c.now_ms)
             .cloned()
             .collect();
-        let mut out = Vec::new();
-        for r in due {
-            if out.len() >= limit {
-                break;
-            }
-            if g.take(c, WorkKey::retry(&r), false) {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
-        let mut g = self.lock();
-        Ok(keys.iter().map(|k| g.take(c, k.clone(), true)).collect())
-    }
-
-    async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
-        let mut g = self.lock();
-        Ok(keys
-            .iter()
-            .filter(|k| !g.take(c, (*k).clone(), true))
-            .cloned()
-            .collect())
+        Ok(self.claim_from(c, due, limit, WorkKey::retry))
     }
 
     async fn release_all(&self, node: &str) -> Result<u64> {
-        let mut g = self.lock();
-        let before = g.leases.len();
-        g.leases.retain(|_, (n, _)| n != node);
-        Ok((before - g.leases.len()) as u64)
+        Ok(self.leases.release_all(node))
+    }
+
+    async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
+        Ok(self.leases.acquire(c, keys))
+    }
+
+    async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
+        Ok(self.leases.renew(c, keys))
     }
 
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
-        let mut g = self.lock();
-        for k in keys {
-            if g.leases.get(k).is_some_and(|(n, _)| n == node) {
-                g.leases.remove(k);
-            }
-        }
+        self.leases.release(node, keys);
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// The first `limit` of `items` nobody holds, claimed for `c.node`.
+    fn claim_from<T>(
+        &self,
+        c: &Claim,
+        items: Vec<T>,
+        limit: usize,
+        key_of: impl Fn(&T) -> WorkKey,
+    ) -> Vec<T> {
+        items
+            .into_iter()
+            .filter(|item| self.leases.take(c, &key_of(item), false))
+            .take(limit)
+            .collect()
     }
 }

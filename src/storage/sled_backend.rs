@@ -38,8 +38,8 @@ pub struct SledStore {
     cursors: sled::Tree,
     /// Delivery documents: merged events, and copies of pruned events still referred to.
     docs: sled::Tree,
-    /// Claimed work: [`WorkKey::encode`] → `node \0 until_ms`.
-    leases: sled::Tree,
+    /// Claimed work (in memory: one process holds a sled store).
+    leases: super::claims::LeaseTable,
     hub_id: String,
     /// Appends and prunes take turns, so that numbers are handed out without conflicts and the
     /// counters below stay exact.
@@ -168,7 +168,7 @@ impl SledStore {
             topic_seqs: t("topic_seqs")?,
             cursors: t("cursors")?,
             docs: t("delivery_docs")?,
-            leases: t("leases")?,
+            leases: Default::default(),
             hub_id,
             log_lock: Mutex::new(counters),
             meta,
@@ -957,30 +957,7 @@ impl EventLog for SledStore {
 }
 
 impl SledStore {
-    /// Takes the lease of one item for `c.node` if it is free (or, with `own_too`, already
-    /// `c.node`'s).
-    fn take(&self, c: &Claim, key: &[u8], own_too: bool) -> Result<bool> {
-        use super::claims::{Holder, encode_lease, holder};
-        let lease = encode_lease(c);
-        loop {
-            let current = self.leases.get(key)?;
-            match holder(current.as_deref(), c) {
-                Holder::Free => {}
-                Holder::Own if own_too => {}
-                Holder::Own | Holder::Other => return Ok(false),
-            }
-            match self
-                .leases
-                .compare_and_swap(key, current, Some(lease.as_slice()))?
-            {
-                Ok(()) => return Ok(true),
-                Err(_) => continue, // another claimer got there first: look again
-            }
-        }
-    }
-
-    /// Walks `tree` (from `start`, up to `end` if given), claiming each item whose key `key_of`
-    /// gives; at most `limit`.
+    /// Walks `tree` (up to `end` if given), claiming each item nobody holds; at most `limit`.
     fn claim_walk<T>(
         &self,
         c: &Claim,
@@ -1001,7 +978,7 @@ impl SledStore {
             }
             let (_, v) = entry?;
             let item = decode(&v)?;
-            if self.take(c, &key_of(&item).encode(), false)? {
+            if self.leases.take(c, &key_of(&item), false) {
                 out.push(item);
             }
         }
@@ -1044,47 +1021,20 @@ impl ClaimStore for SledStore {
             .collect())
     }
 
+    async fn release_all(&self, node: &str) -> Result<u64> {
+        Ok(self.leases.release_all(node))
+    }
+
     async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
-        keys.iter()
-            .map(|k| self.take(c, &k.encode(), true))
-            .collect()
+        Ok(self.leases.acquire(c, keys))
     }
 
     async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
-        let mut lost = Vec::new();
-        for k in keys {
-            if !self.take(c, &k.encode(), true)? {
-                lost.push(k.clone());
-            }
-        }
-        Ok(lost)
-    }
-
-    async fn release_all(&self, node: &str) -> Result<u64> {
-        let mut released = 0;
-        for entry in self.leases.iter() {
-            let (k, v) = entry?;
-            if super::claims::split_lease(&v).is_some_and(|(n, _)| n == node.as_bytes()) {
-                self.leases.remove(k)?;
-                released += 1;
-            }
-        }
-        Ok(released)
+        Ok(self.leases.renew(c, keys))
     }
 
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
-        for k in keys {
-            let key = k.encode();
-            let Some(current) = self.leases.get(&key)? else {
-                continue;
-            };
-            if super::claims::split_lease(&current).is_some_and(|(n, _)| n == node.as_bytes()) {
-                // Only our own lease; a changed one (renewed by us, or taken over) stays.
-                let _ = self
-                    .leases
-                    .compare_and_swap(&key, Some(current), None::<&[u8]>)?;
-            }
-        }
+        self.leases.release(node, keys);
         Ok(())
     }
 }

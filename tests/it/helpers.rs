@@ -145,9 +145,19 @@ pub fn config_on(dir: &tempfile::TempDir, backend: Backend, extra: &str) -> Conf
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
+    let store = hubcast::hub::open_storage(&cfg).expect("storage opens");
+    start_with_storage(dir, cfg, store).await
+}
+
+/// A hub on a store the test made (and keeps a handle on).
+pub async fn start_with_storage(
+    dir: tempfile::TempDir,
+    cfg: Config,
+    store: hubcast::storage::Storage,
+) -> TestHub {
     LazyLock::force(&TRACING);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hub = hubcast::hub::start(cfg, listener)
+    let hub = hubcast::hub::start_with_storage(cfg, listener, store)
         .await
         .expect("hub starts");
     TestHub {

@@ -17,4 +17,5 @@ mod scheduler;
 mod security;
 mod shutdown;
 mod storage_conformance;
+mod storage_failures;
 mod subscriptions;
