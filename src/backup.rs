@@ -380,9 +380,6 @@ pub async fn import<R: BufRead>(
         progress.inc(1);
     }
     store.advance_ids_past(max_id).await?;
-    // The restored jobs are the plan of the restored events.
-    let lead = store.log.bounds().await?.lead;
-    store.log.put_cursor(crate::storage::PLANNER, lead).await?;
     store.flush().await?;
     progress.finish();
     Ok(n)

@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::storage::{Intent, PLANNER, Ping, Retention, Storage, StorageError, WorkKey};
+use crate::storage::{Intent, Ping, Retention, Storage, StorageError, WorkKey};
 use client::Clients;
 use dispatch::Dispatcher;
 use keyed::{Keyed, KeyedQueue};
@@ -119,17 +119,9 @@ impl Engine {
         let clock = Clock::new();
         let shutdown = CancellationToken::new();
         let health = Arc::new(health::Health::new(clock));
+        // The jobs of every event up to the lead are stored (claimed below by `reload`): the
+        // planner follows from there.
         let lead = store.log.bounds().await?.lead;
-        // A new store's planner starts at the lead (nothing before it needs planning); from
-        // then on its cursor moves only with the jobs it stores.
-        let planned = match store.log.cursor(PLANNER).await? {
-            Some(c) => c,
-            None => {
-                store.log.put_cursor(PLANNER, lead).await?;
-                store.flush().await?;
-                lead
-            }
-        };
         // One node per embedded store, so the store's id names the node; a restarted node lets
         // go of what its previous run held instead of waiting for those leases to end.
         let node = store.log.hub_id();
@@ -145,7 +137,7 @@ impl Engine {
             &tracker,
             shutdown.clone(),
         ));
-        let follower = stream.follow(planned);
+        let follower = stream.follow(lead);
         let transports =
             transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
                 clients.callbacks.clone(),
@@ -167,6 +159,7 @@ impl Engine {
             health,
             claims,
             retry_wake: Notify::new(),
+            planned: std::sync::atomic::AtomicU64::new(lead),
         });
         let dispatcher = Dispatcher::new(shared.clone(), transports, history);
         let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));

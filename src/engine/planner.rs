@@ -1,15 +1,17 @@
-//! The fan-out planner: follows the committed-event stream from its stored cursor and, for
-//! each event, stores one job per destination server of the topic's subscribers, moving its
-//! cursor in the same transaction; once that is durable it hands the jobs to the dispatcher.
-//! After a crash it resumes at its cursor, so every committed event is planned exactly once.
+//! The fan-out planner: follows the committed-event stream and hands the jobs of each new
+//! event to the dispatcher. The jobs (one per destination server of the topic's subscribers)
+//! were stored with the event, in the same transaction and flush ([`crate::storage::EventLog::append`]),
+//! so nothing is planned twice and nothing is lost: after a restart the engine claims every
+//! stored job, and the planner follows from the lead at start.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::dispatch::Dispatcher;
 use super::stream::Follower;
-use crate::storage::{Job, WorkKey};
+use crate::storage::WorkKey;
 
-/// Most events planned in one transaction.
+/// Most events taken from the stream at once.
 const BATCH: usize = 512;
 
 pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
@@ -36,42 +38,16 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
         };
         let mut jobs = Vec::new();
         for event in &events {
-            let Some(destinations) = health
-                .persist("destinations of a topic", stop, || {
-                    store.subs.destinations(&event.topic)
+            let Some(of_event) = health
+                .persist("jobs of an event", stop, || {
+                    store.delivery.jobs_of(event.seq)
                 })
                 .await
             else {
                 return;
             };
-            jobs.extend(
-                destinations
-                    .iter()
-                    .map(|d| Job::new(event.seq, d, &event.topic)),
-            );
+            jobs.extend(of_event);
         }
-        let planned = follower.position();
-        let stored = health
-            .persist("planned jobs", stop, || {
-                store.delivery.plan(jobs.clone(), planned)
-            })
-            .await;
-        if stored.is_none() {
-            return;
-        }
-        if health
-            .persist("planned jobs flush", stop, || store.flush())
-            .await
-            .is_none()
-        {
-            return;
-        }
-        tracing::debug!(
-            events = events.len(),
-            jobs = jobs.len(),
-            planned,
-            "events planned"
-        );
         // Claimed before they are worked on: another node may have claimed some from storage.
         let got = shared.take(jobs.iter().map(WorkKey::job).collect()).await;
         for (job, mine) in jobs.into_iter().zip(got) {
@@ -79,5 +55,6 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
                 dispatcher.enqueue(job);
             }
         }
+        shared.planned.store(follower.position(), Ordering::Relaxed);
     }
 }

@@ -107,6 +107,18 @@ async fn state_or_log(fetcher: &Fetcher, topic: &str) -> Option<TopicState> {
     Some(state.unwrap_or_default())
 }
 
+/// Destination servers of `topic`'s subscribers; `None` when the hub stops first.
+async fn destinations(fetcher: &Fetcher, topic: &str) -> Option<Vec<String>> {
+    let store = &fetcher.shared.store;
+    fetcher
+        .shared
+        .health
+        .persist("destinations of a topic", &fetcher.shared.shutdown, || {
+            store.subs.destinations(topic)
+        })
+        .await
+}
+
 /// Subscribers of `topic`; `None` when the hub stops first.
 async fn subscribers(fetcher: &Fetcher, topic: &str) -> Option<u64> {
     let store = &fetcher.shared.store;
@@ -285,26 +297,31 @@ async fn process(
     }
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;
-    let event = match diff.deliver {
-        // Nobody left to tell (everyone unsubscribed since the ping): no event.
-        Some(payload) => match subscribers(fetcher, topic).await {
+    let (event, destinations) = match diff.deliver {
+        Some(payload) => match destinations(fetcher, topic).await {
             None => return,
-            Some(0) => None,
-            Some(_) => Some(NewEvent {
-                content_type: content_type.to_owned(),
-                body: payload,
-                created_ms: now,
-            }),
+            // Nobody left to tell (everyone unsubscribed since the ping): no event.
+            Some(d) if d.is_empty() => (None, d),
+            Some(d) => {
+                let event = NewEvent {
+                    content_type: content_type.to_owned(),
+                    body: payload,
+                    created_ms: now,
+                };
+                (Some(event), d)
+            }
         },
-        None => None,
+        None => (None, Vec::new()),
     };
     let commit = Commit {
         topic: topic.to_owned(),
         state,
         ping_ids: ping_ids.to_vec(),
         event,
+        destinations,
     };
-    // Durable when it returns: the planner, following the stream, plans its deliveries.
+    // Durable with its jobs when it returns; the planner, following the stream, hands the
+    // jobs to the dispatcher.
     match fetcher.stream.commit(commit).await {
         Ok(seq) => {
             tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");

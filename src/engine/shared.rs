@@ -4,6 +4,7 @@
 //! each hold it, and each other, explicitly and without cycles.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,9 @@ pub struct Shared {
     pub claims: Arc<Claims>,
     /// Rung when a retry is stored or replayed.
     pub retry_wake: Notify,
+    /// The last event whose jobs the planner has handed to the dispatcher: the log's
+    /// retention does not prune past it.
+    pub planned: AtomicU64,
 }
 
 impl Shared {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::shared::Shared;
-use crate::storage::PLANNER;
 
 const SWEEP_BATCH: usize = 10_000;
 
@@ -34,8 +33,8 @@ pub async fn sweep_once(shared: &Shared, collect: &[u64]) -> crate::storage::Res
         store.subs.remove(&sub.topic, &sub.callback).await?;
         tracing::info!(topic = %sub.topic, callback = %sub.callback, "lease expired: subscription removed");
     }
-    // Never past the planner: an event is pruned only once its jobs are stored.
-    let planned = store.log.cursor(PLANNER).await?.unwrap_or(0);
+    // Never past the planner: it reads the jobs of each event it follows.
+    let planned = shared.planned.load(std::sync::atomic::Ordering::Relaxed);
     let (pruned, unreferenced) = store
         .log
         .prune(shared.cfg.retention, now, planned, collect)

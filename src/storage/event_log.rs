@@ -19,17 +19,17 @@ use super::{Event, EventSummary, NewEvent, Result, TopicState};
 /// log sequence numbers.
 pub const DELIVERY_DOC: u64 = 1 << 63;
 
-/// The cursor of the fan-out planner: every event up to it has its jobs stored.
-pub const PLANNER: &str = "planner";
-
 /// The outcome of processing some pings of one topic, recorded in one atomic step: the topic's
-/// new state, the new event (if any) and the removal of the pings.
+/// new state, the new event (if any) with one delivery job per destination server of the
+/// topic's subscribers, and the removal of the pings.
 #[derive(Debug, Clone)]
 pub struct Commit {
     pub topic: String,
     pub state: TopicState,
     pub ping_ids: Vec<u64>,
     pub event: Option<NewEvent>,
+    /// Where the event goes: one job each.
+    pub destinations: Vec<String>,
 }
 
 /// How long the log keeps events: an event goes once it is older than `max_age_ms`, or, oldest
@@ -57,8 +57,8 @@ pub trait EventLog: Send + Sync {
     fn hub_id(&self) -> String;
 
     /// Records `commits` in one transaction: topic states, ping removals, and for every commit
-    /// with an event the next number of the stream (in `commits` order) and of its topic.
-    /// Returns each commit's event number. Durable after the next flush.
+    /// with an event the next number of the stream (in `commits` order) and of its topic, and
+    /// its delivery jobs. Returns each commit's event number. Durable after the next flush.
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>>;
 
     async fn bounds(&self) -> Result<LogBounds>;
@@ -80,7 +80,8 @@ pub trait EventLog: Send + Sync {
         scan: usize,
     ) -> Result<Vec<EventSummary>>;
 
-    /// Removes events, oldest first and none after `up_to`, while they are older than the
+    /// Removes events, oldest first and none after `up_to` (the slowest consumer that must see
+    /// every event), while they are older than the
     /// retention's age or the log holds more bytes than it allows. An event that a job, retry
     /// or dead letter still refers to is kept as a delivery document. Delivery documents
     /// nothing refers to are removed when `collect` names them (unreferenced at the previous

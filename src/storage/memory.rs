@@ -305,13 +305,13 @@ impl DeliveryStore for MemoryStore {
         Ok(self.lock().jobs.values().cloned().collect())
     }
 
-    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()> {
-        let mut g = self.lock();
-        for j in jobs {
-            g.jobs.insert((j.destination.clone(), j.event), j);
-        }
-        g.cursors.insert(PLANNER.to_owned(), planned);
-        Ok(())
+    async fn jobs_of(&self, event: u64) -> Result<Vec<Job>> {
+        let g = self.lock();
+        Ok(g.jobs
+            .values()
+            .filter(|j| j.event == event)
+            .cloned()
+            .collect())
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
@@ -447,6 +447,9 @@ impl EventLog for MemoryStore {
             let topic_seq = g.topic_seqs.entry(c.topic.clone()).or_default();
             *topic_seq += 1;
             let event = ev.stored(seq, &c.topic, *topic_seq, &self.hub_id);
+            for d in &c.destinations {
+                g.jobs.insert((d.clone(), seq), Job::new(seq, d, &c.topic));
+            }
             g.bytes += event.body.len() as u64;
             g.events.insert(seq, event);
             numbers.push(Some(seq));

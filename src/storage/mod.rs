@@ -18,7 +18,7 @@ pub mod memory;
 pub mod sled_backend;
 
 pub use claims::{Claim, ClaimStore, RetryKey, WorkKey};
-pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, PLANNER, Retention};
+pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, Retention};
 
 use std::sync::Arc;
 
@@ -341,9 +341,8 @@ pub trait PublishStore: Send + Sync {
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     async fn jobs(&self) -> Result<Vec<Job>>;
-    /// Stores the jobs planned for the events up to `planned` and moves the planner's cursor
-    /// ([`PLANNER`]) to `planned`, atomically.
-    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()>;
+    /// The jobs of one event (stored with it by [`EventLog::append`]).
+    async fn jobs_of(&self, event: u64) -> Result<Vec<Job>>;
     async fn put_job(&self, job: Job) -> Result<()>;
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
     /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a

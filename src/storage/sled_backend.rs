@@ -98,11 +98,25 @@ fn expiry_key(s: &Subscription) -> Vec<u8> {
     k
 }
 
+/// Event first, so that the jobs of one event are one prefix.
 fn job_key(destination: &str, event: u64) -> Vec<u8> {
-    let mut k = destination.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&be(event));
+    let mut k = be(event).to_vec();
+    k.extend_from_slice(destination.as_bytes());
     k
+}
+
+/// Jobs stored by earlier versions under `destination \0 event` get today's keys.
+fn migrate_job_keys(jobs: &sled::Tree) -> Result<()> {
+    for entry in jobs.iter() {
+        let (k, v) = entry?;
+        let job: Job = from_json(&v)?;
+        let key = job_key(&job.destination, job.event);
+        if k.as_ref() != key.as_slice() {
+            jobs.insert(key, v)?;
+            jobs.remove(k)?;
+        }
+    }
+    Ok(())
 }
 
 fn retry_key(r: &Retry) -> Vec<u8> {
@@ -164,7 +178,10 @@ impl SledStore {
                 None => 0,
             },
         };
+        let jobs = t("jobs")?;
+        migrate_job_keys(&jobs)?;
         Ok(SledStore {
+            jobs,
             topic_seqs: t("topic_seqs")?,
             cursors: t("cursors")?,
             docs: t("delivery_docs")?,
@@ -183,7 +200,6 @@ impl SledStore {
             intents: t("intents")?,
             pings: t("pings")?,
             topics: t("topics")?,
-            jobs: t("jobs")?,
             flusher: GroupFlush::default(),
             db,
         })
@@ -229,7 +245,7 @@ impl SledStore {
         let mut used = BTreeSet::new();
         for entry in self.jobs.iter() {
             let (k, _) = entry?;
-            used.insert(read_be(&k[k.len().saturating_sub(8)..])?);
+            used.insert(read_be(&k)?);
         }
         for entry in self.retries.iter() {
             let (k, _) = entry?;
@@ -557,20 +573,11 @@ impl DeliveryStore for SledStore {
             .collect()
     }
 
-    async fn plan(&self, jobs: Vec<Job>, planned: u64) -> Result<()> {
-        let records: Vec<(Vec<u8>, Vec<u8>)> = jobs
+    async fn jobs_of(&self, event: u64) -> Result<Vec<Job>> {
+        self.scan_prefix_values(&self.jobs, &be(event))?
             .iter()
-            .map(|j| (job_key(&j.destination, j.event), json(j)))
-            .collect();
-        (&self.jobs, &self.cursors)
-            .transaction(|(jobs, cursors)| {
-                for (k, v) in &records {
-                    jobs.insert(k.as_slice(), v.as_slice())?;
-                }
-                cursors.insert(PLANNER.as_bytes(), &be(planned))?;
-                Ok(())
-            })
-            .map_err(tx_err)
+            .map(|v| from_json(v))
+            .collect()
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
@@ -753,9 +760,10 @@ impl EventLog for SledStore {
             &self.topics,
             &self.events,
             &self.pings,
+            &self.jobs,
         );
         let (numbers, new_lead, added) = trees
-            .transaction(|(meta, topic_seqs, topics, events, pings)| {
+            .transaction(|(meta, topic_seqs, topics, events, pings, jobs)| {
                 let mut next = lead;
                 let mut added = 0u64;
                 let mut numbers = Vec::with_capacity(commits.len());
@@ -776,6 +784,9 @@ impl EventLog for SledStore {
                     topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
                     let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
                     events.insert(&be(next), encode_event(&event))?;
+                    for d in &c.destinations {
+                        jobs.insert(job_key(d, next), json(&Job::new(next, d, &c.topic)))?;
+                    }
                     added += event.body.len() as u64;
                     numbers.push(Some(next));
                 }
@@ -1036,5 +1047,30 @@ impl ClaimStore for SledStore {
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
         self.leases.release(node, keys);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_stored_under_the_old_keys_are_found_and_removed_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let jobs = db.open_tree("jobs").unwrap();
+            let mut old_key = b"http://x:80".to_vec();
+            old_key.push(0);
+            old_key.extend_from_slice(&be(7));
+            jobs.insert(old_key, json(&Job::new(7, "http://x:80", "http://t/")))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let found = store.jobs_of(7).await.unwrap();
+        assert_eq!(found, vec![Job::new(7, "http://x:80", "http://t/")]);
+        store.remove_job(7, "http://x:80").await.unwrap();
+        assert!(store.jobs().await.unwrap().is_empty());
     }
 }

@@ -181,18 +181,21 @@ async fn publishing(s: Storage) {
                 state: state.clone(),
                 ping_ids: vec![a],
                 event: Some(new_event(b"one", 100)),
+                destinations: vec!["http://x:80".into()],
             },
             Commit {
                 topic: "http://u/".into(),
                 state: TopicState::default(),
                 ping_ids: vec![c],
                 event: None,
+                destinations: vec![],
             },
             Commit {
                 topic: "http://t/".into(),
                 state: state.clone(),
                 ping_ids: vec![b],
                 event: Some(new_event(b"two", 200)),
+                destinations: vec!["http://x:80".into()],
             },
         ])
         .await
@@ -210,6 +213,7 @@ async fn publishing(s: Storage) {
             state: state.clone(),
             ping_ids: vec![],
             event: Some(new_event(b"three", 300)),
+            destinations: vec!["http://x:80".into(), "http://y:80".into()],
         }])
         .await
         .unwrap();
@@ -248,20 +252,31 @@ async fn publishing(s: Storage) {
         Some(Bytes::from_static(b"two"))
     );
 
-    // The planner stores jobs and its cursor together.
-    assert_eq!(s.log.cursor(PLANNER).await.unwrap(), None);
-    s.delivery
-        .plan(
-            vec![
-                Job::new(1, "http://x:80", "http://t/"),
-                Job::new(2, "http://x:80", "http://t/"),
-            ],
-            3,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s.log.cursor(PLANNER).await.unwrap(), Some(3));
-    assert_eq!(s.delivery.jobs().await.unwrap().len(), 2);
+    // Each event's jobs were stored with it.
+    let job_shape = |v: Vec<Job>| {
+        v.iter()
+            .map(|j| (j.event, j.destination.clone(), j.topic.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        job_shape(s.delivery.jobs_of(1).await.unwrap()),
+        [(1, "http://x:80".to_owned(), "http://t/".to_owned())]
+    );
+    let mut third = job_shape(s.delivery.jobs_of(3).await.unwrap());
+    third.sort();
+    assert_eq!(
+        third,
+        [
+            (3, "http://x:80".to_owned(), "http://u/".to_owned()),
+            (3, "http://y:80".to_owned(), "http://u/".to_owned())
+        ]
+    );
+    assert!(s.delivery.jobs_of(4).await.unwrap().is_empty());
+    assert_eq!(s.delivery.jobs().await.unwrap().len(), 4);
+    s.delivery.remove_job(3, "http://x:80").await.unwrap();
+    s.delivery.remove_job(3, "http://y:80").await.unwrap();
+    // Consumers keep named cursors.
+    assert_eq!(s.log.cursor("relay").await.unwrap(), None);
     s.log.put_cursor("relay", 2).await.unwrap();
     assert_eq!(s.log.cursor("relay").await.unwrap(), Some(2));
 
@@ -308,6 +323,7 @@ async fn publishing(s: Storage) {
             state,
             ping_ids: vec![],
             event: Some(new_event(b"four", 2_000)),
+            destinations: vec![],
         }])
         .await
         .unwrap();
