@@ -13,7 +13,7 @@ use crate::engine::health::Failing;
 use crate::engine::history::DeliveryRecord;
 use crate::metrics::{Gauges, Throughput};
 use crate::storage::{
-    DeadLetter, EventSummary, Retention, Retry, Storage, StorageError, Subscription,
+    DeadLetter, EventSummary, LogBounds, Retention, Retry, Storage, StorageError, Subscription,
 };
 
 /// What the operators' views need of a running engine, and no more: they read no engine part
@@ -25,6 +25,8 @@ pub trait EngineView: Send + Sync {
     /// Deliveries by outcome: [delivered, failed, gone, expired].
     fn deliveries(&self) -> [u64; 4];
     async fn gauges(&self) -> Result<Gauges, StorageError>;
+    /// The event log's durable bounds.
+    async fn log_bounds(&self) -> Result<LogBounds, StorageError>;
     fn storage_failing(&self) -> Option<Failing>;
     fn retention(&self) -> Retention;
     /// Every destination seen since start.
@@ -49,6 +51,9 @@ impl EngineView for Engine {
     }
     async fn gauges(&self) -> Result<Gauges, StorageError> {
         Engine::gauges(self).await
+    }
+    async fn log_bounds(&self) -> Result<LogBounds, StorageError> {
+        Engine::log_bounds(self).await
     }
     fn storage_failing(&self) -> Option<Failing> {
         self.health().status()
@@ -317,7 +322,7 @@ impl Admin {
     /// Events after `after` in sequence order (bodies left out), at most `limit`.
     pub async fn events(&self, after: u64, limit: usize) -> Result<EventsPage, StorageError> {
         let log = &self.engine.store().log;
-        let bounds = log.bounds().await?;
+        let bounds = self.engine.log_bounds().await?;
         let from = after.saturating_add(1).max(bounds.trail);
         let events = log
             .summaries(from, bounds.lead.saturating_add(1), limit)

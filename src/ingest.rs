@@ -56,19 +56,33 @@ impl Ingest {
         }
     }
 
-    /// Records the failure for `/readyz` and the metrics before it goes back to the door.
+    /// Records the outcome for `/readyz` and the metrics: a failure before it goes back to
+    /// the door, a success because it ends a failure reported earlier.
     fn reported<T>(
         &self,
         what: &'static str,
         r: Result<T, StorageError>,
     ) -> Result<T, IngestError> {
         match r {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                self.health.succeeded(what);
+                Ok(v)
+            }
             Err(e) => {
                 self.health.failed(what, &e);
                 Err(e.into())
             }
         }
+    }
+
+    /// Flushes what was just written. When that fails the client is told to try again, and
+    /// the engine is told to look in storage: the records may be there (and are then done).
+    async fn flushed(&self) -> Result<(), IngestError> {
+        let flushed = self.store.flush().await;
+        if flushed.is_err() {
+            self.intake.mark_pending();
+        }
+        self.reported("flush of accepted work", flushed)
     }
 
     /// A (un)subscription request, to be verified by the engine. The lease asked for is
@@ -88,11 +102,9 @@ impl Ingest {
             lease_seconds,
             created_ms: self.clock.now_ms(),
         };
-        let stored = async {
-            self.store.subs.put_intent(intent.clone()).await?;
-            self.store.flush().await
-        };
-        self.reported("pending verification", stored.await)?;
+        let put = self.store.subs.put_intent(intent.clone()).await;
+        self.reported("pending verification", put)?;
+        self.flushed().await?;
         self.intake.hand_off(Work::Intent(intent));
         Ok(())
     }
@@ -139,11 +151,9 @@ impl Ingest {
         if pings.is_empty() {
             return Ok(accepted);
         }
-        let stored = async {
-            self.store.publish.put_pings(pings.clone()).await?;
-            self.store.flush().await
-        };
-        self.reported("accepted ping", stored.await)?;
+        let put = self.store.publish.put_pings(pings.clone()).await;
+        self.reported("accepted ping", put)?;
+        self.flushed().await?;
         for p in pings {
             self.intake.hand_off(Work::Ping(p));
         }

@@ -102,7 +102,7 @@ impl Claims {
             }
             match self.store.renew(&self.claim(), &keys).await {
                 Ok(lost) => {
-                    health.succeeded();
+                    health.succeeded("lease renewal");
                     if !lost.is_empty() {
                         tracing::warn!(lost = lost.len(), "leases taken over by another node");
                         let mut held = self.held();

@@ -248,15 +248,20 @@ async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
     let merged = merge_events(d, dest, &job, &later).await;
     match merged {
         Ok(Some(merged)) => {
+            {
+                // Known before any await: a rescan that claims the merged job meanwhile finds
+                // it queued already.
+                let mut q = lock(&dest.state);
+                q.known.remove(&job.event);
+                for j in &later {
+                    q.known.remove(&j.event);
+                }
+                q.known.insert(merged.event);
+            }
             let replaced = std::iter::once(&job).chain(&later).map(WorkKey::job);
             d.shared.release(replaced.collect()).await;
+            // Created by this node just now: nobody else can hold it.
             d.shared.take(vec![WorkKey::job(&merged)]).await;
-            let mut q = lock(&dest.state);
-            q.known.remove(&job.event);
-            for j in &later {
-                q.known.remove(&j.event);
-            }
-            q.known.insert(merged.event);
             d.shared.metrics.coalesced(later.len() as u64 + 1);
             tracing::debug!(destination = %dest.name, topic = %job.topic,
                 events = later.len() + 1, "backlog coalesced into one delivery");
@@ -328,7 +333,15 @@ async fn run_job(
     mut job: Job,
 ) -> Result<(), StorageError> {
     let store = &d.shared.store;
+    // The job as stored: it may have been done meanwhile (queued twice, by the planner and by a
+    // rescan), or have moved on (its cursor).
+    match store.delivery.job(job.event, &job.destination).await? {
+        Some(stored) => job = stored,
+        None => return Ok(()),
+    }
     let Some(event) = store.log.event(job.event).await? else {
+        tracing::error!(event = job.event, destination = %job.destination,
+            "a job's event is no longer stored; the job is dropped");
         store
             .delivery
             .remove_job(job.event, &job.destination)

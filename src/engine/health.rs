@@ -2,9 +2,10 @@
 //! and remembered until a later write succeeds, so `/readyz` answers 503 while the store fails.
 //! [`Health::persist`] is how the engine waits: it retries a storage call with backoff.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -16,20 +17,30 @@ use crate::storage::StorageError;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What failed last, while it has not succeeded since.
+/// A storage call that failed and has not succeeded since.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Failing {
     pub what: &'static str,
     pub class: &'static str,
+    /// The latest error.
     pub error: String,
+    /// When it first failed, and most recently.
     pub since_ms: u64,
+    pub last_ms: u64,
 }
+
+/// A failure not seen again for this long is forgotten, for calls that are not retried (a
+/// retried call clears it by succeeding).
+const FORGET_AFTER_MS: u64 = 60_000;
 
 pub struct Health {
     clock: Clock,
     /// Failures by class: transient, conflict, permanent, corrupt.
     errors: [AtomicU64; 4],
-    failing: Mutex<Option<Failing>>,
+    /// Calls failing now, by what they do.
+    failing: Mutex<HashMap<&'static str, Failing>>,
+    /// Whether `failing` has entries: a success costs one atomic load when nothing failed.
+    is_failing: AtomicBool,
 }
 
 impl Health {
@@ -37,11 +48,12 @@ impl Health {
         Health {
             clock,
             errors: Default::default(),
-            failing: Mutex::new(None),
+            failing: Mutex::new(HashMap::new()),
+            is_failing: AtomicBool::new(false),
         }
     }
 
-    fn failing(&self) -> std::sync::MutexGuard<'_, Option<Failing>> {
+    fn failing(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Failing>> {
         self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -55,28 +67,44 @@ impl Health {
         };
         self.errors[i].fetch_add(1, Ordering::Relaxed);
         tracing::error!(what, class = e.class(), error = %e, "storage failed");
+        let now = self.clock.now_ms();
         let mut f = self.failing();
-        if f.is_none() {
-            *f = Some(Failing {
-                what,
-                class: e.class(),
-                error: e.to_string(),
-                since_ms: self.clock.now_ms(),
-            });
-        }
+        self.is_failing.store(true, Ordering::Release);
+        let entry = f.entry(what).or_insert_with(|| Failing {
+            what,
+            class: e.class(),
+            error: String::new(),
+            since_ms: now,
+            last_ms: now,
+        });
+        entry.class = e.class();
+        entry.error = e.to_string();
+        entry.last_ms = now;
     }
 
-    /// Records a success: the store answers again.
-    pub fn succeeded(&self) {
-        let mut f = self.failing();
-        if let Some(was) = f.take() {
-            tracing::info!(what = was.what, "storage answers again");
+    /// Records a success of `what`: it works again.
+    pub fn succeeded(&self, what: &'static str) {
+        if !self.is_failing.load(Ordering::Acquire) {
+            return;
         }
+        let mut f = self.failing();
+        if f.remove(what).is_some() {
+            tracing::info!(what, "storage answers again");
+        }
+        self.is_failing.store(!f.is_empty(), Ordering::Release);
     }
 
-    /// The failure that has not been followed by a success, if any.
+    /// The call failing longest, if any is failing (failures of calls not seen again for a
+    /// minute are forgotten).
     pub fn status(&self) -> Option<Failing> {
-        self.failing().clone()
+        if !self.is_failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let mut f = self.failing();
+        f.retain(|_, v| v.last_ms + FORGET_AFTER_MS >= now);
+        self.is_failing.store(!f.is_empty(), Ordering::Release);
+        f.values().min_by_key(|v| v.since_ms).cloned()
     }
 
     /// Failures so far by class: [transient, conflict, permanent, corrupt].
@@ -101,7 +129,7 @@ impl Health {
         loop {
             match call().await {
                 Ok(v) => {
-                    self.succeeded();
+                    self.succeeded(what);
                     return Some(v);
                 }
                 Err(e) => {
@@ -165,5 +193,20 @@ mod tests {
         );
         // Backoff is capped: about 60 s / 5 s of attempts, not a handful.
         assert!(health.errors()[2] > 10, "{:?}", health.errors());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_success_of_the_same_call_clears_its_failure_and_old_ones_are_forgotten() {
+        let health = Health::new(Clock::new());
+        let full = StorageError::Transient("disk full".into());
+        health.failed("event log append", &full);
+        health.succeeded("topic state");
+        assert_eq!(health.status().unwrap().what, "event log append");
+        tokio::time::advance(std::time::Duration::from_secs(30)).await;
+        health.failed("sweep", &full);
+        health.succeeded("event log append");
+        assert_eq!(health.status().unwrap().what, "sweep");
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        assert!(health.status().is_none(), "not seen again for a minute");
     }
 }

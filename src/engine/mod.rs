@@ -47,6 +47,9 @@ use shared::Shared;
 const INTAKE_CAPACITY: usize = 10_000;
 /// Items claimed from storage per call.
 const CLAIM_PAGE: usize = 1_000;
+/// Claimed items of each kind (verifications, pings, jobs) held in memory at most; beyond it
+/// work waits in storage, and is claimed as the queues drain.
+const MAX_CLAIMED: usize = 20_000;
 /// How long tasks get, once cut off, to store where they stopped.
 const ABORT_GRACE: Duration = Duration::from_secs(3);
 
@@ -88,6 +91,12 @@ impl Intake {
             self.overflow.store(true, Ordering::Relaxed);
         }
     }
+
+    /// Work was stored but not handed off (its flush failed after the write): the engine
+    /// claims it from storage at its next rescan.
+    pub fn mark_pending(&self) {
+        self.overflow.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The running engine: its parts and the handles to stop them. Operators' views read it
@@ -95,6 +104,7 @@ impl Intake {
 pub struct Engine {
     shared: Arc<Shared>,
     dispatcher: Arc<Dispatcher>,
+    stream: Arc<stream::EventStream>,
     intents: Arc<KeyedQueue<Intent>>,
     pings: Arc<KeyedQueue<Ping>>,
 }
@@ -163,7 +173,11 @@ impl Engine {
         });
         let dispatcher = Dispatcher::new(shared.clone(), transports, history);
         let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));
-        let fetcher = Arc::new(publish::Fetcher::new(shared.clone(), &clients, stream));
+        let fetcher = Arc::new(publish::Fetcher::new(
+            shared.clone(),
+            &clients,
+            stream.clone(),
+        ));
         let intents = KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
             let verifier = verifier.clone();
             async move { verifier.run(batch).await }
@@ -175,13 +189,14 @@ impl Engine {
         let engine = Arc::new(Engine {
             shared: shared.clone(),
             dispatcher: dispatcher.clone(),
+            stream,
             intents,
             pings,
         });
 
         let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
-        let overflow = Arc::new(AtomicBool::new(false));
-        engine.reload().await?;
+        // Work left in storage by a full queue is claimed by the intake loop as queues drain.
+        let overflow = Arc::new(AtomicBool::new(!engine.reload().await?));
         tracker.spawn(intake_loop(engine.clone(), rx, overflow.clone()));
         tracker.spawn(planner::run(dispatcher.clone(), follower));
         tracker.spawn(
@@ -202,12 +217,19 @@ impl Engine {
         }
     }
 
-    /// Claims pending work nobody holds from storage, a page at a time: intents, pings,
-    /// delivery jobs (due retries are claimed by the retry loop).
-    async fn reload(&self) -> Result<(), StorageError> {
+    /// Claims pending work nobody holds from storage, a page at a time, while each queue
+    /// holds fewer than [`MAX_CLAIMED`] items: intents, pings, delivery jobs (due retries are
+    /// claimed by the retry loop). `true` when everything claimable was claimed; `false` when a
+    /// queue was full and work was left in storage for a later call.
+    async fn reload(&self) -> Result<bool, StorageError> {
         let store = &self.shared.store.claims;
         let claims = &self.shared.claims;
+        let mut all = true;
         loop {
+            if self.intents.pending() >= MAX_CLAIMED {
+                all = false;
+                break;
+            }
             let page = store.claim_intents(&claims.claim(), CLAIM_PAGE).await?;
             claims.hold(page.iter().map(|i| WorkKey::Intent(i.id)));
             let done = page.len() < CLAIM_PAGE;
@@ -219,6 +241,10 @@ impl Engine {
             }
         }
         loop {
+            if self.pings.pending() >= MAX_CLAIMED {
+                all = false;
+                break;
+            }
             let page = store.claim_pings(&claims.claim(), CLAIM_PAGE).await?;
             claims.hold(page.iter().map(|p| WorkKey::Ping(p.id)));
             let done = page.len() < CLAIM_PAGE;
@@ -230,6 +256,10 @@ impl Engine {
             }
         }
         loop {
+            if self.dispatcher.queued_jobs() >= MAX_CLAIMED {
+                all = false;
+                break;
+            }
             let page = store.claim_jobs(&claims.claim(), CLAIM_PAGE).await?;
             claims.hold(page.iter().map(WorkKey::job));
             let done = page.len() < CLAIM_PAGE;
@@ -240,7 +270,7 @@ impl Engine {
                 break;
             }
         }
-        Ok(())
+        Ok(all)
     }
 
     /// The store the engine works on.
@@ -285,15 +315,26 @@ impl Engine {
         sweep::sweep_once(&self.shared, &[]).await.map(|_| ())
     }
 
+    /// Where the event log stands, as far as it is durable: an event appended but not yet
+    /// flushed is not shown (a crash could give its number to another event).
+    pub async fn log_bounds(&self) -> Result<crate::storage::LogBounds, StorageError> {
+        let mut b = self.shared.store.log.bounds().await?;
+        let durable = self.stream.lead();
+        if b.lead > durable {
+            b.lead = durable;
+            b.trail = b.trail.min(durable + 1);
+        }
+        Ok(b)
+    }
+
     /// The gauges `/metrics` and the status page show: queued jobs, stored retries,
     /// destinations by state, the event log, storage failures.
     pub async fn gauges(&self) -> Result<crate::metrics::Gauges, StorageError> {
-        let store = &self.shared.store;
         Ok(crate::metrics::Gauges {
             queued_jobs: self.dispatcher.queued_jobs() as u64,
-            retries: store.delivery.count_retries().await?,
+            retries: self.shared.store.delivery.count_retries().await?,
             destinations: self.dispatcher.destination_states(),
-            log: store.log.bounds().await?,
+            log: self.log_bounds().await?,
             storage_errors: self.shared.health.errors(),
         })
     }
@@ -338,11 +379,15 @@ async fn intake_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Work>, overflow
                 None => return,
             },
             _ = tick.tick() => {
-                if overflow.swap(false, Ordering::Relaxed)
-                    && let Err(e) = engine.reload().await
-                {
-                    engine.shared.health.failed("rescan of pending work", &e);
-                    overflow.store(true, Ordering::Relaxed);
+                if overflow.swap(false, Ordering::Relaxed) {
+                    match engine.reload().await {
+                        Ok(all) => overflow.fetch_or(!all, Ordering::Relaxed),
+                        Err(e) => {
+                            engine.shared.health.failed("rescan of pending work", &e);
+                            overflow.store(true, Ordering::Relaxed);
+                            true
+                        }
+                    };
                 }
             }
         }

@@ -1,15 +1,18 @@
 //! The fan-out planner: follows the committed-event stream and hands the jobs of each new
 //! event to the dispatcher. The jobs (one per destination server of the topic's subscribers)
-//! were stored with the event, in the same transaction and flush ([`crate::storage::EventLog::append`]),
-//! so nothing is planned twice and nothing is lost: after a restart the engine claims every
-//! stored job, and the planner follows from the lead at start.
+//! were stored with the event, in the same transaction and flush
+//! ([`crate::storage::EventLog::append`]); events from the stream's in-memory window carry
+//! their destinations, others have their jobs read back. Nothing is lost: after a restart the
+//! engine claims every stored job, and the planner follows from the lead at start; a job handed
+//! on twice (by the planner and a rescan) runs once, as the dispatcher checks it is still
+//! stored.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::dispatch::Dispatcher;
 use super::stream::Follower;
-use crate::storage::WorkKey;
+use crate::storage::{Job, WorkKey};
 
 /// Most events taken from the stream at once.
 const BATCH: usize = 512;
@@ -37,16 +40,21 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
             }
         };
         let mut jobs = Vec::new();
-        for event in &events {
-            let Some(of_event) = health
-                .persist("jobs of an event", stop, || {
-                    store.delivery.jobs_of(event.seq)
-                })
-                .await
-            else {
-                return;
-            };
-            jobs.extend(of_event);
+        for c in &events {
+            let e = &c.event;
+            match &c.destinations {
+                // Straight from the writer: the jobs stored with the event, without reading them.
+                Some(destinations) => {
+                    jobs.extend(destinations.iter().map(|d| Job::new(e.seq, d, &e.topic)));
+                }
+                None => {
+                    let read = || store.delivery.jobs_of(e.seq);
+                    let Some(stored) = health.persist("jobs of an event", stop, read).await else {
+                        return;
+                    };
+                    jobs.extend(stored);
+                }
+            }
         }
         // Claimed before they are worked on: another node may have claimed some from storage.
         let got = shared.take(jobs.iter().map(WorkKey::job).collect()).await;

@@ -93,42 +93,25 @@ async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
     }
 }
 
-/// `None` when the hub stops first (the pings stay stored and are taken up after a restart);
-/// a failing store is retried with backoff.
+impl Fetcher {
+    /// A storage call, retried with backoff while the store fails; `None` when the hub stops
+    /// first (the pings stay stored and are taken up after a restart).
+    async fn persist<T, F, Fut>(&self, what: &'static str, call: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::storage::Result<T>>,
+    {
+        let s = &self.shared;
+        s.health.persist(what, &s.shutdown, call).await
+    }
+}
+
 async fn state_or_log(fetcher: &Fetcher, topic: &str) -> Option<TopicState> {
     let store = &fetcher.shared.store;
     let state = fetcher
-        .shared
-        .health
-        .persist("topic state", &fetcher.shared.shutdown, || {
-            store.publish.topic_state(topic)
-        })
+        .persist("topic state", || store.publish.topic_state(topic))
         .await?;
     Some(state.unwrap_or_default())
-}
-
-/// Destination servers of `topic`'s subscribers; `None` when the hub stops first.
-async fn destinations(fetcher: &Fetcher, topic: &str) -> Option<Vec<String>> {
-    let store = &fetcher.shared.store;
-    fetcher
-        .shared
-        .health
-        .persist("destinations of a topic", &fetcher.shared.shutdown, || {
-            store.subs.destinations(topic)
-        })
-        .await
-}
-
-/// Subscribers of `topic`; `None` when the hub stops first.
-async fn subscribers(fetcher: &Fetcher, topic: &str) -> Option<u64> {
-    let store = &fetcher.shared.store;
-    fetcher
-        .shared
-        .health
-        .persist("subscriber count", &fetcher.shared.shutdown, || {
-            store.subs.count_for_topic(topic)
-        })
-        .await
 }
 
 struct Fetched {
@@ -144,7 +127,9 @@ enum FetchResult {
 }
 
 async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
-    let Some(subscribers) = subscribers(fetcher, topic).await else {
+    let store = &fetcher.shared.store;
+    let count = || store.subs.count_for_topic(topic);
+    let Some(subscribers) = fetcher.persist("subscriber count", count).await else {
         return;
     };
     if subscribers == 0 {
@@ -298,7 +283,12 @@ async fn process(
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;
     let (event, destinations) = match diff.deliver {
-        Some(payload) => match destinations(fetcher, topic).await {
+        Some(payload) => match fetcher
+            .persist("destinations of a topic", || {
+                fetcher.shared.store.subs.destinations(topic)
+            })
+            .await
+        {
             None => return,
             // Nobody left to tell (everyone unsubscribed since the ping): no event.
             Some(d) if d.is_empty() => (None, d),
@@ -341,9 +331,7 @@ async fn finish(fetcher: &Fetcher, topic: &str, ping_ids: &[u64], mut state: Opt
     for id in ping_ids {
         let state = state.take();
         let dropped = fetcher
-            .shared
-            .health
-            .persist("processed ping removal", &fetcher.shared.shutdown, || {
+            .persist("processed ping removal", || {
                 store.publish.drop_ping(*id, topic, state.clone())
             })
             .await;

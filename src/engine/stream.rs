@@ -4,28 +4,83 @@
 //! ([`Follower`]: the fan-out planner today, relays next) follow the lead from a sequence
 //! number of their own, so each resumes where it stopped after a restart: a consumer never sees
 //! an event the store has not made durable.
+//!
+//! The newest events are also kept in memory (a bounded window): a follower that keeps up takes
+//! them from there without reading storage; one that falls behind the window reads the log.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::health::Health;
-use crate::storage::{Commit, EventLog, EventSummary, Storage, StorageError};
+use crate::storage::{Commit, Event, EventLog, Storage, StorageError};
 
 /// Commits waiting for the writer; a publisher beyond it waits its turn.
 const QUEUE: usize = 4_096;
 /// Most commits in one transaction.
 const MAX_BATCH: usize = 1_024;
+/// The in-memory window of newest events: at most this many, and this many body bytes.
+const RECENT_EVENTS: usize = 4_096;
+const RECENT_BYTES: usize = 16 << 20;
 
 type Reply = oneshot::Sender<Result<Option<u64>, StorageError>>;
+
+/// One committed event as a follower gets it.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub event: Event,
+    /// The destination servers its jobs were stored for, when it comes from the in-memory
+    /// window (`None` when it was read back from the log).
+    pub destinations: Option<Arc<[String]>>,
+}
+
+/// The newest committed events, contiguous in sequence order.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<Committed>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, c: Committed) {
+        self.bytes += c.event.body.len();
+        self.events.push_back(c);
+        while self.events.len() > RECENT_EVENTS || self.bytes > RECENT_BYTES {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.event.body.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Events `next..=lead` (at most `limit`), if the window still starts at or before `next`.
+    fn from(&self, next: u64, lead: u64, limit: usize) -> Option<Vec<Committed>> {
+        let first = self.events.front()?.event.seq;
+        if next < first {
+            return None;
+        }
+        let skip = usize::try_from(next - first).ok()?;
+        let taken: Vec<Committed> = self
+            .events
+            .iter()
+            .skip(skip)
+            .take_while(|c| c.event.seq <= lead)
+            .take(limit)
+            .cloned()
+            .collect();
+        (!taken.is_empty()).then_some(taken)
+    }
+}
 
 /// The writer's side of the stream and the lead that followers watch.
 pub struct EventStream {
     tx: mpsc::Sender<(Commit, Reply)>,
     lead: watch::Receiver<u64>,
     log: Arc<dyn EventLog>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +103,19 @@ impl EventStream {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (lead_tx, lead_rx) = watch::channel(lead);
         let log = store.log.clone();
-        tracker.spawn(writer(store, health, rx, lead_tx, stop));
+        let recent: Arc<Mutex<Recent>> = Arc::default();
+        let writer = Writer {
+            store,
+            health,
+            lead: lead_tx,
+            recent: recent.clone(),
+        };
+        tracker.spawn(writer.run(rx, stop));
         EventStream {
             tx,
             lead: lead_rx,
             log,
+            recent,
         }
     }
 
@@ -76,59 +139,143 @@ impl EventStream {
         Follower {
             log: self.log.clone(),
             lead: self.lead.clone(),
+            recent: self.recent.clone(),
             next: after + 1,
         }
     }
 }
 
-async fn writer(
+struct Writer {
     store: Storage,
     health: Arc<Health>,
-    mut rx: mpsc::Receiver<(Commit, Reply)>,
     lead: watch::Sender<u64>,
-    stop: CancellationToken,
-) {
-    let mut commits = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let first = tokio::select! {
-            next = rx.recv() => next,
-            _ = stop.cancelled() => None,
-        };
-        let Some((commit, reply)) = first else { return };
-        commits.push(commit);
-        replies.push(reply);
-        while commits.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((c, r)) => {
-                    commits.push(c);
-                    replies.push(r);
-                }
-                Err(_) => break,
+    recent: Arc<Mutex<Recent>>,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<(Commit, Reply)>, stop: CancellationToken) {
+        let mut commits = Vec::with_capacity(MAX_BATCH);
+        let mut replies = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let first = tokio::select! {
+                next = rx.recv() => next,
+                _ = stop.cancelled() => None,
+            };
+            let stopping = first.is_none();
+            if let Some((commit, reply)) = first {
+                commits.push(commit);
+                replies.push(reply);
             }
+            while commits.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok((c, r)) => {
+                        commits.push(c);
+                        replies.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if stopping {
+                // What was queued when the hub began to stop gets one attempt, no backoff.
+                self.last_batch(&commits, replies).await;
+                return;
+            }
+            match self.append(&commits, &stop).await {
+                Some(Ok(events)) => {
+                    // Nothing is told of these events before they are durable; a failed flush
+                    // is retried (the events are written: appending again would duplicate them).
+                    let flush = || self.store.flush();
+                    if self
+                        .health
+                        .persist("event log flush", &stop, flush)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                    self.publish(&commits, &events);
+                    for (reply, e) in replies.drain(..).zip(&events) {
+                        let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+                    }
+                }
+                Some(Err(e)) => {
+                    for reply in replies.drain(..) {
+                        let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
+                    }
+                }
+                None => return, // stopping: the pings stay stored
+            }
+            commits.clear();
         }
-        let append = health.persist("event log append", &stop, || store.log.append(&commits));
-        let Some(numbers) = append.await else { return };
-        // Nothing is told of these events before they are durable; a failed flush is retried
-        // (the events are written, so appending them again would duplicate them).
-        if health
-            .persist("event log flush", &stop, || store.flush())
-            .await
-            .is_none()
-        {
+    }
+
+    /// Appends, retrying transient failures with backoff. A permanent failure is returned (the
+    /// commits' pings stay stored); `None` when the hub stops first.
+    async fn append(
+        &self,
+        commits: &[Commit],
+        stop: &CancellationToken,
+    ) -> Option<Result<Vec<Option<Event>>, StorageError>> {
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match self.store.log.append(commits).await {
+                Ok(events) => {
+                    self.health.succeeded("event log append");
+                    return Some(Ok(events));
+                }
+                Err(e) => {
+                    self.health.failed("event log append", &e);
+                    if !e.is_transient() {
+                        return Some(Err(e));
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return None,
+            }
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    async fn last_batch(&self, commits: &[Commit], replies: Vec<Reply>) {
+        if commits.is_empty() {
             return;
         }
-        if let Some(newest) = numbers.iter().flatten().max() {
-            lead.send_if_modified(|l| {
-                let moved = *newest > *l;
-                *l = (*l).max(*newest);
+        let Ok(events) = self.store.log.append(commits).await else {
+            return; // the pings stay stored
+        };
+        if self.store.flush().await.is_err() {
+            return; // the hub's final flush tries again
+        }
+        self.publish(commits, &events);
+        for (reply, e) in replies.into_iter().zip(&events) {
+            let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+        }
+    }
+
+    /// Durable events: into the in-memory window, then the lead moves.
+    fn publish(&self, commits: &[Commit], events: &[Option<Event>]) {
+        let mut newest = None;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for (c, e) in commits.iter().zip(events) {
+                if let Some(e) = e {
+                    newest = Some(e.seq);
+                    recent.push(Committed {
+                        event: e.clone(),
+                        destinations: Some(c.destinations.clone().into()),
+                    });
+                }
+            }
+        }
+        if let Some(newest) = newest {
+            self.lead.send_if_modified(|l| {
+                let moved = newest > *l;
+                *l = (*l).max(newest);
                 moved
             });
         }
-        for (reply, n) in replies.drain(..).zip(numbers) {
-            let _ = reply.send(Ok(n));
-        }
-        commits.clear();
     }
 }
 
@@ -136,20 +283,36 @@ async fn writer(
 pub struct Follower {
     log: Arc<dyn EventLog>,
     lead: watch::Receiver<u64>,
+    recent: Arc<Mutex<Recent>>,
     next: u64,
 }
 
 impl Follower {
-    /// The next events (at most `limit`, without bodies), waiting until there is one. Empty
-    /// when the stream has closed. A follower that has fallen below the log's trail goes on
-    /// from the trail.
-    pub async fn next(&mut self, limit: usize) -> Result<Vec<EventSummary>, StorageError> {
+    /// The next events (at most `limit`), waiting until there is one. Empty when the stream
+    /// has closed. A follower that has fallen below the log's trail goes on from the trail.
+    pub async fn next(&mut self, limit: usize) -> Result<Vec<Committed>, StorageError> {
         loop {
             let lead = *self.lead.borrow_and_update();
             if lead >= self.next {
-                let events = self.log.summaries(self.next, lead + 1, limit).await?;
+                let window = {
+                    let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    recent.from(self.next, lead, limit)
+                };
+                let events = match window {
+                    Some(events) => events,
+                    None => self
+                        .log
+                        .read(self.next, lead + 1, limit)
+                        .await?
+                        .into_iter()
+                        .map(|event| Committed {
+                            event,
+                            destinations: None,
+                        })
+                        .collect(),
+                };
                 if let Some(last) = events.last() {
-                    self.next = last.seq + 1;
+                    self.next = last.event.seq + 1;
                     return Ok(events);
                 }
                 let trail = self.log.bounds().await?.trail;
@@ -172,5 +335,52 @@ impl Follower {
     /// The last event taken.
     pub fn position(&self) -> u64 {
         self.next - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(seq: u64, bytes: usize) -> Committed {
+        Committed {
+            event: Event {
+                seq,
+                topic: "t".into(),
+                topic_seq: seq,
+                origin: "o".into(),
+                content_type: "text/plain".into(),
+                body: vec![0; bytes].into(),
+                created_ms: 0,
+            },
+            destinations: Some(Arc::from(vec!["http://d:80".to_owned()])),
+        }
+    }
+
+    #[test]
+    fn the_window_serves_contiguous_ranges_and_forgets_the_oldest() {
+        let mut r = Recent::default();
+        for seq in 1..=RECENT_EVENTS as u64 + 2 {
+            r.push(committed(seq, 1));
+        }
+        assert!(
+            r.from(1, 100, 10).is_none(),
+            "1 and 2 fell out of the window"
+        );
+        let got = r.from(3, 5, 10).unwrap();
+        assert_eq!(
+            got.iter().map(|c| c.event.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(r.from(3, 100, 2).unwrap().len(), 2, "limit");
+        assert!(
+            r.from(RECENT_EVENTS as u64 + 3, u64::MAX, 1).is_none(),
+            "past the newest"
+        );
+        let mut big = Recent::default();
+        big.push(committed(1, RECENT_BYTES));
+        big.push(committed(2, 1));
+        assert!(big.from(1, 2, 10).is_none(), "bounded by bytes too");
+        assert_eq!(big.from(2, 2, 10).unwrap().len(), 1);
     }
 }

@@ -17,7 +17,10 @@ pub async fn run(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         match sweep_once(&shared, &unreferenced).await {
-            Ok(now_unreferenced) => unreferenced = now_unreferenced,
+            Ok(now_unreferenced) => {
+                unreferenced = now_unreferenced;
+                shared.health.succeeded("sweep");
+            }
             Err(e) => shared.health.failed("sweep", &e),
         }
     }

@@ -25,21 +25,23 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.engine.is_stopping() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    if let Some(f) = state.engine.health().status() {
-        let since = crate::clock::format_utc(f.since_ms);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "storage failing since {since}: {} ({}): {}",
-                f.what, f.class, f.error
-            ),
-        );
-    }
+    // A probe of the store first: it clears its own earlier failure, or records one.
+    let health = state.engine.health();
     match state.store.log.bounds().await {
-        Ok(_) => text(StatusCode::OK, "ready"),
-        Err(e) => {
-            state.engine.health().failed("readiness probe", &e);
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}"))
+        Ok(_) => health.succeeded("readiness probe"),
+        Err(e) => health.failed("readiness probe", &e),
+    }
+    match health.status() {
+        None => text(StatusCode::OK, "ready"),
+        Some(f) => {
+            let since = crate::clock::format_utc(f.since_ms);
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "storage failing since {since}: {} ({}): {}",
+                    f.what, f.class, f.error
+                ),
+            )
         }
     }
 }

@@ -67,14 +67,14 @@ impl LeaseTable {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the lease of one item for `c.node` if nobody holds it (no lease, or an ended one)
-    /// or, with `own_too`, if it is already `c.node`'s.
+    /// Takes the lease of one item for `c.node` if nobody holds it (no lease, or an ended one,
+    /// `c.node`'s own included) or, with `own_too`, if `c.node` holds it now.
     pub fn take(&self, c: &Claim, key: &WorkKey, own_too: bool) -> bool {
         let mut leases = self.lock();
         let free = match leases.get(key) {
             None => true,
-            Some((node, _)) if *node == c.node => own_too,
-            Some((_, until)) => *until < c.now_ms,
+            Some((_, until)) if *until < c.now_ms => true,
+            Some((node, _)) => own_too && *node == c.node,
         };
         if free {
             leases.insert(key.clone(), (c.node.clone(), c.until_ms));
@@ -86,11 +86,18 @@ impl LeaseTable {
         keys.iter().map(|k| self.take(c, k, true)).collect()
     }
 
+    /// Extends `c.node`'s leases on `keys`; returns those it does not hold (released since,
+    /// or taken over by another node after they ended). A missing lease is not created.
     pub fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Vec<WorkKey> {
-        keys.iter()
-            .filter(|k| !self.take(c, k, true))
-            .cloned()
-            .collect()
+        let mut leases = self.lock();
+        let mut lost = Vec::new();
+        for k in keys {
+            match leases.get_mut(k) {
+                Some((node, until)) if *node == c.node => *until = c.until_ms,
+                _ => lost.push(k.clone()),
+            }
+        }
+        lost
     }
 
     pub fn release(&self, node: &str, keys: &[WorkKey]) {
@@ -127,7 +134,8 @@ pub trait ClaimStore: Send + Sync {
     async fn release_all(&self, node: &str) -> Result<u64>;
     /// Takes (or keeps) each item for `c.node`: `false` for one another node holds.
     async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>>;
-    /// Extends `c.node`'s leases; returns the keys it no longer holds.
+    /// Extends `c.node`'s leases; returns the keys it no longer holds (released, or taken over
+    /// after they ended). Never creates a lease.
     async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>>;
     /// Gives the items up (done, or left for another node).
     async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()>;

@@ -58,8 +58,8 @@ pub trait EventLog: Send + Sync {
 
     /// Records `commits` in one transaction: topic states, ping removals, and for every commit
     /// with an event the next number of the stream (in `commits` order) and of its topic, and
-    /// its delivery jobs. Returns each commit's event number. Durable after the next flush.
-    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>>;
+    /// its delivery jobs. Returns each commit's event as stored. Durable after the next flush.
+    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>>;
 
     async fn bounds(&self) -> Result<LogBounds>;
 
@@ -85,7 +85,8 @@ pub trait EventLog: Send + Sync {
     /// retention's age or the log holds more bytes than it allows. An event that a job, retry
     /// or dead letter still refers to is kept as a delivery document. Delivery documents
     /// nothing refers to are removed when `collect` names them (unreferenced at the previous
-    /// pass too); returns (events pruned, documents unreferenced now).
+    /// pass too); returns (events pruned, documents unreferenced now). A backend may stop after
+    /// a bounded number of events; the next pass goes on.
     async fn prune(
         &self,
         retention: Retention,

@@ -314,6 +314,14 @@ impl DeliveryStore for MemoryStore {
             .collect())
     }
 
+    async fn job(&self, event: u64, destination: &str) -> Result<Option<Job>> {
+        Ok(self
+            .lock()
+            .jobs
+            .get(&(destination.to_owned(), event))
+            .cloned())
+    }
+
     async fn put_job(&self, job: Job) -> Result<()> {
         self.lock()
             .jobs
@@ -429,7 +437,7 @@ impl EventLog for MemoryStore {
         self.hub_id.clone()
     }
 
-    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>> {
+    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {
         self.check(Fault::Append)?;
         let mut g = self.lock();
         let mut numbers = Vec::with_capacity(commits.len());
@@ -451,8 +459,8 @@ impl EventLog for MemoryStore {
                 g.jobs.insert((d.clone(), seq), Job::new(seq, d, &c.topic));
             }
             g.bytes += event.body.len() as u64;
-            g.events.insert(seq, event);
-            numbers.push(Some(seq));
+            g.events.insert(seq, event.clone());
+            numbers.push(Some(event));
         }
         Ok(numbers)
     }

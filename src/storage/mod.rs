@@ -343,6 +343,8 @@ pub trait DeliveryStore: Send + Sync {
     async fn jobs(&self) -> Result<Vec<Job>>;
     /// The jobs of one event (stored with it by [`EventLog::append`]).
     async fn jobs_of(&self, event: u64) -> Result<Vec<Job>>;
+    /// The stored job of (event, destination), if it is still pending.
+    async fn job(&self, event: u64, destination: &str) -> Result<Option<Job>>;
     async fn put_job(&self, job: Job) -> Result<()>;
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
     /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a

@@ -68,6 +68,8 @@ struct LogCounters {
 }
 
 const LEAD: &[u8] = b"lead";
+/// Most events one retention pass removes (the rest go at the next sweep).
+const PRUNE_BATCH: usize = 10_000;
 const HUB_ID: &[u8] = b"hub_id";
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -243,14 +245,24 @@ impl SledStore {
     /// Event numbers every job, retry and dead letter refers to.
     fn referenced_events(&self) -> Result<BTreeSet<u64>> {
         let mut used = BTreeSet::new();
+        for entry in self.dead.iter() {
+            let (_, v) = entry?;
+            let d: DeadLetter = from_json(&v)?;
+            used.insert(d.event);
+        }
         for entry in self.jobs.iter() {
             let (k, _) = entry?;
             used.insert(read_be(&k)?);
         }
         for entry in self.retries.iter() {
             let (k, _) = entry?;
-            used.insert(read_be(&k[8..])?);
+            let event = k
+                .get(8..)
+                .ok_or_else(|| StorageError::Corrupt("short retry key".into()))?;
+            used.insert(read_be(event)?);
         }
+        // Dead letters again: a retry that became one while `retries` was read is seen here
+        // (and one replayed into a retry while the first pass ran was seen in `retries`).
         for entry in self.dead.iter() {
             let (_, v) = entry?;
             let d: DeadLetter = from_json(&v)?;
@@ -580,6 +592,13 @@ impl DeliveryStore for SledStore {
             .collect()
     }
 
+    async fn job(&self, event: u64, destination: &str) -> Result<Option<Job>> {
+        self.jobs
+            .get(job_key(destination, event))?
+            .map(|v| from_json(&v))
+            .transpose()
+    }
+
     async fn put_job(&self, job: Job) -> Result<()> {
         self.jobs
             .insert(job_key(&job.destination, job.event), json(&job))?;
@@ -750,7 +769,7 @@ impl EventLog for SledStore {
         self.hub_id.clone()
     }
 
-    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<u64>>> {
+    async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {
         let mut counters = self.counters();
         let lead = counters.lead;
         let hub_id = self.hub_id.as_str();
@@ -788,7 +807,7 @@ impl EventLog for SledStore {
                         jobs.insert(job_key(d, next), json(&Job::new(next, d, &c.topic)))?;
                     }
                     added += event.body.len() as u64;
-                    numbers.push(Some(next));
+                    numbers.push(Some(event));
                 }
                 if next != lead {
                     meta.insert(LEAD, &be(next))?;
@@ -881,8 +900,9 @@ impl EventLog for SledStore {
         let used = self.referenced_events()?;
         let mut pruned = 0;
         {
+            // Appends wait while this holds the counters: a pass removes a bounded number.
             let mut counters = self.counters();
-            for entry in self.events.iter() {
+            for entry in self.events.iter().take(PRUNE_BATCH) {
                 let (k, v) = entry?;
                 let seq = read_be(&k)?;
                 let e = decode_event_summary(&v)?;
@@ -947,10 +967,14 @@ impl EventLog for SledStore {
             return Ok(());
         }
         let mut counters = self.counters();
-        if self.events.insert(be(event.seq), record)?.is_none() {
-            counters.events += 1;
-            counters.bytes += event.body.len() as u64;
+        match self.events.insert(be(event.seq), record)? {
+            None => counters.events += 1,
+            Some(old) => {
+                let old = decode_event_summary(&old)?.bytes as u64;
+                counters.bytes = counters.bytes.saturating_sub(old);
+            }
         }
+        counters.bytes += event.body.len() as u64;
         if event.seq > counters.lead {
             counters.lead = event.seq;
             self.meta.insert(LEAD, &be(event.seq))?;
@@ -1016,20 +1040,17 @@ impl ClaimStore for SledStore {
     }
 
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
+        // Keys begin with the due time: the range holds exactly the retries due by now.
         let mut end = be(c.now_ms).to_vec();
         end.push(0xff);
-        let due = self.claim_walk(
+        self.claim_walk(
             c,
             &self.retries,
             Some(end),
             limit,
             from_json,
             WorkKey::retry,
-        )?;
-        Ok(due
-            .into_iter()
-            .filter(|r: &Retry| r.due_ms <= c.now_ms)
-            .collect())
+        )
     }
 
     async fn release_all(&self, node: &str) -> Result<u64> {

@@ -200,7 +200,18 @@ async fn publishing(s: Storage) {
         ])
         .await
         .unwrap();
-    assert_eq!(numbers, vec![Some(1), None, Some(2)]);
+    let numbers_of = |v: Vec<Option<Event>>| {
+        v.iter()
+            .map(|e| e.as_ref().map(|e| e.seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers_of(numbers.clone()), vec![Some(1), None, Some(2)]);
+    let stored = numbers[2].clone().unwrap();
+    assert_eq!(
+        (stored.topic_seq, &stored.body[..]),
+        (2, &b"two"[..]),
+        "the event as stored"
+    );
     assert!(s.publish.pings().await.unwrap().is_empty());
     assert_eq!(
         s.publish.topic_state("http://t/").await.unwrap(),
@@ -217,7 +228,11 @@ async fn publishing(s: Storage) {
         }])
         .await
         .unwrap();
-    assert_eq!(numbers, vec![Some(3)], "the stream goes on where it was");
+    assert_eq!(
+        numbers_of(numbers),
+        vec![Some(3)],
+        "the stream goes on where it was"
+    );
     let events = s.log.read(1, 4, 10).await.unwrap();
     let shape: Vec<(u64, &str, u64, &[u8])> = events
         .iter()
@@ -736,17 +751,20 @@ async fn claims(s: Storage) {
     let b_late = node("b", 1_500);
     assert_eq!(
         ids(s.claims.claim_pings(&b_late, 10).await.unwrap()),
-        [3],
-        "3's lease ended (a died, say); 1 and 2 were renewed until 1,900; 4 and 5 are b's"
+        [3, 4, 5],
+        "3's lease ended (a died, say), and so did b's own on 4 and 5; 1 and 2 were renewed"
     );
-    // a lost 3 to b: its renewal says so.
+    // a lost 3 to b: its renewal says so. Renewing what it never held creates nothing.
     let a_late = node("a", 1_600);
     assert_eq!(
         s.claims
-            .renew(&a_late, &[WorkKey::Ping(1), WorkKey::Ping(3)])
+            .renew(
+                &a_late,
+                &[WorkKey::Ping(1), WorkKey::Ping(3), WorkKey::Ping(99)]
+            )
             .await
             .unwrap(),
-        [WorkKey::Ping(3)]
+        [WorkKey::Ping(3), WorkKey::Ping(99)]
     );
     // Released items are free for anyone at once; another node's lease is not released.
     s.claims
@@ -756,21 +774,21 @@ async fn claims(s: Storage) {
     let c = node("c", 1_600);
     assert_eq!(
         s.claims
-            .acquire(&c, &[WorkKey::Ping(1), WorkKey::Ping(3), WorkKey::Ping(4)])
+            .acquire(&c, &[WorkKey::Ping(1), WorkKey::Ping(3), WorkKey::Ping(99)])
             .await
             .unwrap(),
         [true, false, true],
-        "1 released by a, 3 still b's, b's lease on 4 ended"
+        "1 released by a, 3 still b's, 99 never leased"
     );
     // A node starting again lets go of everything its previous run held.
     assert_eq!(
         s.claims.release_all("b").await.unwrap(),
-        3,
-        "pings 3 and 5, intent 9"
+        4,
+        "pings 3, 4 and 5, intent 9"
     );
     assert_eq!(
         ids(s.claims.claim_pings(&node("d", 1_600), 10).await.unwrap()),
-        [3, 5]
+        [3, 4, 5]
     );
     for id in 1..=5 {
         s.publish.drop_ping(id, "http://t/", None).await.unwrap();
