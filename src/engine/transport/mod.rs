@@ -6,7 +6,6 @@
 
 pub mod http;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,27 +23,29 @@ pub trait Transport: Send + Sync {
     async fn send(&self, p: &Prepared, sub: &Subscription) -> Outcome;
 }
 
-/// The transports of a hub, by scheme.
+/// The transports of a hub, by scheme (a handful: a list beats a map).
 #[derive(Clone, Default)]
 pub struct Transports {
-    by_scheme: HashMap<&'static str, Arc<dyn Transport>>,
+    by_scheme: Vec<(&'static str, Arc<dyn Transport>)>,
 }
 
 impl Transports {
     pub fn new(all: Vec<Arc<dyn Transport>>) -> Transports {
-        let mut by_scheme = HashMap::new();
-        for t in all {
-            for scheme in t.schemes() {
-                by_scheme.insert(*scheme, t.clone());
-            }
-        }
+        let by_scheme = all
+            .iter()
+            .flat_map(|t| t.schemes().iter().map(move |s| (*s, t.clone())))
+            .collect();
         Transports { by_scheme }
     }
 
-    /// The transport for an endpoint (`scheme:…`), if the hub has one.
+    /// The transport for an endpoint (`scheme:…`), if the hub has one. Called per delivery:
+    /// no allocation.
     pub fn for_endpoint(&self, endpoint: &str) -> Option<&Arc<dyn Transport>> {
-        let scheme = endpoint.split_once(':')?.0.to_ascii_lowercase();
-        self.by_scheme.get(scheme.as_str())
+        let scheme = endpoint.split_once(':')?.0;
+        self.by_scheme
+            .iter()
+            .find(|(s, _)| s.eq_ignore_ascii_case(scheme))
+            .map(|(_, t)| t)
     }
 }
 
