@@ -78,6 +78,57 @@ struct Queue {
     jobs: VecDeque<Job>,
     known: HashSet<u64>,
     running: bool,
+    /// Queued (not yet taken) jobs per topic: whether there is a backlog to coalesce is one
+    /// lookup, not a walk of the queue for every job.
+    per_topic: HashMap<String, usize>,
+}
+
+impl Queue {
+    fn push_back(&mut self, job: Job) {
+        *self.per_topic.entry(job.topic.clone()).or_default() += 1;
+        self.jobs.push_back(job);
+    }
+
+    fn push_front(&mut self, job: Job) {
+        *self.per_topic.entry(job.topic.clone()).or_default() += 1;
+        self.jobs.push_front(job);
+    }
+
+    fn pop_front(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        self.uncount(&job.topic);
+        Some(job)
+    }
+
+    fn uncount(&mut self, topic: &str) {
+        if let Some(n) = self.per_topic.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_topic.remove(topic);
+            }
+        }
+    }
+
+    /// Takes up to `max` unstarted jobs of `topic` out of the queue, in order.
+    fn take_topic(&mut self, topic: &str, max: usize) -> Vec<Job> {
+        if !self.per_topic.contains_key(topic) {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.jobs.len());
+        for j in self.jobs.drain(..) {
+            if taken.len() < max && j.cursor.is_none() && j.topic == topic {
+                taken.push(j);
+            } else {
+                rest.push_back(j);
+            }
+        }
+        self.jobs = rest;
+        for j in &taken {
+            self.uncount(&j.topic);
+        }
+        taken
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,7 +186,7 @@ impl Dispatcher {
             if !q.known.insert(job.event) {
                 return;
             }
-            q.jobs.push_back(job);
+            q.push_back(job);
             !std::mem::replace(&mut q.running, true)
         };
         if start {
@@ -177,7 +228,7 @@ async fn worker(d: Arc<Dispatcher>, dest: Arc<Destination>) {
     loop {
         let job = {
             let mut q = lock(&dest.state);
-            match q.jobs.pop_front() {
+            match q.pop_front() {
                 Some(j) => j,
                 None => {
                     q.running = false;
@@ -196,7 +247,7 @@ async fn worker(d: Arc<Dispatcher>, dest: Arc<Destination>) {
             Err(e) => {
                 // Storage trouble: keep the job (it is stored) and try again shortly.
                 tracing::error!(destination = %dest.name, event, error = %e, "delivery job failed");
-                lock(&dest.state).jobs.push_front(job);
+                lock(&dest.state).push_front(job);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = d.shared.shutdown.cancelled() => {}
@@ -222,27 +273,14 @@ async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
     if job.cursor.is_some() || job.topic.is_empty() {
         return job;
     }
-    let later: Vec<Job> = {
-        let mut q = lock(&dest.state);
-        let mut later = Vec::new();
-        let mut rest = VecDeque::with_capacity(q.jobs.len());
-        for j in q.jobs.drain(..) {
-            if later.len() + 1 < MAX_COALESCED && j.cursor.is_none() && j.topic == job.topic {
-                later.push(j);
-            } else {
-                rest.push_back(j);
-            }
-        }
-        q.jobs = rest;
-        later
-    };
+    let later = lock(&dest.state).take_topic(&job.topic, MAX_COALESCED - 1);
     if later.is_empty() {
         return job;
     }
     let put_back = |later: Vec<Job>| {
         let mut q = lock(&dest.state);
         for j in later.into_iter().rev() {
-            q.jobs.push_front(j);
+            q.push_front(j);
         }
     };
     let merged = merge_events(d, dest, &job, &later).await;
