@@ -152,8 +152,24 @@ struct Writer {
     recent: Arc<Mutex<Recent>>,
 }
 
+/// An appended batch on its way to the flush: each commit's event (if any) with its
+/// destinations, and who waits for it.
+struct Appended {
+    events: Vec<(Option<Event>, Arc<[String]>)>,
+    replies: Vec<Reply>,
+}
+
+/// Appended batches waiting for their flush.
+const IN_FLUSH: usize = 16;
+
 impl Writer {
+    /// Appends batch after batch; a second task flushes them, so that the next batch is
+    /// appended while the previous one is being made durable (one flush covers every batch
+    /// appended before it started).
     async fn run(self, mut rx: mpsc::Receiver<(Commit, Reply)>, stop: CancellationToken) {
+        let this = Arc::new(self);
+        let (to_flush, appended) = mpsc::channel(IN_FLUSH);
+        let flusher = tokio::spawn(this.clone().flush_loop(appended, stop.clone()));
         let mut commits = Vec::with_capacity(MAX_BATCH);
         let mut replies = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -175,38 +191,41 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if stopping {
-                // What was queued when the hub began to stop gets one attempt, no backoff.
-                self.last_batch(&commits, replies).await;
-                return;
+            if commits.is_empty() {
+                break;
             }
-            match self.append(&commits, &stop).await {
-                Some(Ok(events)) => {
-                    // Nothing is told of these events before they are durable; a failed flush
-                    // is retried (the events are written: appending again would duplicate them).
-                    let flush = || self.store.flush();
-                    if self
-                        .health
-                        .persist("event log flush", &stop, flush)
-                        .await
-                        .is_none()
-                    {
-                        return;
+            // What was queued when the hub began to stop gets one attempt, no backoff.
+            let appended = if stopping {
+                this.store.log.append(&commits).await.ok()
+            } else {
+                match this.append(&commits, &stop).await {
+                    Some(Ok(events)) => Some(events),
+                    Some(Err(e)) => {
+                        for reply in replies.drain(..) {
+                            let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
+                        }
+                        commits.clear();
+                        continue;
                     }
-                    self.publish(&commits, &events);
-                    for (reply, e) in replies.drain(..).zip(&events) {
-                        let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
-                    }
+                    None => None,
                 }
-                Some(Err(e)) => {
-                    for reply in replies.drain(..) {
-                        let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
-                    }
-                }
-                None => return, // stopping: the pings stay stored
-            }
+            };
+            let Some(events) = appended else { break };
+            let batch = Appended {
+                events: events
+                    .into_iter()
+                    .zip(&commits)
+                    .map(|(e, c)| (e, Arc::from(c.destinations.as_slice())))
+                    .collect(),
+                replies: std::mem::take(&mut replies),
+            };
             commits.clear();
+            if to_flush.send(batch).await.is_err() || stopping {
+                break;
+            }
         }
+        drop(to_flush);
+        let _ = flusher.await;
     }
 
     /// Appends, retrying transient failures with backoff. A permanent failure is returned (the
@@ -238,33 +257,54 @@ impl Writer {
         }
     }
 
-    async fn last_batch(&self, commits: &[Commit], replies: Vec<Reply>) {
-        if commits.is_empty() {
-            return;
-        }
-        let Ok(events) = self.store.log.append(commits).await else {
-            return; // the pings stay stored
-        };
-        if self.store.flush().await.is_err() {
-            return; // the hub's final flush tries again
-        }
-        self.publish(commits, &events);
-        for (reply, e) in replies.into_iter().zip(&events) {
-            let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+    /// Makes appended batches durable, every batch waiting at that moment with one flush, then
+    /// tells followers and publishers, in order. Nothing is told of an event before it is
+    /// durable; a failed flush is retried (the events are written: appending them again would
+    /// duplicate them). Once the hub stops, the batches still waiting get one flush.
+    async fn flush_loop(
+        self: Arc<Self>,
+        mut appended: mpsc::Receiver<Appended>,
+        stop: CancellationToken,
+    ) {
+        let mut waiting = Vec::new();
+        while let Some(first) = appended.recv().await {
+            waiting.push(first);
+            while let Ok(more) = appended.try_recv() {
+                waiting.push(more);
+            }
+            let flushed = if stop.is_cancelled() {
+                self.store.flush().await.is_ok()
+            } else {
+                let flush = || self.store.flush();
+                self.health
+                    .persist("event log flush", &stop, flush)
+                    .await
+                    .is_some()
+            };
+            if !flushed {
+                waiting.clear(); // stopping: the hub's final flush tries again
+                continue;
+            }
+            for batch in waiting.drain(..) {
+                self.publish(&batch.events);
+                for (reply, (e, _)) in batch.replies.into_iter().zip(&batch.events) {
+                    let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+                }
+            }
         }
     }
 
     /// Durable events: into the in-memory window, then the lead moves.
-    fn publish(&self, commits: &[Commit], events: &[Option<Event>]) {
+    fn publish(&self, events: &[(Option<Event>, Arc<[String]>)]) {
         let mut newest = None;
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for (c, e) in commits.iter().zip(events) {
+            for (e, destinations) in events {
                 if let Some(e) = e {
                     newest = Some(e.seq);
                     recent.push(Committed {
                         event: e.clone(),
-                        destinations: Some(c.destinations.clone().into()),
+                        destinations: Some(destinations.clone()),
                     });
                 }
             }
