@@ -1,6 +1,7 @@
 //! The committed-event stream. [`EventStream::commit`] hands a [`Commit`] to one writer task
-//! that appends every commit waiting at that moment in one storage transaction and makes them
-//! durable with one flush (group commit); only then does the stream's lead move on. Consumers
+//! that appends every commit waiting at that moment in one storage transaction; a second task
+//! makes appended batches durable, all that wait with one flush (group commit), and only then
+//! does the stream's lead move on. Consumers
 //! ([`Follower`]: the fan-out planner today, relays next) follow the lead from a sequence
 //! number of their own, so each resumes where it stopped after a restart: a consumer never sees
 //! an event the store has not made durable.
@@ -119,7 +120,10 @@ impl EventStream {
         }
     }
 
-    /// Appends the commit to the log and returns its event's number once it is durable.
+    /// Appends the commit to the log and returns its event's number once it is appended: the
+    /// topic's new state is visible to the next diff, and the pings it answers are gone with
+    /// it. It becomes durable with the next flush, before any follower sees it; a crash before
+    /// that loses commit and ping removal together, so the ping is processed again.
     pub async fn commit(&self, commit: Commit) -> Result<Option<u64>, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -153,10 +157,9 @@ struct Writer {
 }
 
 /// An appended batch on its way to the flush: each commit's event (if any) with its
-/// destinations, and who waits for it.
+/// destinations.
 struct Appended {
     events: Vec<(Option<Event>, Arc<[String]>)>,
-    replies: Vec<Reply>,
 }
 
 /// Appended batches waiting for their flush.
@@ -211,13 +214,15 @@ impl Writer {
                 }
             };
             let Some(events) = appended else { break };
+            for (reply, e) in replies.drain(..).zip(&events) {
+                let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+            }
             let batch = Appended {
                 events: events
                     .into_iter()
                     .zip(&commits)
                     .map(|(e, c)| (e, Arc::from(c.destinations.as_slice())))
                     .collect(),
-                replies: std::mem::take(&mut replies),
             };
             commits.clear();
             if to_flush.send(batch).await.is_err() || stopping {
@@ -258,7 +263,7 @@ impl Writer {
     }
 
     /// Makes appended batches durable, every batch waiting at that moment with one flush, then
-    /// tells followers and publishers, in order. Nothing is told of an event before it is
+    /// tells followers, in order. Nothing is told of an event before it is
     /// durable; a failed flush is retried (the events are written: appending them again would
     /// duplicate them). Once the hub stops, the batches still waiting get one flush.
     async fn flush_loop(
@@ -287,9 +292,6 @@ impl Writer {
             }
             for batch in waiting.drain(..) {
                 self.publish(&batch.events);
-                for (reply, (e, _)) in batch.replies.into_iter().zip(&batch.events) {
-                    let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
-                }
             }
         }
     }
