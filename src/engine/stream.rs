@@ -1,7 +1,7 @@
-//! The committed-event stream. [`EventStream::commit`] hands a [`Commit`] to one writer task
-//! that appends every commit waiting at that moment in one storage transaction; a second task
-//! makes appended batches durable, all that wait with one flush (group commit), and only then
-//! does the stream's lead move on. Consumers
+//! The committed-event stream. [`EventStream::commit`] appends: the caller that finds nobody
+//! appending appends every commit waiting at that moment in one storage transaction (group
+//! commit, without a hop through another task); a flusher task makes appended batches durable,
+//! all that wait with one flush, and only then does the stream's lead move on. Consumers
 //! ([`Follower`]: the fan-out planner today, relays next) follow the lead from a sequence
 //! number of their own, so each resumes where it stopped after a restart: a consumer never sees
 //! an event the store has not made durable.
@@ -19,8 +19,6 @@ use tokio_util::task::TaskTracker;
 use super::health::Health;
 use crate::storage::{Commit, Event, EventLog, Storage, StorageError};
 
-/// Commits waiting for the writer; a publisher beyond it waits its turn.
-const QUEUE: usize = 4_096;
 /// Most commits in one transaction.
 const MAX_BATCH: usize = 1_024;
 /// The in-memory window of newest events: at most this many, and this many body bytes.
@@ -76,12 +74,18 @@ impl Recent {
     }
 }
 
-/// The writer's side of the stream and the lead that followers watch.
+/// The writing side of the stream and the lead that followers watch.
 pub struct EventStream {
-    tx: mpsc::Sender<(Commit, Reply)>,
+    writer: Arc<Writer>,
+    /// Commits waiting to be appended.
+    pending: Mutex<Vec<(Commit, Reply)>>,
+    /// Held by the caller that appends: it takes every pending commit (its own and those that
+    /// queued behind it) into one transaction. No task hop on the way.
+    appending: tokio::sync::Mutex<mpsc::Sender<Appended>>,
     lead: watch::Receiver<u64>,
     log: Arc<dyn EventLog>,
     recent: Arc<Mutex<Recent>>,
+    stop: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +97,7 @@ pub enum CommitError {
 }
 
 impl EventStream {
-    /// Starts the writer. `lead` is the log's lead as stored.
+    /// Starts the flusher. `lead` is the log's lead as stored.
     pub fn start(
         store: Storage,
         health: Arc<Health>,
@@ -101,36 +105,89 @@ impl EventStream {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> EventStream {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (to_flush, appended) = mpsc::channel(IN_FLUSH);
         let (lead_tx, lead_rx) = watch::channel(lead);
         let log = store.log.clone();
         let recent: Arc<Mutex<Recent>> = Arc::default();
-        let writer = Writer {
+        let writer = Arc::new(Writer {
             store,
             health,
             lead: lead_tx,
             recent: recent.clone(),
-        };
-        tracker.spawn(writer.run(rx, stop));
+        });
+        tracker.spawn(writer.clone().flush_loop(appended, stop.clone()));
         EventStream {
-            tx,
+            writer,
+            pending: Mutex::new(Vec::new()),
+            appending: tokio::sync::Mutex::new(to_flush),
             lead: lead_rx,
             log,
             recent,
+            stop,
         }
     }
 
     /// Appends the commit to the log and returns its event's number once it is appended: the
     /// topic's new state is visible to the next diff, and the pings it answers are gone with
     /// it. It becomes durable with the next flush, before any follower sees it; a crash before
-    /// that loses commit and ping removal together, so the ping is processed again.
+    /// that loses commit and ping removal together, so the ping is processed again. Every
+    /// commit waiting when an append starts goes into the same transaction (group commit).
     pub async fn commit(&self, commit: Commit) -> Result<Option<u64>, CommitError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((commit, reply))
-            .await
-            .map_err(|_| CommitError::Stopping)?;
-        Ok(answer.await.map_err(|_| CommitError::Stopping)??)
+        let (reply, mut answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((commit, reply));
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut answer => {
+                    return Ok(r.map_err(|_| CommitError::Stopping)??);
+                }
+                to_flush = self.appending.lock() => {
+                    // This caller appends everything pending, its own commit included (unless
+                    // the previous appender took it: then its answer is ready).
+                    self.append_pending(&to_flush).await;
+                }
+            }
+        }
+    }
+
+    async fn append_pending(&self, to_flush: &mpsc::Sender<Appended>) {
+        loop {
+            let batch: Vec<(Commit, Reply)> = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let n = pending.len().min(MAX_BATCH);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let (commits, replies): (Vec<Commit>, Vec<Reply>) = batch.into_iter().unzip();
+            let events = match self.writer.append(&commits, &self.stop).await {
+                Some(Ok(events)) => events,
+                Some(Err(e)) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
+                    }
+                    continue;
+                }
+                None => return, // stopping: the replies are dropped, the pings stay stored
+            };
+            for (reply, e) in replies.into_iter().zip(&events) {
+                let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
+            }
+            let batch = Appended {
+                events: events
+                    .into_iter()
+                    .zip(&commits)
+                    .map(|(e, c)| (e, Arc::from(c.destinations.as_slice())))
+                    .collect(),
+            };
+            if to_flush.send(batch).await.is_err() {
+                return; // the flusher has stopped: the hub's final flush covers the batch
+            }
+        }
     }
 
     /// The newest durable event.
@@ -162,77 +219,10 @@ struct Appended {
     events: Vec<(Option<Event>, Arc<[String]>)>,
 }
 
-/// Appended batches waiting for their flush.
-const IN_FLUSH: usize = 16;
+/// Appended batches waiting for their flush; an appender beyond it waits.
+const IN_FLUSH: usize = 64;
 
 impl Writer {
-    /// Appends batch after batch; a second task flushes them, so that the next batch is
-    /// appended while the previous one is being made durable (one flush covers every batch
-    /// appended before it started).
-    async fn run(self, mut rx: mpsc::Receiver<(Commit, Reply)>, stop: CancellationToken) {
-        let this = Arc::new(self);
-        let (to_flush, appended) = mpsc::channel(IN_FLUSH);
-        let flusher = tokio::spawn(this.clone().flush_loop(appended, stop.clone()));
-        let mut commits = Vec::with_capacity(MAX_BATCH);
-        let mut replies = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let first = tokio::select! {
-                next = rx.recv() => next,
-                _ = stop.cancelled() => None,
-            };
-            let stopping = first.is_none();
-            if let Some((commit, reply)) = first {
-                commits.push(commit);
-                replies.push(reply);
-            }
-            while commits.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok((c, r)) => {
-                        commits.push(c);
-                        replies.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if commits.is_empty() {
-                break;
-            }
-            // What was queued when the hub began to stop gets one attempt, no backoff.
-            let appended = if stopping {
-                this.store.log.append(&commits).await.ok()
-            } else {
-                match this.append(&commits, &stop).await {
-                    Some(Ok(events)) => Some(events),
-                    Some(Err(e)) => {
-                        for reply in replies.drain(..) {
-                            let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
-                        }
-                        commits.clear();
-                        continue;
-                    }
-                    None => None,
-                }
-            };
-            let Some(events) = appended else { break };
-            for (reply, e) in replies.drain(..).zip(&events) {
-                let _ = reply.send(Ok(e.as_ref().map(|e| e.seq)));
-            }
-            let batch = Appended {
-                events: events
-                    .into_iter()
-                    .zip(&commits)
-                    .map(|(e, c)| (e, Arc::from(c.destinations.as_slice())))
-                    .collect(),
-            };
-            commits.clear();
-            if to_flush.send(batch).await.is_err() || stopping {
-                break;
-            }
-        }
-        drop(to_flush);
-        let _ = flusher.await;
-    }
-
     /// Appends, retrying transient failures with backoff. A permanent failure is returned (the
     /// commits' pings stay stored); `None` when the hub stops first.
     async fn append(
@@ -272,7 +262,13 @@ impl Writer {
         stop: CancellationToken,
     ) {
         let mut waiting = Vec::new();
-        while let Some(first) = appended.recv().await {
+        loop {
+            let first = tokio::select! {
+                first = appended.recv() => first,
+                // Stopping: what was appended by then still gets its flush, below.
+                _ = stop.cancelled() => appended.try_recv().ok(),
+            };
+            let Some(first) = first else { return };
             waiting.push(first);
             while let Ok(more) = appended.try_recv() {
                 waiting.push(more);
