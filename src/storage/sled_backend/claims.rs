@@ -1,0 +1,86 @@
+//! Claimed work on sled: pending items are walked in key order and leased in the store's
+//! in-memory [`LeaseTable`](crate::storage::claims::LeaseTable) (one process holds a sled store).
+
+use async_trait::async_trait;
+
+use super::*;
+
+impl SledStore {
+    /// Walks `tree` (up to `end` if given), claiming each item nobody holds; at most `limit`.
+    fn claim_walk<T>(
+        &self,
+        c: &Claim,
+        tree: &sled::Tree,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T>,
+        key_of: impl Fn(&T) -> WorkKey,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let range = match end {
+            Some(e) => tree.range(..e),
+            None => tree.range::<&[u8], _>(..),
+        };
+        for entry in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry?;
+            let item = decode(&v)?;
+            if self.leases.take(c, &key_of(&item), false) {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ClaimStore for SledStore {
+    async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>> {
+        self.claim_walk(c, &self.intents, None, limit, from_json, |i: &Intent| {
+            WorkKey::Intent(i.id)
+        })
+    }
+
+    async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>> {
+        self.claim_walk(c, &self.pings, None, limit, decode_ping, |p: &Ping| {
+            WorkKey::Ping(p.id)
+        })
+    }
+
+    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
+        self.claim_walk(c, &self.jobs, None, limit, from_json, WorkKey::job)
+    }
+
+    async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {
+        // Keys begin with the due time: the range holds exactly the retries due by now.
+        let mut end = be(c.now_ms).to_vec();
+        end.push(0xff);
+        self.claim_walk(
+            c,
+            &self.retries,
+            Some(end),
+            limit,
+            from_json,
+            WorkKey::retry,
+        )
+    }
+
+    async fn release_all(&self, node: &str) -> Result<u64> {
+        Ok(self.leases.release_all(node))
+    }
+
+    async fn acquire(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<bool>> {
+        Ok(self.leases.acquire(c, keys))
+    }
+
+    async fn renew(&self, c: &Claim, keys: &[WorkKey]) -> Result<Vec<WorkKey>> {
+        Ok(self.leases.renew(c, keys))
+    }
+
+    async fn release(&self, node: &str, keys: &[WorkKey]) -> Result<()> {
+        self.leases.release(node, keys);
+        Ok(())
+    }
+}
