@@ -1,0 +1,151 @@
+//! Claimed work: leases across nodes.
+
+use hubcast::storage::*;
+
+use super::*;
+
+/// Claimed work: two nodes sharing one store never hold the same item; an ended lease frees it.
+pub(super) async fn claims(s: Storage) {
+    let node = |name: &str, now_ms| Claim {
+        node: name.into(),
+        now_ms,
+        until_ms: now_ms + 1_000,
+    };
+    let ping = |id| Ping {
+        id,
+        topic: "http://t/".into(),
+        fat: None,
+        received_ms: 1,
+    };
+    s.publish
+        .put_pings((1..=5).map(ping).collect())
+        .await
+        .unwrap();
+    let ids = |v: Vec<Ping>| v.iter().map(|p| p.id).collect::<Vec<_>>();
+    let a = node("a", 10);
+    let b = node("b", 10);
+    assert_eq!(ids(s.claims.claim_pings(&a, 3).await.unwrap()), [1, 2, 3]);
+    assert_eq!(
+        ids(s.claims.claim_pings(&b, 10).await.unwrap()),
+        [4, 5],
+        "the rest"
+    );
+    assert!(
+        s.claims.claim_pings(&b, 10).await.unwrap().is_empty(),
+        "nothing new: what b holds is not claimed again"
+    );
+    assert!(s.claims.claim_pings(&a, 10).await.unwrap().is_empty());
+    // Acquire one item: refused while another node's lease runs.
+    assert_eq!(
+        s.claims
+            .acquire(
+                &b,
+                &[WorkKey::Ping(1), WorkKey::Ping(4), WorkKey::Intent(9)]
+            )
+            .await
+            .unwrap(),
+        [false, true, true]
+    );
+    // Renewal keeps a's leases past their end; b cannot take them then.
+    let later = node("a", 900);
+    assert!(
+        s.claims
+            .renew(&later, &[WorkKey::Ping(1), WorkKey::Ping(2)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let b_late = node("b", 1_500);
+    assert_eq!(
+        ids(s.claims.claim_pings(&b_late, 10).await.unwrap()),
+        [3, 4, 5],
+        "3's lease ended (a died, say), and so did b's own on 4 and 5; 1 and 2 were renewed"
+    );
+    // a lost 3 to b: its renewal says so. Renewing what it never held creates nothing.
+    let a_late = node("a", 1_600);
+    assert_eq!(
+        s.claims
+            .renew(
+                &a_late,
+                &[WorkKey::Ping(1), WorkKey::Ping(3), WorkKey::Ping(99)]
+            )
+            .await
+            .unwrap(),
+        [WorkKey::Ping(3), WorkKey::Ping(99)]
+    );
+    // Released items are free for anyone at once; another node's lease is not released.
+    s.claims
+        .release("a", &[WorkKey::Ping(1), WorkKey::Ping(3)])
+        .await
+        .unwrap();
+    let c = node("c", 1_600);
+    assert_eq!(
+        s.claims
+            .acquire(&c, &[WorkKey::Ping(1), WorkKey::Ping(3), WorkKey::Ping(99)])
+            .await
+            .unwrap(),
+        [true, false, true],
+        "1 released by a, 3 still b's, 99 never leased"
+    );
+    // A node starting again lets go of everything its previous run held.
+    assert_eq!(
+        s.claims.release_all("b").await.unwrap(),
+        4,
+        "pings 3, 4 and 5, intent 9"
+    );
+    assert_eq!(
+        ids(s.claims.claim_pings(&node("d", 1_600), 10).await.unwrap()),
+        [3, 4, 5]
+    );
+    for id in 1..=5 {
+        s.publish.drop_ping(id, "http://t/", None).await.unwrap();
+    }
+
+    // Jobs, intents and due retries are claimed the same way.
+    for (event, dest) in [(1, "http://x:80"), (2, "http://y:80")] {
+        s.delivery
+            .put_job(Job::new(event, dest, "http://t/"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.claims.claim_jobs(&a, 1).await.unwrap().len(), 1);
+    let other = s.claims.claim_jobs(&b, 10).await.unwrap();
+    assert_eq!(other.len(), 1);
+    assert!(
+        s.claims
+            .claim_jobs(&node("c", 10), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.subs
+        .put_intent(Intent {
+            id: 77,
+            mode: IntentMode::Subscribe,
+            topic: "http://t/".into(),
+            callback: "http://c/1".into(),
+            secret: None,
+            lease_seconds: 10,
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.claims.claim_intents(&a, 10).await.unwrap().len(), 1);
+    assert!(s.claims.claim_intents(&b, 10).await.unwrap().is_empty());
+    for (due, cb) in [(5, "http://c/1"), (50, "http://c/2")] {
+        s.delivery.put_retry(retry(1, cb, due)).await.unwrap();
+    }
+    let due = s.claims.claim_due_retries(&a, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.due_ms).collect::<Vec<_>>(),
+        [5],
+        "only what is due"
+    );
+    assert!(s.claims.claim_due_retries(&b, 10).await.unwrap().is_empty());
+    let due = s
+        .claims
+        .claim_due_retries(&node("b", 60), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|r| r.due_ms).collect::<Vec<_>>(), [50]);
+}

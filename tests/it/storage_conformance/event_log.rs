@@ -1,0 +1,239 @@
+//! Pings, topic state and the event log: numbering, ranges, retention, cursors.
+
+use bytes::Bytes;
+use hubcast::storage::*;
+
+pub(super) async fn publishing(s: Storage) {
+    let ping = |id, topic: &str| Ping {
+        id,
+        topic: topic.into(),
+        fat: Some(FatContent {
+            content_type: "text/plain".into(),
+            body: vec![1, 2, 3],
+        }),
+        received_ms: 5,
+    };
+    let (a, b) = (s.next_id().await.unwrap(), s.next_id().await.unwrap());
+    assert!(b > a, "ids increase");
+    let c = s.next_id().await.unwrap();
+    s.publish
+        .put_pings(vec![
+            ping(a, "http://t/"),
+            ping(b, "http://t/"),
+            ping(c, "http://u/"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(s.publish.pings().await.unwrap().len(), 3);
+    let state = TopicState {
+        content_hash: Some("h".into()),
+        entries: vec!["e1".into()],
+        ..Default::default()
+    };
+    let new_event = |body: &'static [u8], created_ms| NewEvent {
+        content_type: "text/plain".into(),
+        body: Bytes::from_static(body),
+        created_ms,
+    };
+    let empty = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (empty.trail, empty.lead, empty.events, empty.bytes),
+        (1, 0, 0, 0),
+        "an empty log"
+    );
+    // One transaction, three commits: numbers in order, per topic too; pings gone.
+    let numbers = s
+        .log
+        .append(&[
+            Commit {
+                topic: "http://t/".into(),
+                state: state.clone(),
+                ping_ids: vec![a],
+                event: Some(new_event(b"one", 100)),
+                destinations: vec!["http://x:80".into()],
+            },
+            Commit {
+                topic: "http://u/".into(),
+                state: TopicState::default(),
+                ping_ids: vec![c],
+                event: None,
+                destinations: vec![],
+            },
+            Commit {
+                topic: "http://t/".into(),
+                state: state.clone(),
+                ping_ids: vec![b],
+                event: Some(new_event(b"two", 200)),
+                destinations: vec!["http://x:80".into()],
+            },
+        ])
+        .await
+        .unwrap();
+    let numbers_of = |v: Vec<Option<Event>>| {
+        v.iter()
+            .map(|e| e.as_ref().map(|e| e.seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers_of(numbers.clone()), vec![Some(1), None, Some(2)]);
+    let stored = numbers[2].clone().unwrap();
+    assert_eq!(
+        (stored.topic_seq, &stored.body[..]),
+        (2, &b"two"[..]),
+        "the event as stored"
+    );
+    assert!(s.publish.pings().await.unwrap().is_empty());
+    assert_eq!(
+        s.publish.topic_state("http://t/").await.unwrap(),
+        Some(state.clone())
+    );
+    let numbers = s
+        .log
+        .append(&[Commit {
+            topic: "http://u/".into(),
+            state: state.clone(),
+            ping_ids: vec![],
+            event: Some(new_event(b"three", 300)),
+            destinations: vec!["http://x:80".into(), "http://y:80".into()],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers_of(numbers),
+        vec![Some(3)],
+        "the stream goes on where it was"
+    );
+    let events = s.log.read(1, 4, 10).await.unwrap();
+    let shape: Vec<(u64, &str, u64, &[u8])> = events
+        .iter()
+        .map(|e| (e.seq, e.topic.as_str(), e.topic_seq, &e.body[..]))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "http://t/", 1, &b"one"[..]),
+            (2, "http://t/", 2, &b"two"[..]),
+            (3, "http://u/", 1, &b"three"[..])
+        ]
+    );
+    let origin = s.log.hub_id();
+    assert!(origin.len() >= 16, "a hub id: {origin:?}");
+    assert!(events.iter().all(|e| e.origin == origin));
+    // Ranges are [from, to) and bounded by `limit`; summaries leave the bodies out.
+    let seqs = |v: Vec<EventSummary>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(s.log.summaries(2, 3, 10).await.unwrap()), [2]);
+    assert_eq!(seqs(s.log.summaries(1, u64::MAX, 2).await.unwrap()), [1, 2]);
+    assert!(s.log.summaries(4, u64::MAX, 10).await.unwrap().is_empty());
+    assert!(s.log.summaries(3, 3, 10).await.unwrap().is_empty());
+    let summary = &s.log.summaries(3, 4, 1).await.unwrap()[0];
+    assert_eq!((summary.bytes, summary.topic_seq), (5, 1));
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events, bounds.bytes),
+        (1, 3, 3, 11)
+    );
+    assert_eq!(
+        s.log.event(2).await.unwrap().map(|e| e.body),
+        Some(Bytes::from_static(b"two"))
+    );
+
+    // Each event's jobs were stored with it.
+    let job_shape = |v: Vec<Job>| {
+        v.iter()
+            .map(|j| (j.event, j.destination.clone(), j.topic.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        job_shape(s.delivery.jobs_of(1).await.unwrap()),
+        [(1, "http://x:80".to_owned(), "http://t/".to_owned())]
+    );
+    let mut third = job_shape(s.delivery.jobs_of(3).await.unwrap());
+    third.sort();
+    assert_eq!(
+        third,
+        [
+            (3, "http://x:80".to_owned(), "http://u/".to_owned()),
+            (3, "http://y:80".to_owned(), "http://u/".to_owned())
+        ]
+    );
+    assert!(s.delivery.jobs_of(4).await.unwrap().is_empty());
+    assert_eq!(s.delivery.jobs().await.unwrap().len(), 4);
+    s.delivery.remove_job(3, "http://x:80").await.unwrap();
+    s.delivery.remove_job(3, "http://y:80").await.unwrap();
+    // Consumers keep named cursors.
+    assert_eq!(s.log.cursor("relay").await.unwrap(), None);
+    s.log.put_cursor("relay", 2).await.unwrap();
+    assert_eq!(s.log.cursor("relay").await.unwrap(), Some(2));
+
+    // Retention: by age, never past `up_to`; an event a job refers to is kept outside the
+    // log as a delivery document, still readable.
+    let keep_all = Retention {
+        max_age_ms: 1_000,
+        max_bytes: 1 << 20,
+    };
+    assert_eq!(
+        s.log.prune(keep_all, 1_000, 3, &[]).await.unwrap().0,
+        0,
+        "too recent"
+    );
+    let (pruned, _) = s.log.prune(keep_all, 1_250, 3, &[]).await.unwrap();
+    assert_eq!(pruned, 2, "events 1 and 2 are older than a second");
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events, bounds.bytes),
+        (3, 3, 1, 5)
+    );
+    assert!(s.log.summaries(1, 3, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.log.event(1).await.unwrap().map(|e| e.body),
+        Some(Bytes::from_static(b"one")),
+        "kept for its job"
+    );
+    // A document stays while referred to, and goes after two passes without a reference.
+    s.delivery.remove_job(1, "http://x:80").await.unwrap();
+    s.delivery.remove_job(2, "http://x:80").await.unwrap();
+    let (_, unreferenced) = s.log.prune(keep_all, 1_250, 3, &[]).await.unwrap();
+    assert_eq!(unreferenced, [1, 2]);
+    assert!(
+        s.log.event(1).await.unwrap().is_some(),
+        "not at the first pass"
+    );
+    let (_, unreferenced) = s.log.prune(keep_all, 1_250, 3, &[1, 2]).await.unwrap();
+    assert!(unreferenced.is_empty());
+    assert!(s.log.event(1).await.unwrap().is_none());
+    // By bytes, oldest first, and never past `up_to`.
+    s.log
+        .append(&[Commit {
+            topic: "http://t/".into(),
+            state,
+            ping_ids: vec![],
+            event: Some(new_event(b"four", 2_000)),
+            destinations: vec![],
+        }])
+        .await
+        .unwrap();
+    let small = Retention {
+        max_age_ms: 1 << 40,
+        max_bytes: 4,
+    };
+    assert_eq!(s.log.prune(small, 2_000, 3, &[]).await.unwrap().0, 1);
+    assert_eq!(
+        s.log.prune(small, 2_000, 4, &[]).await.unwrap().0,
+        0,
+        "within bytes now"
+    );
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!((bounds.trail, bounds.lead, bounds.bytes), (4, 4, 4));
+    assert_eq!(s.log.read(4, 5, 1).await.unwrap()[0].topic_seq, 3);
+    let tiny = Retention {
+        max_bytes: 0,
+        ..small
+    };
+    assert_eq!(s.log.prune(tiny, 2_000, 4, &[]).await.unwrap().0, 1);
+    let bounds = s.log.bounds().await.unwrap();
+    assert_eq!(
+        (bounds.trail, bounds.lead, bounds.events),
+        (5, 4, 0),
+        "an emptied log: trail = lead + 1"
+    );
+    s.publish.drop_ping(99, "http://t/", None).await.unwrap();
+}
