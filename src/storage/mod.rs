@@ -9,7 +9,7 @@
 //!   failed deliveries, dead letters.
 //!
 //! Backends: [`sled_backend::SledStore`] (the default, embedded) and [`memory::MemoryStore`].
-//! The same conformance suite (`tests/it/storage_conformance.rs`) runs against both.
+//! The same conformance suite (`tests/it/storage_conformance/`) runs against both.
 
 mod claims;
 pub mod codec;
