@@ -121,6 +121,9 @@ pub struct Config {
     pub cache_capacity: u64,
     /// How long, and up to how many bytes, the event log keeps events.
     pub retention: crate::storage::Retention,
+    /// This node's name in claims on shared work; `None`: the store's hub id (one node per
+    /// store).
+    pub node_id: Option<String>,
     pub default_lease: Duration,
     pub min_lease: Duration,
     pub max_lease: Duration,
@@ -312,6 +315,22 @@ mod tests {
             err.to_string().contains("server.shutdown_deadline"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn event_log_and_cluster_keys_are_checked() {
+        let cfg = load_env(&[]).unwrap();
+        assert_eq!(cfg.retention.max_age_ms, 7 * 86_400_000);
+        assert_eq!(cfg.retention.max_bytes, 256 << 20);
+        assert_eq!(cfg.node_id, None, "one node per store unless named");
+        let cfg = Config::from_toml_str("[cluster]\nnode_id = \"hub-2.eu\"").unwrap();
+        assert_eq!(cfg.node_id.as_deref(), Some("hub-2.eu"));
+        let err = Config::from_toml_str("[cluster]\nnode_id = \"a b\"").unwrap_err();
+        assert!(err.to_string().contains("cluster.node_id"), "{err}");
+        let err = Config::from_toml_str("[events]\nmax_age = \"forever\"").unwrap_err();
+        assert!(err.to_string().contains("events.max_age"), "{err}");
+        let err = Config::from_toml_str("[events]\nmax_bytes = \"lots\"").unwrap_err();
+        assert!(err.to_string().contains("events.max_bytes"), "{err}");
     }
 
     #[test]

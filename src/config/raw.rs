@@ -35,6 +35,7 @@ pub(super) struct RawConfig {
     ssrf: RawSsrf,
     admin: RawAdmin,
     events: RawEvents,
+    cluster: RawCluster,
     log: RawLog,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
@@ -46,6 +47,12 @@ struct RawAdmin {
     token: String,
     history_per_callback: usize,
     history_callbacks: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    node_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,8 +298,25 @@ impl RawConfig {
             max_age_ms: parse_duration("events.max_age", &self.events.max_age)?.as_millis() as u64,
             max_bytes: parse_size("events.max_bytes", &self.events.max_bytes)?,
         };
+        let node_id = match self.cluster.node_id.trim() {
+            "" => None,
+            id if id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                Some(id.to_owned())
+            }
+            id => {
+                return Err(invalid(
+                    "cluster.node_id",
+                    format!("{id:?} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+                ));
+            }
+        };
         Ok(Config {
             retention,
+            node_id,
             listen: parse_addr("server.listen", &s.listen)?,
             shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
             public_url,

@@ -132,9 +132,10 @@ impl Engine {
         // The jobs of every event up to the lead are stored (claimed below by `reload`): the
         // planner follows from there.
         let lead = store.log.bounds().await?.lead;
-        // One node per embedded store, so the store's id names the node; a restarted node lets
-        // go of what its previous run held instead of waiting for those leases to end.
-        let node = store.log.hub_id();
+        // The node's name in claims: configured, or the store's id (one node per store). A
+        // restarted node lets go of what its previous run held instead of waiting for those
+        // leases to end.
+        let node = cfg.node_id.clone().unwrap_or_else(|| store.log.hub_id());
         let released = store.claims.release_all(&node).await?;
         if released > 0 {
             tracing::info!(released, "leases of the previous run released");

@@ -45,6 +45,16 @@ struct Recent {
 
 impl Recent {
     fn push(&mut self, c: Committed) {
+        // Contiguous or nothing: with several nodes on one store, this node's own events have
+        // gaps between them (the others' events), and a follower must not skip those.
+        if self
+            .events
+            .back()
+            .is_some_and(|last| last.event.seq + 1 != c.event.seq)
+        {
+            self.events.clear();
+            self.bytes = 0;
+        }
         self.bytes += c.event.body.len();
         self.events.push_back(c);
         while self.events.len() > RECENT_EVENTS || self.bytes > RECENT_BYTES {
@@ -420,5 +430,9 @@ mod tests {
         big.push(committed(2, 1));
         assert!(big.from(1, 2, 10).is_none(), "bounded by bytes too");
         assert_eq!(big.from(2, 2, 10).unwrap().len(), 1);
+        // A gap (another node's event in between) starts the window afresh.
+        big.push(committed(4, 1));
+        assert!(big.from(2, 4, 10).is_none());
+        assert_eq!(big.from(4, 4, 10).unwrap().len(), 1);
     }
 }

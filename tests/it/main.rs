@@ -19,3 +19,4 @@ mod shutdown;
 mod storage_conformance;
 mod storage_failures;
 mod subscriptions;
+mod two_nodes;
