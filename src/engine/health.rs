@@ -119,8 +119,39 @@ impl Health {
         &self,
         what: &'static str,
         stop: &CancellationToken,
-        mut call: F,
+        call: F,
     ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let retried = self.retry(what, stop, |_| true, call).await?;
+        Some(retried.expect("every failure is retried"))
+    }
+
+    /// [`Health::persist`] for a call whose permanent failures are final: those come back as
+    /// `Some(Err(_))`; transient ones and conflicts are retried.
+    pub async fn persist_transient<T, F, Fut>(
+        &self,
+        what: &'static str,
+        stop: &CancellationToken,
+        call: F,
+    ) -> Option<Result<T, StorageError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        self.retry(what, stop, StorageError::is_transient, call)
+            .await
+    }
+
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &'static str,
+        stop: &CancellationToken,
+        retried: impl Fn(&StorageError) -> bool,
+        mut call: F,
+    ) -> Option<Result<T, StorageError>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
@@ -130,10 +161,13 @@ impl Health {
             match call().await {
                 Ok(v) => {
                     self.succeeded(what);
-                    return Some(v);
+                    return Some(Ok(v));
                 }
                 Err(e) => {
                     self.failed(what, &e);
+                    if !retried(&e) {
+                        return Some(Err(e));
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = stop.cancelled() => return None,
@@ -193,6 +227,31 @@ mod tests {
         );
         // Backoff is capped: about 60 s / 5 s of attempts, not a handful.
         assert!(health.errors()[2] > 10, "{:?}", health.errors());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_final_where_the_caller_says_so() {
+        let health = Health::new(Clock::new());
+        let stop = CancellationToken::new();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let got: Option<Result<(), _>> = health
+            .persist_transient("event log append", &stop, || async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(StorageError::Conflict("raced".into()))
+                } else {
+                    Err(StorageError::Corrupt("bad record".into()))
+                }
+            })
+            .await;
+        assert!(
+            matches!(got, Some(Err(StorageError::Corrupt(_)))),
+            "{got:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the conflict was retried once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

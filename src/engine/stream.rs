@@ -178,7 +178,7 @@ impl EventStream {
                 Some(Ok(events)) => events,
                 Some(Err(e)) => {
                     for reply in replies {
-                        let _ = reply.send(Err(StorageError::Permanent(e.to_string())));
+                        let _ = reply.send(Err(e.clone()));
                     }
                     continue;
                 }
@@ -240,26 +240,10 @@ impl Writer {
         commits: &[Commit],
         stop: &CancellationToken,
     ) -> Option<Result<Vec<Option<Event>>, StorageError>> {
-        let mut pause = std::time::Duration::from_millis(100);
-        loop {
-            match self.store.log.append(commits).await {
-                Ok(events) => {
-                    self.health.succeeded("event log append");
-                    return Some(Ok(events));
-                }
-                Err(e) => {
-                    self.health.failed("event log append", &e);
-                    if !e.is_transient() {
-                        return Some(Err(e));
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.cancelled() => return None,
-            }
-            pause = (pause * 2).min(std::time::Duration::from_secs(5));
-        }
+        let append = || self.store.log.append(commits);
+        self.health
+            .persist_transient("event log append", stop, append)
+            .await
     }
 
     /// Makes appended batches durable, every batch waiting at that moment with one flush, then

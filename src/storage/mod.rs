@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// A storage failure, classified so that callers know whether waiting helps.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The store could not be reached or written just now (I/O, a full disk, a lost
     /// connection): the same call may succeed later.
