@@ -40,6 +40,14 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
+impl Retention {
+    /// Whether the oldest event kept, created at `created_ms`, goes now, with `kept_bytes` of
+    /// bodies in the log.
+    pub fn drops(&self, created_ms: u64, now_ms: u64, kept_bytes: u64) -> bool {
+        created_ms.saturating_add(self.max_age_ms) < now_ms || kept_bytes > self.max_bytes
+    }
+}
+
 /// Where the log stands. `trail` is the oldest event kept; when none is kept,
 /// `trail == lead + 1`, so `[trail, lead]` is always the range that can be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -488,15 +488,9 @@ impl EventLog for MemoryStore {
     }
 
     async fn summaries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<EventSummary>> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let g = self.lock();
-        Ok(g.events
-            .range(from..to)
-            .take(limit)
-            .map(|(_, e)| e.summary())
-            .collect())
+        // Bodies are shared (`Bytes`): reading them costs no copy here.
+        let events = self.read(from, to, limit).await?;
+        Ok(events.iter().map(Event::summary).collect())
     }
 
     async fn event(&self, seq: u64) -> Result<Option<Event>> {
@@ -534,8 +528,7 @@ impl EventLog for MemoryStore {
         used.extend(g.dead.values().map(|d| d.event));
         let mut pruned = 0;
         while let Some((&seq, e)) = g.events.first_key_value() {
-            let too_old = e.created_ms.saturating_add(retention.max_age_ms) < now_ms;
-            if seq > up_to || (!too_old && g.bytes <= retention.max_bytes) {
+            if seq > up_to || !retention.drops(e.created_ms, now_ms, g.bytes) {
                 break;
             }
             let e = g.events.remove(&seq).expect("first entry");

@@ -149,8 +149,7 @@ impl EventLog for SledStore {
                 let (k, v) = entry?;
                 let seq = read_be(&k)?;
                 let e = decode_event_summary(&v)?;
-                let too_old = e.created_ms.saturating_add(retention.max_age_ms) < now_ms;
-                if seq > up_to || (!too_old && counters.bytes <= retention.max_bytes) {
+                if seq > up_to || !retention.drops(e.created_ms, now_ms, counters.bytes) {
                     break;
                 }
                 if used.contains(&seq) {
