@@ -225,53 +225,28 @@ impl Engine {
     async fn reload(&self) -> Result<bool, StorageError> {
         let store = &self.shared.store.claims;
         let claims = &self.shared.claims;
-        let mut all = true;
-        loop {
-            if self.intents.pending() >= MAX_CLAIMED {
-                all = false;
-                break;
-            }
-            let page = store.claim_intents(&claims.claim(), CLAIM_PAGE).await?;
-            claims.hold(page.iter().map(|i| WorkKey::Intent(i.id)));
-            let done = page.len() < CLAIM_PAGE;
-            for intent in page {
-                self.submit(Work::Intent(intent));
-            }
-            if done {
-                break;
-            }
-        }
-        loop {
-            if self.pings.pending() >= MAX_CLAIMED {
-                all = false;
-                break;
-            }
-            let page = store.claim_pings(&claims.claim(), CLAIM_PAGE).await?;
-            claims.hold(page.iter().map(|p| WorkKey::Ping(p.id)));
-            let done = page.len() < CLAIM_PAGE;
-            for ping in page {
-                self.submit(Work::Ping(ping));
-            }
-            if done {
-                break;
-            }
-        }
-        loop {
-            if self.dispatcher.queued_jobs() >= MAX_CLAIMED {
-                all = false;
-                break;
-            }
-            let page = store.claim_jobs(&claims.claim(), CLAIM_PAGE).await?;
-            claims.hold(page.iter().map(WorkKey::job));
-            let done = page.len() < CLAIM_PAGE;
-            for job in page {
-                self.dispatcher.enqueue(job);
-            }
-            if done {
-                break;
-            }
-        }
-        Ok(all)
+        let intents = claim_pages(
+            claims,
+            || self.intents.pending(),
+            |c| async move { store.claim_intents(&c, CLAIM_PAGE).await },
+            |i| WorkKey::Intent(i.id),
+            |i| self.submit(Work::Intent(i)),
+        );
+        let pings = claim_pages(
+            claims,
+            || self.pings.pending(),
+            |c| async move { store.claim_pings(&c, CLAIM_PAGE).await },
+            |p| WorkKey::Ping(p.id),
+            |p| self.submit(Work::Ping(p)),
+        );
+        let jobs = claim_pages(
+            claims,
+            || self.dispatcher.queued_jobs(),
+            |c| async move { store.claim_jobs(&c, CLAIM_PAGE).await },
+            WorkKey::job,
+            |j| self.dispatcher.enqueue(j),
+        );
+        Ok(intents.await? & pings.await? & jobs.await?)
     }
 
     /// The store the engine works on.
@@ -365,6 +340,35 @@ impl Engine {
             .is_err()
         {
             tracing::warn!("engine tasks still running after the deadline; leaving them");
+        }
+    }
+}
+
+/// Claims pages of one kind of work while `queued()` is below [`MAX_CLAIMED`], handing each
+/// item to `take`. `false` when it stopped because the queue was full.
+async fn claim_pages<T, C, Fut>(
+    claims: &claims::Claims,
+    queued: impl Fn() -> usize,
+    claim: C,
+    key: impl Fn(&T) -> WorkKey,
+    mut take: impl FnMut(T),
+) -> Result<bool, StorageError>
+where
+    C: Fn(crate::storage::Claim) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StorageError>>,
+{
+    loop {
+        if queued() >= MAX_CLAIMED {
+            return Ok(false);
+        }
+        let page = claim(claims.claim()).await?;
+        claims.hold(page.iter().map(&key));
+        let done = page.len() < CLAIM_PAGE;
+        for item in page {
+            take(item);
+        }
+        if done {
+            return Ok(true);
         }
     }
 }
