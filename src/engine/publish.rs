@@ -71,7 +71,7 @@ async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
         match ping.fat.clone() {
             Some(fat) => {
                 let body = Bytes::from(fat.body);
-                let Some(prev) = state_or_log(fetcher, &topic).await else {
+                let Some(prev) = stored_state(fetcher, &topic).await else {
                     return;
                 };
                 process(
@@ -106,7 +106,7 @@ impl Fetcher {
     }
 }
 
-async fn state_or_log(fetcher: &Fetcher, topic: &str) -> Option<TopicState> {
+async fn stored_state(fetcher: &Fetcher, topic: &str) -> Option<TopicState> {
     let store = &fetcher.shared.store;
     let state = fetcher
         .persist("topic state", || store.publish.topic_state(topic))
@@ -137,7 +137,7 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
         finish(fetcher, topic, ping_ids, None).await;
         return;
     }
-    let Some(mut state) = state_or_log(fetcher, topic).await else {
+    let Some(mut state) = stored_state(fetcher, topic).await else {
         return;
     };
     let mut attempt = 0;
@@ -310,8 +310,8 @@ async fn process(
         event,
         destinations,
     };
-    // Durable with its jobs when it returns; the planner, following the stream, hands the
-    // jobs to the dispatcher.
+    // Appended with its jobs when it returns (the next diff sees the new state); the stream
+    // flushes it before the planner, following the stream, hands the jobs to the dispatcher.
     match fetcher.stream.commit(commit).await {
         Ok(seq) => {
             tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");
