@@ -48,10 +48,6 @@ impl Claims {
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Items a `claim_*` call gave this node.
     pub fn hold(&self, keys: impl IntoIterator<Item = WorkKey>) {
         self.held().extend(keys);
@@ -78,11 +74,6 @@ impl Claims {
             }
         }
         self.store.release(&self.node, &keys).await
-    }
-
-    /// Items held now.
-    pub fn count(&self) -> usize {
-        self.held().len()
     }
 
     /// Renews every lease this node holds, a third of a lease apart, until `stop`. A lease
