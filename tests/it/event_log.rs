@@ -168,15 +168,7 @@ async fn the_events_listing_pages_and_refuses_bad_numbers() {
     let t = "http://127.0.0.1:1/p/feed";
     hub.subscribed(t, &sub.callback("/cb")).await;
     for i in 0..3 {
-        let r = hub
-            .client
-            .post(format!("{}?hub.mode=publish&hub.url={t}", hub.url))
-            .header("content-type", "text/plain")
-            .header("authorization", "Bearer tok-tok-tok")
-            .body(format!("update {i}"))
-            .send()
-            .await
-            .unwrap();
+        let r = hub.fat_ping(t, "tok-tok-tok", &format!("update {i}")).await;
         assert_eq!(r.status(), 202);
     }
     // (Deliveries may be coalesced when they queue up; the log keeps each update.)

@@ -12,17 +12,6 @@ use crate::helpers::*;
 
 const TOKEN: &str = "storage-failure-token";
 
-async fn fat_ping(hub: &TestHub, topic: &str, body: &str) -> reqwest::Response {
-    hub.client
-        .post(format!("{}?hub.mode=publish&hub.url={topic}", hub.url))
-        .header("content-type", "text/plain")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn get(hub: &TestHub, path: &str) -> (u16, String) {
     let r = hub
         .client
@@ -52,7 +41,7 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
 
     // Accepting a ping: the store refuses it, the publisher is told to try again.
     memory.fail(Fault::PutPings, 1);
-    let r = fat_ping(&hub, topic, "refused").await;
+    let r = hub.fat_ping(topic, TOKEN, "refused").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     assert!(r.text().await.unwrap().contains("storage unavailable"));
@@ -66,7 +55,7 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
     // Committing the event: accepted, but the log refuses it; the engine keeps trying, and
     // nothing is delivered while the store has not recorded the event.
     memory.fail(Fault::Append, u32::MAX);
-    assert_eq!(fat_ping(&hub, topic, "first").await.status(), 202);
+    assert_eq!(hub.fat_ping(topic, TOKEN, "first").await.status(), 202);
     poll_until("the failing append to be reported", PATIENCE, || async {
         let (status, why) = get(&hub, "readyz").await;
         (status == 503 && why.contains("event log append")).then_some(())
@@ -102,7 +91,7 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
         (get(&hub, "readyz").await.0 == 200).then_some(())
     })
     .await;
-    assert_eq!(fat_ping(&hub, topic, "second").await.status(), 202);
+    assert_eq!(hub.fat_ping(topic, TOKEN, "second").await.status(), 202);
     let got = sub.wait_deliveries(2).await;
     assert_eq!(String::from_utf8_lossy(&got[1].body), "second");
     let (_, events) = get(&hub, "admin/api/events").await;

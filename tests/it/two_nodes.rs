@@ -41,15 +41,7 @@ async fn two_nodes_on_one_store_number_each_update_once_and_deliver_it_once() {
     let pings = (0..UPDATES).map(|i| {
         let hub = if i % 2 == 0 { &a } else { &b };
         async move {
-            let r = hub
-                .client
-                .post(format!("{}?hub.mode=publish&hub.url={}", hub.url, topic(i)))
-                .header("content-type", "text/plain")
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(format!("update {i}"))
-                .send()
-                .await
-                .unwrap();
+            let r = hub.fat_ping(&topic(i), TOKEN, &format!("update {i}")).await;
             assert_eq!(r.status(), 202);
         }
     });

@@ -272,6 +272,21 @@ impl TestHub {
             .await
     }
 
+    /// A fat ping of `body` as text/plain for `topic`, authenticated with a bearer `token`.
+    pub async fn fat_ping(&self, topic: &str, token: &str, body: &str) -> reqwest::Response {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("hub.mode", "publish"), ("hub.url", topic)])
+            .finish();
+        self.client
+            .post(format!("{}?{q}", self.url))
+            .header("content-type", "text/plain")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The result of the topic's last fetch as the hub recorded it.
     pub async fn last_fetch(&self, topic: &str) -> String {
         self.store()
