@@ -1,9 +1,12 @@
 //! Per-destination fan-out. Each destination server (callback scheme, host and port) has one
-//! queue of jobs, one worker and one adaptive concurrency window ([`super::window`]); a global
-//! cap bounds all deliveries in flight. A slow or dead destination only ever holds its own
-//! worker and window, and its jobs wait (stored) until it comes back. Every destination holds
-//! at most its window's worth of requests in the FIFO queue of the global cap, so destinations
-//! are served in turn however many subscribers each has.
+//! queue of jobs (a FIFO per topic, topics taking turns), one worker and one adaptive
+//! concurrency window ([`super::window`]); a global cap bounds all deliveries in flight. The
+//! worker runs jobs of different topics side by side (one per topic at a time, so each
+//! subscriber gets a topic's events in order); a topic whose job is still running when its next
+//! events arrive is behind there, and those are coalesced. A slow or dead destination only ever
+//! holds its own worker and window, and its jobs wait (stored) until it comes back. Every
+//! destination holds at most its window's worth of requests in the FIFO queue of the global
+//! cap, so destinations are served in turn however many subscribers each has.
 //!
 //! A job is (event, destination, cursor): the worker pages through that destination's
 //! subscribers in callback order and checkpoints the cursor as deliveries complete
@@ -16,11 +19,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::deliver::{Outcome, Prepared, send, settle, signal};
 use super::history::{DeliveryRecord, History};
 use super::shared::Shared;
+use super::stream::EventStream;
 use super::transport::Transports;
 use super::window::Window;
 use crate::config::WindowConfig;
@@ -31,6 +35,8 @@ use crate::storage::{Job, NewEvent, StorageError, Subscription, WorkKey};
 /// transports deliveries go through, and the recent deliveries of each callback.
 pub struct Dispatcher {
     shared: Arc<Shared>,
+    /// Where recent events are read from memory.
+    stream: Arc<EventStream>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
     global: Arc<Semaphore>,
     window: WindowConfig,
@@ -42,6 +48,8 @@ pub struct Destination {
     pub name: String,
     state: Mutex<Queue>,
     pub window: Window,
+    /// Tells the running worker a job was queued.
+    wake: Notify,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -73,59 +81,85 @@ impl Destination {
     }
 }
 
+/// A destination's waiting jobs, one FIFO per topic. Topics take turns; at most one job per
+/// topic runs at a time, so each subscriber gets a topic's events in order, and a topic whose
+/// previous job is still running is the one place a backlog forms (and is coalesced).
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
+    waiting: HashMap<String, VecDeque<Job>>,
+    /// Topics with waiting jobs and none running, in the order they became ready.
+    ready: VecDeque<String>,
+    /// Topics with a job running.
+    active: HashSet<String>,
+    /// Events with a job here, waiting or running.
     known: HashSet<u64>,
+    /// Whether the destination's worker is running.
     running: bool,
-    /// Queued (not yet taken) jobs per topic: whether there is a backlog to coalesce is one
-    /// lookup, not a walk of the queue for every job.
-    per_topic: HashMap<String, usize>,
 }
 
 impl Queue {
+    /// Queues a job behind the others of its topic.
     fn push_back(&mut self, job: Job) {
-        *self.per_topic.entry(job.topic.clone()).or_default() += 1;
-        self.jobs.push_back(job);
+        let topic = job.topic.clone();
+        let queue = self.waiting.entry(topic.clone()).or_default();
+        queue.push_back(job);
+        if queue.len() == 1 && !self.active.contains(&topic) {
+            self.ready.push_back(topic);
+        }
     }
 
+    /// Puts back a job (or jobs, last first) of an active topic ahead of its others.
     fn push_front(&mut self, job: Job) {
-        *self.per_topic.entry(job.topic.clone()).or_default() += 1;
-        self.jobs.push_front(job);
+        self.waiting
+            .entry(job.topic.clone())
+            .or_default()
+            .push_front(job);
     }
 
-    fn pop_front(&mut self) -> Option<Job> {
-        let job = self.jobs.pop_front()?;
-        self.uncount(&job.topic);
-        Some(job)
-    }
-
-    fn uncount(&mut self, topic: &str) {
-        if let Some(n) = self.per_topic.get_mut(topic) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_topic.remove(topic);
+    /// The next job to start: the first of the topic whose turn it is. Its topic becomes active.
+    fn start_next(&mut self) -> Option<Job> {
+        while let Some(topic) = self.ready.pop_front() {
+            let Some(queue) = self.waiting.get_mut(&topic) else {
+                continue;
+            };
+            let job = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&topic);
+            }
+            if job.is_some() {
+                self.active.insert(topic);
+                return job;
             }
         }
+        None
     }
 
-    /// Takes up to `max` unstarted jobs of `topic` out of the queue, in order.
-    fn take_topic(&mut self, topic: &str, max: usize) -> Vec<Job> {
-        if !self.per_topic.contains_key(topic) {
-            return Vec::new();
+    /// The running job of `topic` ended; the topic's next job may start.
+    fn finish(&mut self, topic: &str) {
+        self.active.remove(topic);
+        if self.waiting.contains_key(topic) {
+            self.ready.push_back(topic.to_owned());
         }
+    }
+
+    /// Takes up to `max` unstarted jobs of the (active) `topic` out of the queue, in order.
+    fn take_topic(&mut self, topic: &str, max: usize) -> Vec<Job> {
+        let Some(queue) = self.waiting.get_mut(topic) else {
+            return Vec::new();
+        };
         let mut taken = Vec::new();
-        let mut rest = VecDeque::with_capacity(self.jobs.len());
-        for j in self.jobs.drain(..) {
-            if taken.len() < max && j.cursor.is_none() && j.topic == topic {
+        let mut rest = VecDeque::with_capacity(queue.len());
+        for j in queue.drain(..) {
+            if taken.len() < max && j.cursor.is_none() {
                 taken.push(j);
             } else {
                 rest.push_back(j);
             }
         }
-        self.jobs = rest;
-        for j in &taken {
-            self.uncount(&j.topic);
+        if rest.is_empty() {
+            self.waiting.remove(topic);
+        } else {
+            *queue = rest;
         }
         taken
     }
@@ -136,8 +170,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    pub fn new(shared: Arc<Shared>, transports: Transports, history: History) -> Arc<Dispatcher> {
+    pub fn new(
+        shared: Arc<Shared>,
+        stream: Arc<EventStream>,
+        transports: Transports,
+        history: History,
+    ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
+            stream,
             destinations: Mutex::new(HashMap::new()),
             global: Arc::new(Semaphore::new(shared.cfg.max_in_flight)),
             window: shared.cfg.window.clone(),
@@ -168,6 +208,7 @@ impl Dispatcher {
                     name: name.to_owned(),
                     state: Mutex::new(Queue::default()),
                     window: Window::new(self.window.clone()),
+                    wake: Notify::new(),
                     last_error: Mutex::new(None),
                 })
             })
@@ -189,7 +230,9 @@ impl Dispatcher {
             q.push_back(job);
             !std::mem::replace(&mut q.running, true)
         };
-        if start {
+        if !start {
+            dest.wake.notify_one();
+        } else {
             self.shared.tracker.spawn(worker(self.clone(), dest));
         }
     }
@@ -224,41 +267,59 @@ impl Dispatcher {
     }
 }
 
+/// A destination's worker: runs its jobs, several at once (at most one per topic, at most the
+/// window's largest size), until its queue is empty. Each delivery still takes a slot of the
+/// destination's window, so running jobs side by side only keeps the window full when each job
+/// has few subscribers there.
 async fn worker(d: Arc<Dispatcher>, dest: Arc<Destination>) {
+    let most = d.window.max.max(1);
+    let mut running = FuturesUnordered::new();
     loop {
-        let job = {
-            let mut q = lock(&dest.state);
-            match q.pop_front() {
-                Some(j) => j,
-                None => {
-                    q.running = false;
-                    return;
-                }
-            }
-        };
-        let job = coalesce_backlog(&d, &dest, job).await;
-        let event = job.event;
-        match run_job(&d, &dest, job.clone()).await {
-            Ok(()) => {
-                lock(&dest.state).known.remove(&event);
-                // Done, or stopping with its cursor stored: either way no longer this node's.
-                d.shared.release(vec![WorkKey::job(&job)]).await;
-            }
-            Err(e) => {
-                // Storage trouble: keep the job (it is stored) and try again shortly.
-                tracing::error!(destination = %dest.name, event, error = %e, "delivery job failed");
-                lock(&dest.state).push_front(job);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = d.shared.shutdown.cancelled() => {}
-                }
+        if !d.shared.shutdown.is_cancelled() {
+            while running.len() < most {
+                let Some(job) = lock(&dest.state).start_next() else {
+                    break;
+                };
+                running.push(run_one(&d, &dest, job));
             }
         }
-        if d.shared.shutdown.is_cancelled() {
-            lock(&dest.state).running = false;
-            return;
+        if running.is_empty() {
+            let mut q = lock(&dest.state);
+            if q.ready.is_empty() || d.shared.shutdown.is_cancelled() {
+                q.running = false;
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = running.next() => {}
+            _ = dest.wake.notified() => {}
         }
     }
+}
+
+/// Runs one job to its end (or to a stored cursor when the hub stops). Storage trouble puts it
+/// back at the head of its topic (it is stored) after a pause.
+async fn run_one(d: &Arc<Dispatcher>, dest: &Destination, job: Job) {
+    let topic = job.topic.clone();
+    let job = coalesce_backlog(d, dest, job).await;
+    let event = job.event;
+    match run_job(d, dest, job.clone()).await {
+        Ok(()) => {
+            lock(&dest.state).known.remove(&event);
+            // Done, or stopping with its cursor stored: either way no longer this node's.
+            d.shared.release(vec![WorkKey::job(&job)]).await;
+        }
+        Err(e) => {
+            tracing::error!(destination = %dest.name, event, error = %e, "delivery job failed");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = d.shared.shutdown.cancelled() => {}
+            }
+            lock(&dest.state).push_front(job);
+        }
+    }
+    lock(&dest.state).finish(&topic);
 }
 
 /// Most events merged into one delivery.
@@ -377,7 +438,11 @@ async fn run_job(
         Some(stored) => job = stored,
         None => return Ok(()),
     }
-    let Some(event) = store.log.event(job.event).await? else {
+    let event = match d.stream.recent(job.event) {
+        Some(e) => Some(e),
+        None => store.log.event(job.event).await?,
+    };
+    let Some(event) = event else {
         tracing::error!(event = job.event, destination = %job.destination,
             "a job's event is no longer stored; the job is dropped");
         store
@@ -595,4 +660,78 @@ fn remember(
             latency_ms: sent.then_some(took.as_secs_f64() * 1000.0),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(event: u64, topic: &str) -> Job {
+        Job::new(event, "http://d", topic)
+    }
+
+    fn events(jobs: &[Job]) -> Vec<u64> {
+        jobs.iter().map(|j| j.event).collect()
+    }
+
+    #[test]
+    fn topics_take_turns_one_job_each_at_a_time() {
+        let mut q = Queue::default();
+        for (e, t) in [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "c")] {
+            q.push_back(job(e, t));
+        }
+        // One job of each topic may run; a's later jobs wait behind its running one.
+        assert_eq!(q.start_next().map(|j| j.event), Some(1));
+        assert_eq!(q.start_next().map(|j| j.event), Some(3));
+        assert_eq!(q.start_next().map(|j| j.event), Some(5));
+        assert_eq!(q.start_next().map(|j| j.event), None);
+        // A job queued for a running topic waits; one for an idle topic is ready at once.
+        q.push_back(job(6, "b"));
+        q.push_back(job(7, "d"));
+        assert_eq!(q.start_next().map(|j| j.event), Some(7));
+        q.finish("b");
+        q.finish("a");
+        assert_eq!(q.start_next().map(|j| j.event), Some(6));
+        assert_eq!(q.start_next().map(|j| j.event), Some(2));
+        assert_eq!(q.start_next().map(|j| j.event), None);
+        q.finish("a");
+        assert_eq!(q.start_next().map(|j| j.event), Some(4));
+        for t in ["a", "b", "c", "d"] {
+            q.finish(t);
+        }
+        assert_eq!(q.start_next().map(|j| j.event), None);
+        assert!(q.waiting.is_empty() && q.active.is_empty() && q.ready.is_empty());
+    }
+
+    #[test]
+    fn a_running_topics_backlog_is_taken_in_order_leaving_resumed_jobs() {
+        let mut q = Queue::default();
+        for e in 1..=5 {
+            q.push_back(job(e, "a"));
+        }
+        let mut resumed = job(6, "a");
+        resumed.cursor = Some("http://d/9".into());
+        q.push_back(resumed);
+        q.push_back(job(7, "a"));
+        assert_eq!(q.start_next().map(|j| j.event), Some(1));
+        assert_eq!(events(&q.take_topic("a", 3)), [2, 3, 4]);
+        assert_eq!(events(&q.take_topic("a", 10)), [5, 7]);
+        assert_eq!(events(&q.take_topic("a", 10)), Vec::<u64>::new());
+        assert_eq!(q.start_next().map(|j| j.event), None, "a is still running");
+        q.finish("a");
+        assert_eq!(q.start_next().map(|j| j.event), Some(6));
+    }
+
+    #[test]
+    fn a_job_put_back_runs_first_when_its_topic_is_free_again() {
+        let mut q = Queue::default();
+        q.push_back(job(1, "a"));
+        q.push_back(job(2, "a"));
+        let first = q.start_next().unwrap();
+        q.push_front(first);
+        q.finish("a");
+        assert_eq!(q.start_next().map(|j| j.event), Some(1));
+        q.finish("a");
+        assert_eq!(q.start_next().map(|j| j.event), Some(2));
+    }
 }

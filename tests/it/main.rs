@@ -2,6 +2,7 @@ mod admin;
 mod backup;
 mod browser;
 mod config_cli;
+mod destinations;
 mod diffing;
 mod distribution;
 mod event_log;
