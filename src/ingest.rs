@@ -7,12 +7,13 @@
 //! a door answers with "try again later" (HTTP `503` with `Retry-After`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Intake;
-use crate::engine::Work;
 use crate::engine::health::Health;
+use crate::engine::{Busy, Work};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
 use crate::urls::HttpUrl;
 use crate::websub::SubRequest;
@@ -21,7 +22,16 @@ use crate::websub::SubRequest;
 pub enum IngestError {
     #[error("storage unavailable; try again shortly")]
     Storage(#[from] StorageError),
+    #[error("the hub has too much work waiting; try again shortly")]
+    Busy(#[from] Busy),
+    #[error("the hub is stopping; try again shortly")]
+    Stopping,
+    #[error("the update was not committed within {}s; try again", FAT_PING_WAIT.as_secs())]
+    NotCommitted,
 }
+
+/// Longest a fat ping's publisher waits for its update to be durable.
+const FAT_PING_WAIT: Duration = Duration::from_secs(30);
 
 /// What a publish notification led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +140,25 @@ impl Ingest {
         self.store_pings(pings).await
     }
 
-    /// Content pushed for one topic by a publisher the door has authenticated.
+    /// Content pushed for one topic by a publisher the door has authenticated. It is not
+    /// stored as a ping: the engine commits it (topic state and event, one group commit with
+    /// whatever else is committing), and the call returns once that is durable. A crash before
+    /// then leaves the publisher unanswered, so it sends again; nothing acknowledged is lost.
+    /// An update committed after its publisher stopped waiting (the store was failing for
+    /// longer than [`FAT_PING_WAIT`], or the hub stopped) may arrive twice if it is sent again.
     pub async fn publish_content(
         &self,
         topic: &HttpUrl,
         content: FatContent,
     ) -> Result<Accepted, IngestError> {
+        // While the log refuses appends nothing new could be committed: say so now rather
+        // than keep the publisher waiting.
+        for what in ["event log append", "event log flush"] {
+            if self.health.is_failing(what) {
+                let why = format!("{what} is failing");
+                return Err(StorageError::Transient(why).into());
+            }
+        }
         let id = self.reported("id allocation", self.store.next_id().await)?;
         let ping = Ping {
             id,
@@ -143,7 +166,17 @@ impl Ingest {
             fat: Some(content),
             received_ms: self.clock.now_ms(),
         };
-        self.store_pings(vec![ping]).await
+        let (ack, answer) = tokio::sync::oneshot::channel();
+        self.intake.hand_off_now(Work::Fat(ping, ack))?;
+        match tokio::time::timeout(FAT_PING_WAIT, answer).await {
+            Ok(Ok(Ok(()))) => Ok(Accepted { pings: 1 }),
+            Ok(Ok(Err(e))) => {
+                self.health.failed("fat ping commit", &e);
+                Err(e.into())
+            }
+            Ok(Err(_)) => Err(IngestError::Stopping),
+            Err(_) => Err(IngestError::NotCommitted),
+        }
     }
 
     async fn store_pings(&self, pings: Vec<Ping>) -> Result<Accepted, IngestError> {

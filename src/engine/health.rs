@@ -94,6 +94,11 @@ impl Health {
         self.is_failing.store(!f.is_empty(), Ordering::Release);
     }
 
+    /// Whether `what` failed and has not succeeded since.
+    pub fn is_failing(&self, what: &str) -> bool {
+        self.is_failing.load(Ordering::Acquire) && self.failing().contains_key(what)
+    }
+
     /// The call failing longest, if any is failing (failures of calls not seen again for a
     /// minute are forgotten).
     pub fn status(&self) -> Option<Failing> {

@@ -56,7 +56,18 @@ const ABORT_GRACE: Duration = Duration::from_secs(3);
 pub enum Work {
     Intent(Intent),
     Ping(Ping),
+    /// A fat ping that is not stored: `ack` is answered once its update is durable (its event
+    /// flushed), or with the reason it was not committed. Dropped unanswered when the hub stops.
+    Fat(Ping, Ack),
 }
+
+/// The answer to a [`Work::Fat`] ping.
+pub type Ack = tokio::sync::oneshot::Sender<Result<(), StorageError>>;
+
+/// The intake channel is full: the work was not taken.
+#[derive(Debug, thiserror::Error)]
+#[error("the engine has {INTAKE_CAPACITY} items waiting")]
+pub struct Busy;
 
 impl Keyed for Intent {
     fn key(&self) -> String {
@@ -92,6 +103,12 @@ impl Intake {
         }
     }
 
+    /// Hands off work that is not stored: refused when the channel is full, as nothing would
+    /// find it later.
+    pub fn hand_off_now(&self, work: Work) -> Result<(), Busy> {
+        self.tx.try_send(work).map_err(|_| Busy)
+    }
+
     /// Work was stored but not handed off (its flush failed after the write): the engine
     /// claims it from storage at its next rescan.
     pub fn mark_pending(&self) {
@@ -107,6 +124,7 @@ pub struct Engine {
     stream: Arc<stream::EventStream>,
     intents: Arc<KeyedQueue<Intent>>,
     pings: Arc<KeyedQueue<Ping>>,
+    fetcher: Arc<publish::Fetcher>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +190,7 @@ impl Engine {
             retry_wake: Notify::new(),
             planned: std::sync::atomic::AtomicU64::new(lead),
         });
-        let dispatcher = Dispatcher::new(shared.clone(), transports, history);
+        let dispatcher = Dispatcher::new(shared.clone(), stream.clone(), transports, history);
         let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));
         let fetcher = Arc::new(publish::Fetcher::new(
             shared.clone(),
@@ -183,16 +201,20 @@ impl Engine {
             let verifier = verifier.clone();
             async move { verifier.run(batch).await }
         });
-        let pings = KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
+        let pings = {
             let fetcher = fetcher.clone();
-            async move { fetcher.run(topic, batch).await }
-        });
+            KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
+                let fetcher = fetcher.clone();
+                async move { fetcher.run(topic, batch).await }
+            })
+        };
         let engine = Arc::new(Engine {
             shared: shared.clone(),
             dispatcher: dispatcher.clone(),
             stream,
             intents,
             pings,
+            fetcher,
         });
 
         let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
@@ -215,6 +237,10 @@ impl Engine {
         match work {
             Work::Intent(i) => self.intents.submit(i),
             Work::Ping(p) => self.pings.submit(p),
+            Work::Fat(p, ack) => {
+                self.fetcher.expect(p.id, ack);
+                self.pings.submit(p);
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! Pings for one topic are handled by one worker at a time, and all light pings waiting for a
 //! topic are answered by a single fetch.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,12 +13,13 @@ use reqwest::header;
 
 use tokio::sync::Semaphore;
 
+use super::Ack;
 use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
 use super::shared::Shared;
 use super::stream::{CommitError, EventStream};
 use crate::feed;
 use crate::metrics::Fetch;
-use crate::storage::{Commit, NewEvent, Ping, TopicState, WorkKey};
+use crate::storage::{Commit, NewEvent, Ping, StorageError, TopicState, WorkKey};
 
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
 const FETCH_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
@@ -32,6 +34,8 @@ pub struct Fetcher {
     clients: Clients,
     stream: Arc<EventStream>,
     permits: Semaphore,
+    /// Answers owed for fat pings that were not stored, by ping id.
+    acks: Mutex<HashMap<u64, Ack>>,
 }
 
 impl Fetcher {
@@ -41,7 +45,45 @@ impl Fetcher {
             clients: clients.clone(),
             stream,
             permits: Semaphore::new(CONCURRENCY),
+            acks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The ping `id` is not stored: `ack` is answered once its update is durable.
+    pub fn expect(&self, id: u64, ack: Ack) {
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, ack);
+    }
+
+    fn take_ack(&self, id: u64) -> Option<Ack> {
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// Answers a fat ping that was not stored once what became of it is durable: its event
+    /// flushed (waited for in a task of its own, so the topic's next ping goes on meanwhile),
+    /// or, without an event, the topic state it changed.
+    fn answer(&self, ack: Ack, processed: Processed) {
+        let stream = self.stream.clone();
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(async move {
+            let answer = match processed {
+                Processed::Committed(Some(seq)) => {
+                    if !stream.durable(seq).await {
+                        return; // stopping: unanswered, the publisher tries again
+                    }
+                    Ok(())
+                }
+                Processed::Committed(None) | Processed::Refused => shared.store.flush().await,
+                Processed::Failed(e) => Err(e),
+                Processed::Stopped => return,
+            };
+            let _ = ack.send(answer);
+        });
     }
 
     /// Handles every ping waiting for `topic` that this node can claim.
@@ -52,7 +94,12 @@ impl Fetcher {
         let mine: Vec<Ping> = batch
             .into_iter()
             .zip(&got)
-            .filter_map(|(p, ok)| ok.then_some(p))
+            .filter_map(|(p, ok)| {
+                if !ok {
+                    self.take_ack(p.id); // another node's: not answered here
+                }
+                ok.then_some(p)
+            })
             .collect();
         if !mine.is_empty() {
             run(self, topic, mine).await;
@@ -68,22 +115,25 @@ impl Fetcher {
 async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
     let mut lights = Vec::new();
     for ping in batch {
+        // Taken first, so that returning early (stopping) drops it unanswered.
+        let ack = fetcher.take_ack(ping.id);
         match ping.fat.clone() {
             Some(fat) => {
                 let body = Bytes::from(fat.body);
                 let Some(prev) = stored_state(fetcher, &topic).await else {
                     return;
                 };
-                process(
-                    fetcher,
-                    &topic,
-                    &[ping.id],
-                    &fat.content_type,
-                    body,
-                    prev,
-                    None,
-                )
-                .await;
+                // A ping that was not stored has nothing to remove.
+                let ids = if ack.is_some() {
+                    &[][..]
+                } else {
+                    &[ping.id][..]
+                };
+                let processed =
+                    process(fetcher, &topic, ids, &fat.content_type, body, prev, None).await;
+                if let Some(ack) = ack {
+                    fetcher.answer(ack, processed);
+                }
             }
             None => lights.push(ping.id),
         }
@@ -249,6 +299,19 @@ async fn fetch(
     }))
 }
 
+/// What became of an update.
+enum Processed {
+    /// Committed (appended; durable with the stream's next flush), with its event's number
+    /// when it had one.
+    Committed(Option<u64>),
+    /// The content was refused; the topic's state says why.
+    Refused,
+    /// The store failed; nothing was committed.
+    Failed(StorageError),
+    /// The hub stopped first.
+    Stopped,
+}
+
 /// Diffs `body` against `state` and records the outcome; plans and starts the deliveries.
 async fn process(
     fetcher: &Fetcher,
@@ -258,7 +321,7 @@ async fn process(
     body: Bytes,
     mut state: TopicState,
     validators: Option<(Option<String>, Option<String>)>,
-) {
+) -> Processed {
     let now = fetcher.shared.clock.now_ms();
     let diff = match feed::diff(&fetcher.shared.cfg.diff, content_type, &body, Some(&state)) {
         Ok(d) => d,
@@ -267,8 +330,10 @@ async fn process(
             state.last_result = format!("refused: {e}");
             fetcher.shared.metrics.fetch(Fetch::Refused);
             state.last_fetch_ms = now;
-            finish(fetcher, topic, ping_ids, Some(state)).await;
-            return;
+            return match finish(fetcher, topic, ping_ids, Some(state)).await {
+                true => Processed::Refused,
+                false => Processed::Stopped,
+            };
         }
     };
     if let Some((etag, lm)) = validators {
@@ -289,7 +354,7 @@ async fn process(
             })
             .await
         {
-            None => return,
+            None => return Processed::Stopped,
             // Nobody left to tell (everyone unsubscribed since the ping): no event.
             Some(d) if d.is_empty() => (None, d),
             Some(d) => {
@@ -315,19 +380,33 @@ async fn process(
     match fetcher.stream.commit(commit).await {
         Ok(seq) => {
             tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");
+            Processed::Committed(seq)
         }
         Err(CommitError::Stopping) => {
             tracing::debug!(%topic, "stopping before the update was committed; the ping stays");
+            Processed::Stopped
         }
         Err(CommitError::Storage(e)) => {
             tracing::error!(%topic, error = %e, "cannot commit the update; the ping stays");
+            Processed::Failed(e)
         }
     }
 }
 
-/// Removes pings that need nothing more, storing `state` if given.
-async fn finish(fetcher: &Fetcher, topic: &str, ping_ids: &[u64], mut state: Option<TopicState>) {
+/// Removes pings that need nothing more, storing `state` if given (without pings: storing
+/// it alone). `false` when the hub stopped first.
+async fn finish(
+    fetcher: &Fetcher,
+    topic: &str,
+    ping_ids: &[u64],
+    mut state: Option<TopicState>,
+) -> bool {
     let store = &fetcher.shared.store;
+    if ping_ids.is_empty() {
+        let Some(state) = state else { return true };
+        let put = || store.publish.put_topic_state(topic, state.clone());
+        return fetcher.persist("topic state", put).await.is_some();
+    }
     for id in ping_ids {
         let state = state.take();
         let dropped = fetcher
@@ -336,7 +415,8 @@ async fn finish(fetcher: &Fetcher, topic: &str, ping_ids: &[u64], mut state: Opt
             })
             .await;
         if dropped.is_none() {
-            return; // stopping: the pings stay and are processed again after a restart
+            return false; // stopping: the pings stay and are processed again after a restart
         }
     }
+    true
 }

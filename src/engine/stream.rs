@@ -65,6 +65,13 @@ impl Recent {
         }
     }
 
+    /// Event `seq`, if the window holds it.
+    fn get(&self, seq: u64) -> Option<&Event> {
+        let first = self.events.front()?.event.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.events.get(i).map(|c| &c.event)
+    }
+
     /// Events `next..=lead` (at most `limit`), if the window still starts at or before `next`.
     fn from(&self, next: u64, lead: u64, limit: usize) -> Option<Vec<Committed>> {
         let first = self.events.front()?.event.seq;
@@ -200,6 +207,23 @@ impl EventStream {
         }
     }
 
+    /// Waits until event `seq` is durable (the lead has reached it); `false` when the hub
+    /// stops first.
+    pub async fn durable(&self, seq: u64) -> bool {
+        let mut lead = self.lead.clone();
+        tokio::select! {
+            r = lead.wait_for(|l| *l >= seq) => r.is_ok(),
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    /// A durable event from the in-memory window, if it is still there (callers read the log
+    /// otherwise).
+    pub fn recent(&self, seq: u64) -> Option<Event> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(seq).cloned()
+    }
+
     /// The newest durable event.
     pub fn lead(&self) -> u64 {
         *self.lead.borrow()
@@ -229,8 +253,12 @@ struct Appended {
     events: Vec<(Option<Event>, Arc<[String]>)>,
 }
 
-/// Appended batches waiting for their flush; an appender beyond it waits.
-const IN_FLUSH: usize = 64;
+/// Appended batches waiting for their flush; an appender beyond it waits. One: while a flush
+/// runs, one more batch may wait for the next, and the commits arriving after it gather in
+/// `pending` to be appended together once the flush is done. Every storage transaction costs
+/// the store a write of its own (sled seals its I/O buffer around each), so appending in step
+/// with the flushes, not as fast as commits arrive, keeps transactions few and large.
+const IN_FLUSH: usize = 1;
 
 impl Writer {
     /// Appends, retrying transient failures with backoff. A permanent failure is returned (the

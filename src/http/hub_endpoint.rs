@@ -91,13 +91,19 @@ fn accepted(what: &str) -> HttpResponse {
     text(StatusCode::ACCEPTED, format!("accepted: {what}"))
 }
 
-/// The store failed: the publisher or subscriber may try again shortly.
+/// The store failed, or the hub could not take the work now: the publisher or subscriber
+/// may try again shortly.
 fn unavailable(e: IngestError) -> HttpResponse {
-    tracing::error!(error = %e, "storage failed while accepting a request");
+    match &e {
+        IngestError::Storage(_) => {
+            tracing::error!(error = %e, "storage failed while accepting a request")
+        }
+        _ => tracing::warn!(error = %e, "request not accepted now"),
+    }
     HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, "5"))
         .content_type("text/plain; charset=utf-8")
-        .body("storage unavailable; try again shortly\n")
+        .body(format!("{e}\n"))
 }
 
 async fn fat(

@@ -39,26 +39,30 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
     hub.subscribed(topic, &sub.callback("/cb")).await;
     assert_eq!(get(&hub, "readyz").await.0, 200);
 
-    // Accepting a ping: the store refuses it, the publisher is told to try again.
-    memory.fail(Fault::PutPings, 1);
-    let r = hub.fat_ping(topic, TOKEN, "refused").await;
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "5");
-    assert!(r.text().await.unwrap().contains("storage unavailable"));
-    let (status, why) = get(&hub, "readyz").await;
-    assert_eq!(status, 503, "{why}");
-    assert!(
-        why.contains("accepted ping") && why.contains("transient"),
-        "{why}"
-    );
-
-    // Committing the event: accepted, but the log refuses it; the engine keeps trying, and
-    // nothing is delivered while the store has not recorded the event.
+    // Committing a fat ping: the log refuses it; the engine keeps trying, and the publisher
+    // waits, unanswered, since nothing is acknowledged before it is durable.
     memory.fail(Fault::Append, u32::MAX);
-    assert_eq!(hub.fat_ping(topic, TOKEN, "first").await.status(), 202);
+    let first = {
+        let (client, url) = (hub.client.clone(), hub.url.clone());
+        tokio::spawn(async move {
+            let q = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([("hub.mode", "publish"), ("hub.url", topic)])
+                .finish();
+            let r = client
+                .post(format!("{url}?{q}"))
+                .header("content-type", "text/plain")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body("first")
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
     poll_until("the failing append to be reported", PATIENCE, || async {
         let (status, why) = get(&hub, "readyz").await;
-        (status == 503 && why.contains("event log append")).then_some(())
+        (status == 503 && why.contains("event log append") && why.contains("transient"))
+            .then_some(())
     })
     .await;
     let metrics = poll_until("several failed appends", PATIENCE, || async {
@@ -71,6 +75,16 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
         (n >= 3).then_some(m)
     })
     .await;
+    assert!(
+        !first.is_finished(),
+        "answered before the update was durable"
+    );
+
+    // Another fat ping meanwhile: the publisher is told at once to try again.
+    let r = hub.fat_ping(topic, TOKEN, "refused").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(r.text().await.unwrap().contains("storage unavailable"));
     assert!(metrics.contains("hubcast_event_log_lead 0\n"), "{metrics}");
     assert!(
         sub.deliveries().is_empty(),
@@ -83,8 +97,10 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
         "{body}"
     );
 
-    // The store answers again: the update goes out, once, and the hub is ready again.
+    // The store answers again: the waiting publisher is answered, the update goes out, once,
+    // and the hub is ready again.
     memory.heal();
+    assert_eq!(first.await.unwrap(), 202);
     let got = sub.wait_deliveries(1).await;
     assert_eq!(String::from_utf8_lossy(&got[0].body), "first");
     poll_until("readiness to come back", PATIENCE, || async {
@@ -99,4 +115,14 @@ async fn a_failing_store_is_reported_retried_and_never_followed_by_a_delivery() 
         events.contains("\"lead\":2"),
         "one event per accepted update: {events}"
     );
+
+    // A light ping is stored before it is answered: when the store refuses it, the publisher
+    // is told to try again.
+    memory.fail(Fault::PutPings, 1);
+    let r = hub.publish(topic).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let (status, why) = get(&hub, "readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("accepted ping"), "{why}");
 }
