@@ -348,7 +348,9 @@ pub trait DeliveryStore: Send + Sync {
     async fn put_job(&self, job: Job) -> Result<()>;
     async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
     /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a
-    /// document of `topic` holding their coalesced content, atomically. The document is a
+    /// document of `topic` holding their coalesced content: atomically, or (where a
+    /// transaction is dear) by storing the document and the new job before removing the
+    /// replaced jobs, so that a crash part-way repeats deliveries and loses none. The document is a
     /// delivery artefact, kept outside the log (its number has [`DELIVERY_DOC`] set); it is
     /// read back with [`EventLog::event`]. Returns the new job.
     async fn coalesce_jobs(

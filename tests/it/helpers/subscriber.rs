@@ -87,8 +87,6 @@ struct SubState {
     location: String,
     /// How long each delivery answer takes.
     delay: Duration,
-    /// Delays by callback path prefix, ahead of `delay`.
-    path_delays: Vec<(String, Duration)>,
     in_flight: usize,
     max_in_flight: usize,
     requests: Vec<Recorded>,
@@ -115,7 +113,6 @@ impl Subscriber {
             retry_after: None,
             location: "http://127.0.0.1:9/elsewhere".to_owned(),
             delay: Duration::ZERO,
-            path_delays: Vec::new(),
             in_flight: 0,
             max_in_flight: 0,
             requests: Vec::new(),
@@ -177,13 +174,6 @@ impl Subscriber {
     /// Every delivery answer takes this long.
     pub fn answer_after(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
-    }
-
-    /// Deliveries to callbacks whose path starts with `prefix` take this long (instead of
-    /// [`Self::answer_after`]'s delay).
-    pub fn answer_path_after(&self, prefix: &str, delay: Duration) {
-        let mut s = self.state.lock().unwrap();
-        s.path_delays.push((prefix.to_owned(), delay));
     }
 
     /// Most deliveries ever in progress at once.
@@ -250,7 +240,6 @@ async fn answer(
     body: web::Bytes,
 ) -> HttpResponse {
     let rec = Recorded::of(&req, &body);
-    let target = rec.target.clone();
     let is_get = rec.method == "GET";
     let challenge = rec.param("hub.challenge").unwrap_or("").to_owned();
     let (verify, reply, delay, retry_after, location) = {
@@ -267,10 +256,7 @@ async fn answer(
         (
             s.verify.clone(),
             reply,
-            s.path_delays
-                .iter()
-                .find(|(p, _)| target.starts_with(p.as_str()))
-                .map_or(s.delay, |(_, d)| *d),
+            s.delay,
             s.retry_after.clone(),
             s.location.clone(),
         )
