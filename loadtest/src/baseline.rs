@@ -1,4 +1,4 @@
-//! The machine's ceiling: the same sink driven by a plain HTTP client, no hub. Each delivery
+//! The baseline: the same checking sink driven by a plain HTTP client (reqwest), no hub. Each delivery
 //! carries the same payload and headers the hub sends (Content-Type, Link, a per-subscriber
 //! HMAC signature), over keep-alive connections with the hub's per-destination concurrency and
 //! global cap.
@@ -25,6 +25,7 @@ pub async fn run(
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(per_destination)
+        .pool_idle_timeout(crate::driver::POOL_IDLE)
         .timeout(Duration::from_secs(10))
         .build()?;
     let global = Arc::new(Semaphore::new(max_in_flight));

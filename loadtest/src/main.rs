@@ -33,9 +33,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let report = scenarios::run(cli.scenario, &cli.options).await?;
-        report.write(&cli.options.out)?;
-        Ok::<_, anyhow::Error>(report)
+        let run = async {
+            let report = scenarios::run(cli.scenario, &cli.options).await?;
+            report.write(&cli.options.out)?;
+            Ok::<_, anyhow::Error>(report)
+        };
+        // On SIGINT or SIGTERM the run is dropped, so its child processes are stopped (nginx
+        // runs in its own process group and would not see a terminal's Ctrl-C).
+        tokio::select! {
+            r = run => r,
+            s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
+        }
     });
     match result {
         Ok(report) => {
@@ -46,6 +54,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hubcast-loadtest: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
     }
 }

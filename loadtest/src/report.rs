@@ -20,16 +20,47 @@ pub struct Quantiles {
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
     pub label: String,
+    /// "checking sink" (every delivery checked and counted by the load test's sink) or "hub
+    /// metrics" (the hub delivered to the lean sink; its own delivered counter was read).
+    pub counted_by: &'static str,
     pub deliveries: u64,
     pub seconds: f64,
     pub per_second: f64,
+    /// Absent when not measured (lean sink).
     pub latency_us: Option<Quantiles>,
+    /// Absent when not measured (lean sink).
     pub tally: Option<Tally>,
-    pub bad_signatures: u64,
+    /// Absent when not measured (lean sink).
+    pub bad_signatures: Option<u64>,
     /// Deliveries per 100 ms from the first delivery.
     pub timeline: Vec<u64>,
     /// (lower bound µs, count).
     pub latency_buckets: Vec<(u64, u64)>,
+    /// Once a second: the hub's backlog (stream scenario).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backlog: Vec<BacklogSample>,
+}
+
+/// The hub's backlog at one moment of a phase.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BacklogSample {
+    /// Seconds since publishing began.
+    pub second: f64,
+    /// The hub's `hubcast_queued_jobs` gauge: delivery jobs (event, destination) waiting or
+    /// running. Absent when /metrics did not answer.
+    pub queued_jobs: Option<u64>,
+    /// Deliveries due for the pings accepted so far.
+    pub due: u64,
+    /// Of those, not yet received (nor superseded by a later event) at the sink.
+    pub undelivered: u64,
+}
+
+fn rate(n: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
 }
 
 impl Phase {
@@ -37,23 +68,40 @@ impl Phase {
         let q = |x| stats.latency.quantile(x);
         Phase {
             label: label.to_owned(),
+            counted_by: "checking sink",
             deliveries,
             seconds,
-            per_second: if seconds > 0.0 {
-                deliveries as f64 / seconds
-            } else {
-                0.0
-            },
+            per_second: rate(deliveries, seconds),
             latency_us: match (q(0.5), q(0.99), q(0.999)) {
                 (Some(p50), Some(p99), Some(p999)) => Some(Quantiles { p50, p99, p999 }),
                 _ => None,
             },
             tally: None,
-            bad_signatures: stats
-                .bad_signatures
-                .load(std::sync::atomic::Ordering::Relaxed),
+            bad_signatures: Some(
+                stats
+                    .bad_signatures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
             timeline: stats.timeline(),
             latency_buckets: stats.latency.buckets(),
+            backlog: Vec::new(),
+        }
+    }
+
+    /// Deliveries the hub counted itself (to the lean sink): no latency, loss or signatures.
+    pub fn from_hub_count(label: &str, count: &crate::driver::HubCount) -> Phase {
+        Phase {
+            label: label.to_owned(),
+            counted_by: "hub metrics",
+            deliveries: count.deliveries,
+            seconds: count.seconds,
+            per_second: rate(count.deliveries, count.seconds),
+            latency_us: None,
+            tally: None,
+            bad_signatures: None,
+            timeline: count.timeline.clone(),
+            latency_buckets: Vec::new(),
+            backlog: Vec::new(),
         }
     }
 }
@@ -64,6 +112,9 @@ pub struct Report {
     pub started: String,
     pub machine: BTreeMap<String, String>,
     pub parameters: serde_json::Value,
+    /// How figures were made, by name: `ceiling_client` ("wrk" or "hyper"), `ceiling_sink`
+    /// ("nginx" or "hyper"), `ceiling_command`, `hub_sink` ("checking", or "lean (nginx)" …).
+    pub labels: BTreeMap<String, String>,
     /// One entry per repetition.
     pub runs: Vec<Vec<Phase>>,
     /// Figures of each repetition, by name (e.g. "hub_per_second").
@@ -80,6 +131,7 @@ impl Report {
             started: httpdate_now(),
             machine: machine(),
             parameters,
+            labels: BTreeMap::new(),
             runs: Vec::new(),
             figures: BTreeMap::new(),
             medians: BTreeMap::new(),
@@ -89,6 +141,23 @@ impl Report {
 
     pub fn figure(&mut self, name: &str, value: f64) {
         self.figures.entry(name.to_owned()).or_default().push(value);
+    }
+
+    /// Sets a label; a different value in a later repetition is kept too (" | ").
+    pub fn label(&mut self, name: &str, value: &str) {
+        let entry = self.labels.entry(name.to_owned()).or_default();
+        if entry.is_empty() {
+            value.clone_into(entry);
+        } else if !entry.split(" | ").any(|v| v == value) {
+            entry.push_str(" | ");
+            entry.push_str(value);
+        }
+    }
+
+    pub fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
     }
 
     pub fn finish(&mut self) {
@@ -118,6 +187,9 @@ impl Report {
             self.runs.len(),
             if self.runs.len() == 1 { "" } else { "s" }
         );
+        for (k, v) in &self.labels {
+            let _ = writeln!(s, "  {k:<34} {v}");
+        }
         for (k, v) in &self.medians {
             let all: Vec<String> = self.figures[k].iter().map(|x| fmt_num(*x)).collect();
             let _ = writeln!(

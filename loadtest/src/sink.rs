@@ -140,9 +140,15 @@ impl SinkStats {
     /// For the callbacks in `subscribers`: (received at least once, never received but a later
     /// event of the same topic was (superseded by coalescing), lost, received more than once).
     pub fn tally(&self, subscribers: impl Iterator<Item = usize>) -> Tally {
+        self.tally_upto(subscribers.map(|s| (s, self.events)))
+    }
+
+    /// [`SinkStats::tally`] over the first `n` events of each `(subscriber, n)`: the events
+    /// published to its topic when publishing stopped early.
+    pub fn tally_upto(&self, rows: impl Iterator<Item = (usize, usize)>) -> Tally {
         let mut t = Tally::default();
-        for s in subscribers {
-            let row = &self.seen[s * self.events..(s + 1) * self.events];
+        for (s, n) in rows {
+            let row = &self.seen[s * self.events..s * self.events + n.min(self.events)];
             let mut later_seen = false;
             for c in row.iter().rev() {
                 let c = c.load(Ordering::Relaxed);
@@ -182,6 +188,8 @@ pub struct Destination {
     /// Sum over this destination's subscribers of the events received or superseded: a cheap
     /// completion measure (the full [`SinkStats::tally`] scans every counter).
     pub covered: AtomicU64,
+    /// µs since the stats' epoch of this destination's last counted delivery.
+    pub last_us: AtomicU64,
     behaviour: AtomicU8,
     refuse: CancellationToken,
 }
@@ -215,6 +223,7 @@ impl Sink {
             let dest = Arc::new(Destination {
                 addr: listener.local_addr()?,
                 covered: AtomicU64::new(0),
+                last_us: AtomicU64::new(0),
                 behaviour: AtomicU8::new(Behaviour::Normal as u8),
                 refuse: shutdown.child_token(),
             });
@@ -323,6 +332,8 @@ async fn handle(
     }
     let advanced = stats.record(subscriber, event, sent_us);
     dest.covered.fetch_add(advanced, Ordering::Relaxed);
+    dest.last_us
+        .fetch_max(stats.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
     reply(StatusCode::OK, "")
 }
 

@@ -1,0 +1,202 @@
+//! The ceiling client where installed: `wrk -t<T> -c<C> -d<S>s --timeout 2s -s post.lua URL`,
+//! with a generated Lua script that POSTs the same body and headers the hub sends. wrk takes
+//! one URL; the script's `setup` points each wrk thread at the next destination address, so
+//! the load is spread over as many destinations as there are threads (T = the CPU count, at
+//! most 8 and at most C), not over all of them.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+use crate::ceiling::Delivery;
+use crate::programs;
+
+pub fn find() -> Option<PathBuf> {
+    programs::find("wrk")
+}
+
+#[derive(Debug, Clone)]
+pub struct WrkRun {
+    pub requests_per_second: f64,
+    /// Answers that were not 2xx or 3xx.
+    pub non_2xx: u64,
+    /// connect + read + write + timeout errors.
+    pub socket_errors: u64,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+pub fn threads(connections: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8)
+        .min(connections.max(1))
+}
+
+pub async fn run(
+    bin: &Path,
+    addrs: &[SocketAddr],
+    connections: usize,
+    duration: Duration,
+    delivery: &Delivery,
+) -> anyhow::Result<WrkRun> {
+    if addrs.is_empty() {
+        bail!("wrk needs at least one address");
+    }
+    let threads = threads(connections);
+    let connections = connections.max(threads);
+    let secs = duration.as_secs().max(1);
+    let dir = tempfile::Builder::new()
+        .prefix("hubcast-wrk-")
+        .tempdir()
+        .context("cannot create the wrk directory")?;
+    let script = dir.path().join("post.lua");
+    let used = &addrs[..threads.min(addrs.len())];
+    std::fs::write(&script, lua(delivery, used)).context("cannot write the wrk script")?;
+    let url = format!("http://{}{}", addrs[0], delivery.path);
+    let args = [
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
+        "--timeout".into(),
+        "2s".into(),
+        "-s".into(),
+        script.display().to_string(),
+        url.clone(),
+    ];
+    // Without the port (a free one is picked each run), so runs describe themselves alike.
+    let command = format!(
+        "wrk -t{threads} -c{connections} -d{secs}s --timeout 2s -s post.lua \
+         http://{}:<port>{} (POST {} B, Content-Type, Link, X-Hub-Signature; threads on {})",
+        addrs[0].ip(),
+        delivery.path,
+        delivery.body.len(),
+        used.iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let limit = Duration::from_secs(secs + 15);
+    let out = tokio::time::timeout(
+        limit,
+        Command::new(bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("wrk did not finish within {limit:?}: {command}"))?
+    .with_context(|| format!("cannot run {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "wrk failed ({}): {command}: {}{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse(&stdout, command)
+}
+
+fn parse(stdout: &str, command: String) -> anyhow::Result<WrkRun> {
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let requests_per_second = field("Requests/sec:")
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {stdout:?}"))?;
+    let non_2xx = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // "Socket errors: connect 0, read 0, write 0, timeout 0"
+    let socket_errors = field("Socket errors:")
+        .map(|v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(WrkRun {
+        requests_per_second,
+        non_2xx,
+        socket_errors,
+        command,
+    })
+}
+
+/// A Lua string literal.
+fn lua_string(s: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for &b in s {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn lua(delivery: &Delivery, addrs: &[SocketAddr]) -> String {
+    let mut s = String::from("-- Generated by hubcast-loadtest: the POST the hub sends.\n");
+    let _ = writeln!(s, "wrk.method = \"POST\"");
+    let _ = writeln!(s, "wrk.path = {}", lua_string(delivery.path.as_bytes()));
+    let _ = writeln!(s, "wrk.body = {}", lua_string(&delivery.body));
+    for (name, value) in &delivery.headers {
+        let _ = writeln!(
+            s,
+            "wrk.headers[{}] = {}",
+            lua_string(name.as_bytes()),
+            lua_string(value.as_bytes())
+        );
+    }
+    s.push_str("-- Each thread on the next destination address.\nlocal addrs = {\n");
+    for a in addrs {
+        let _ = writeln!(s, "  {{ \"{}\", \"{}\" }},", a.ip(), a.port());
+    }
+    s.push_str(
+        "}\nlocal counter = 0\nfunction setup(thread)\n  local a = addrs[(counter % #addrs) + 1]\n  \
+         thread.addr = wrk.lookup(a[1], a[2])[1]\n  counter = counter + 1\nend\n",
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 5s test @ http://127.0.0.2:1/c/0\n  2 threads and 64 connections\n\
+                   883116 requests in 5.01s, 92.64MB read\n  Socket errors: connect 0, read 2, \
+                   write 0, timeout 1\n  Non-2xx or 3xx responses: 3\nRequests/sec: 176153.19\n\
+                   Transfer/sec:     18.48MB\n";
+        let r = parse(out, String::new()).unwrap();
+        assert_eq!(r.requests_per_second, 176153.19);
+        assert_eq!((r.non_2xx, r.socket_errors), (3, 3));
+        assert!(parse("nothing", String::new()).is_err());
+    }
+
+    #[test]
+    fn lua_strings_are_escaped() {
+        assert_eq!(lua_string(b"a\"b\\c\nd\x01"), "\"a\\\"b\\\\c\\nd\\001\"");
+    }
+}
