@@ -133,6 +133,8 @@ pub enum EngineError {
     Storage(#[from] StorageError),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot set up TLS for deliveries: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 impl Engine {
@@ -169,7 +171,11 @@ impl Engine {
         let follower = stream.follow(lead);
         let transports =
             transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
-                clients.callbacks.clone(),
+                transport::lean::LeanClient::new(
+                    clients.callback_policy.clone(),
+                    cfg.connect_timeout,
+                    cfg.per_destination,
+                )?,
                 clients.callback_policy.clone(),
                 cfg.delivery_timeout,
                 cfg.signature,

@@ -2,6 +2,7 @@ mod admin;
 mod backup;
 mod browser;
 mod config_cli;
+mod delivery_client;
 mod destinations;
 mod diffing;
 mod distribution;

@@ -1,23 +1,26 @@
 //! The signed HTTP POST of W3C WebSub 7 for `http:` and `https:` callbacks: the content, its
 //! `Content-Type`, `Link: <hub>; rel="hub", <topic>; rel="self"` and, when the subscription has
-//! a secret, `X-Hub-Signature`. Redirects are never followed; the callback policy is checked
-//! on the literal address and again at connect time (after DNS) by the client's resolver.
+//! a secret, `X-Hub-Signature`, sent by the lean client ([`super::lean`]). Redirects are never
+//! followed; the callback policy is checked on the literal address and again at connect time
+//! (after DNS).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header;
+use hyper::StatusCode;
+use hyper::header::{self, HeaderName, HeaderValue};
 
 use super::Transport;
-use crate::engine::client::{Failure, classify};
+use super::lean::LeanClient;
+use crate::engine::client::Failure;
 use crate::engine::deliver::{Outcome, Prepared};
 use crate::signature::{self, Algorithm};
 use crate::ssrf::Policy;
 use crate::storage::Subscription;
 
 pub struct HttpTransport {
-    /// The callback client: no redirects, SSRF-guarded resolver.
-    client: reqwest::Client,
+    /// The delivery client: no redirects, policy checked at connect time.
+    client: LeanClient,
     policy: Policy,
     timeout: Duration,
     algorithm: Algorithm,
@@ -25,7 +28,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(
-        client: reqwest::Client,
+        client: LeanClient,
         policy: Policy,
         timeout: Duration,
         algorithm: Algorithm,
@@ -53,55 +56,58 @@ impl Transport for HttpTransport {
         if let Err(e) = self.policy.check_literal(&url) {
             return Outcome::Failed(Failure::Blocked(e.to_string()));
         }
-        let mut req = self
-            .client
-            .post(url)
-            .timeout(self.timeout)
-            .header(header::CONTENT_TYPE, p.content_type.as_str())
-            .header(header::LINK, p.link.as_str())
-            .body(p.body.clone());
+        let value = |v: &str, what: &str| {
+            HeaderValue::from_str(v).map_err(|_| Failure::Other(format!("{what} is not a header")))
+        };
+        let mut headers = Vec::with_capacity(3);
+        match (
+            value(&p.content_type, "the content type"),
+            value(&p.link, "the Link header"),
+        ) {
+            (Ok(ct), Ok(link)) => {
+                headers.push((header::CONTENT_TYPE, ct));
+                headers.push((header::LINK, link));
+            }
+            (Err(f), _) | (_, Err(f)) => return Outcome::Failed(f),
+        }
         if let Some(secret) = &sub.secret {
             let sig = signature::sign(self.algorithm, secret.as_bytes(), &p.body);
-            req = req.header("X-Hub-Signature", sig);
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                // The answer's body is ignored; dropping the response may close the connection
-                // if the subscriber sent a large one, which is its own cost.
-                if status.is_success() {
-                    Outcome::Delivered
-                } else if status == reqwest::StatusCode::GONE {
-                    Outcome::Gone
-                } else if status.is_redirection() {
-                    Outcome::Failed(Failure::Redirect(status.as_u16()))
-                } else if let Some(retry_after) = retry_after(&resp) {
-                    Outcome::Failed(Failure::Throttled {
-                        status: status.as_u16(),
-                        retry_after,
-                    })
-                } else {
-                    Outcome::Failed(Failure::Status(status.as_u16()))
-                }
+            match HeaderValue::from_str(&sig) {
+                Ok(v) => headers.push((HeaderName::from_static("x-hub-signature"), v)),
+                Err(_) => return Outcome::Failed(Failure::Other("bad signature header".into())),
             }
-            Err(e) => Outcome::Failed(classify(&e)),
+        }
+        let sent = self.client.post(&url, &headers, p.body.clone());
+        let answer = match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(f)) => return Outcome::Failed(f),
+            Err(_) => return Outcome::Failed(Failure::Timeout),
+        };
+        let status = answer.status;
+        // The answer's body is read to a bound and ignored.
+        if status.is_success() {
+            Outcome::Delivered
+        } else if status == StatusCode::GONE {
+            Outcome::Gone
+        } else if status.is_redirection() {
+            Outcome::Failed(Failure::Redirect(status.as_u16()))
+        } else if let Some(retry_after) = retry_after(status, answer.retry_after.as_deref()) {
+            Outcome::Failed(Failure::Throttled {
+                status: status.as_u16(),
+                retry_after,
+            })
+        } else {
+            Outcome::Failed(Failure::Status(status.as_u16()))
         }
     }
 }
 
 /// `Retry-After` of a 429 or 503 answer: delay-seconds or an HTTP date.
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let status = resp.status().as_u16();
-    if status != 429 && status != 503 {
+fn retry_after(status: StatusCode, value: Option<&str>) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    let value = resp
-        .headers()
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    parse_retry_after(value, std::time::SystemTime::now())
+    parse_retry_after(value?, std::time::SystemTime::now())
 }
 
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {

@@ -5,6 +5,7 @@
 //! planner, the destination windows, retries and dead letters.
 
 pub mod http;
+pub mod lean;
 
 use std::sync::Arc;
 
