@@ -1,36 +1,43 @@
 //! Subscriptions on sled: `subs` keyed (topic, destination, callback), with `sub_counts` and the
-//! `sub_expiry` index kept in the same transactions; pending verifications in `intents`.
+//! `sub_expiry` index kept up to date by single-key writes in a crash-safe order (no
+//! transaction: sled writes each one out on its own, and every verified subscription would pay
+//! for one); pending verifications in `intents`.
 
 use async_trait::async_trait;
 
 use super::*;
 
+impl SledStore {
+    /// Adds `delta` to the topic's subscription count, atomically; a count reaching zero is
+    /// removed.
+    fn add_count(&self, topic: &str, delta: i64) -> Result<()> {
+        self.counts.fetch_and_update(topic.as_bytes(), |v| {
+            let n = v.and_then(|v| read_be(v).ok()).unwrap_or(0) as i64 + delta;
+            (n > 0).then(|| be(n as u64).to_vec())
+        })?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SubscriptionStore for SledStore {
     async fn upsert(&self, sub: Subscription) -> Result<()> {
         let key = sub_key(&sub.topic, &sub.destination, &sub.callback);
-        let value = encode_sub_value(&sub);
         let ekey = expiry_key(&sub);
-        (&self.subs, &self.counts, &self.expiry)
-            .transaction(|(subs, counts, expiry)| {
-                match subs.insert(key.as_slice(), value.as_slice())? {
-                    Some(old) => {
-                        let old = decode_sub(&key, &old).map_err(abort)?;
-                        expiry.remove(expiry_key(&old))?;
-                    }
-                    None => {
-                        let n = match counts.get(sub.topic.as_bytes())? {
-                            Some(v) => read_be(&v).map_err(abort)?,
-                            None => 0,
-                        };
-                        counts.insert(sub.topic.as_bytes(), &be(n + 1))?;
-                    }
+        // The expiry index first: a crash part-way leaves an index entry the sweep drops
+        // (`expired` removes entries whose subscription is gone or renewed), never a
+        // subscription the sweep cannot find.
+        self.expiry.insert(ekey.as_slice(), &[])?;
+        match self.subs.insert(key.as_slice(), encode_sub_value(&sub))? {
+            Some(old) => {
+                let old = expiry_key(&decode_sub(&key, &old)?);
+                if old != ekey {
+                    self.expiry.remove(old)?;
                 }
-                // The expiry key ends with the subscription's key: no value needed.
-                expiry.insert(ekey.as_slice(), &[])?;
-                Ok(())
-            })
-            .map_err(tx_err)
+            }
+            None => self.add_count(&sub.topic, 1)?,
+        }
+        Ok(())
     }
 
     async fn get(&self, topic: &str, callback: &str) -> Result<Option<Subscription>> {
@@ -43,31 +50,23 @@ impl SubscriptionStore for SledStore {
 
     async fn remove(&self, topic: &str, callback: &str) -> Result<bool> {
         let key = sub_key(topic, &destination_of(callback), callback);
-        (&self.subs, &self.counts, &self.expiry)
-            .transaction(|(subs, counts, expiry)| {
-                let Some(old) = subs.remove(key.as_slice())? else {
-                    return Ok(false);
-                };
-                let old = decode_sub(&key, &old).map_err(abort)?;
-                expiry.remove(expiry_key(&old))?;
-                let n = match counts.get(topic.as_bytes())? {
-                    Some(v) => read_be(&v).map_err(abort)?,
-                    None => 0,
-                };
-                if n <= 1 {
-                    counts.remove(topic.as_bytes())?;
-                } else {
-                    counts.insert(topic.as_bytes(), &be(n - 1))?;
-                }
-                Ok(true)
-            })
-            .map_err(tx_err)
+        // Only the caller whose remove took the record counts it down.
+        let Some(old) = self.subs.remove(key.as_slice())? else {
+            return Ok(false);
+        };
+        self.add_count(topic, -1)?;
+        self.expiry.remove(expiry_key(&decode_sub(&key, &old)?))?;
+        Ok(true)
     }
 
     async fn count_for_topic(&self, topic: &str) -> Result<u64> {
         match self.counts.get(topic.as_bytes())? {
             Some(v) => read_be(&v),
-            None => Ok(0),
+            // A crash between storing a first subscription and counting it leaves no count:
+            // one look at the topic's keys tells "none" from "not counted".
+            None => Ok(u64::from(
+                self.subs.scan_prefix(topic_prefix(topic)).next().is_some(),
+            )),
         }
     }
 
@@ -119,11 +118,21 @@ impl SubscriptionStore for SledStore {
         for entry in self.expiry.range(..be(now_ms).to_vec()) {
             let (k, _) = entry?;
             let sub_key = k.get(8..).unwrap_or_default();
-            if let Some(v) = self.subs.get(sub_key)? {
-                let s = decode_sub(sub_key, &v)?;
-                if s.expires_ms < now_ms {
-                    out.push(s);
+            let sub = match self.subs.get(sub_key)? {
+                Some(v) => Some(decode_sub(sub_key, &v)?),
+                None => None,
+            };
+            match sub {
+                // Left by a crash part-way through an upsert or a remove: the subscription is
+                // gone, or stored under another expiry.
+                None => {
+                    self.expiry.remove(&k)?;
                 }
+                Some(s) if expiry_key(&s) != k.as_ref() => {
+                    self.expiry.remove(&k)?;
+                }
+                Some(s) if s.expires_ms < now_ms => out.push(s),
+                Some(_) => {}
             }
             if out.len() >= limit {
                 break;
@@ -195,5 +204,44 @@ impl SubscriptionStore for SledStore {
             .iter()
             .map(|v| from_json(v))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_a_crash_between_single_writes_leaves_is_found_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let sub = Subscription {
+            topic: "http://t/".into(),
+            callback: "http://d/cb".into(),
+            destination: destination_of("http://d/cb"),
+            secret: None,
+            lease_seconds: 1,
+            expires_ms: 1_000,
+            created_ms: 0,
+        };
+        store.upsert(sub.clone()).await.unwrap();
+        // A renewal that stopped after its index entry, and a first subscription whose count
+        // was never written.
+        let renewed = Subscription {
+            expires_ms: 2_000,
+            ..sub.clone()
+        };
+        store.expiry.insert(expiry_key(&renewed), &[]).unwrap();
+        store.counts.remove(sub.topic.as_bytes()).unwrap();
+        assert_eq!(store.count_for_topic(&sub.topic).await.unwrap(), 1);
+        assert_eq!(store.count_for_topic("http://other/").await.unwrap(), 0);
+        // Both index entries are due: the subscription's is returned, the stale one dropped.
+        let expired = store.expired(3_000, 10).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].expires_ms, 1_000);
+        assert_eq!(store.expiry.len(), 1);
+        assert!(store.remove(&sub.topic, &sub.callback).await.unwrap());
+        assert!(store.expiry.is_empty());
+        assert!(!store.remove(&sub.topic, &sub.callback).await.unwrap());
     }
 }
