@@ -114,9 +114,9 @@ impl Fetcher {
 
 async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
     let mut lights = Vec::new();
-    for ping in batch {
-        // Taken first, so that returning early (stopping) drops it unanswered.
-        let ack = fetcher.take_ack(ping.id);
+    // Taken first, so that returning early (stopping) drops them unanswered.
+    let acks: Vec<Option<Ack>> = batch.iter().map(|p| fetcher.take_ack(p.id)).collect();
+    for (ping, ack) in batch.into_iter().zip(acks) {
         match ping.fat.clone() {
             Some(fat) => {
                 let body = Bytes::from(fat.body);
