@@ -31,6 +31,11 @@ const MAX_ANSWER_BODY: usize = 64 << 10;
 
 /// A pooled connection unused for this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept over all origins (each holds a socket); beyond it a connection is
+/// closed when its request is done.
+const MAX_IDLE_TOTAL: usize = 4_096;
+/// How often the pool drops connections that timed out or that their servers closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Origin {
@@ -39,9 +44,76 @@ struct Origin {
     port: u16,
 }
 
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
+/// Idle items per key, most recently used last: at most `per_key` for a key and `total` in
+/// all, none older than `timeout`; stale ones and empty keys are dropped every [`SWEEP_EVERY`].
+struct IdlePool<K, T> {
+    by_key: HashMap<K, Vec<(T, Instant)>>,
+    count: usize,
+    per_key: usize,
+    total: usize,
+    timeout: Duration,
+    swept: Instant,
+}
+
+impl<K: std::hash::Hash + Eq, T> IdlePool<K, T> {
+    fn new(per_key: usize, total: usize, timeout: Duration) -> IdlePool<K, T> {
+        IdlePool {
+            by_key: HashMap::new(),
+            count: 0,
+            per_key: per_key.max(1),
+            total,
+            timeout,
+            swept: Instant::now(),
+        }
+    }
+
+    /// The most recently used item of `key` that is still usable.
+    fn take(&mut self, key: &K, usable: impl Fn(&T) -> bool) -> Option<T> {
+        let idle = self.by_key.get_mut(key)?;
+        let mut found = None;
+        while let Some((item, since)) = idle.pop() {
+            self.count -= 1;
+            if since.elapsed() < self.timeout && usable(&item) {
+                found = Some(item);
+                break;
+            }
+        }
+        if idle.is_empty() {
+            self.by_key.remove(key);
+        }
+        found
+    }
+
+    /// Keeps `item` for reuse if there is room (dropped otherwise), and now and then sweeps.
+    fn put(&mut self, key: K, item: T, usable: impl Fn(&T) -> bool) {
+        if self.swept.elapsed() >= SWEEP_EVERY {
+            self.sweep(&usable);
+        }
+        if self.count >= self.total {
+            return;
+        }
+        let idle = self.by_key.entry(key).or_default();
+        if idle.len() < self.per_key {
+            idle.push((item, Instant::now()));
+            self.count += 1;
+        }
+    }
+
+    fn sweep(&mut self, usable: impl Fn(&T) -> bool) {
+        let timeout = self.timeout;
+        self.by_key.retain(|_, idle| {
+            idle.retain(|(item, since)| since.elapsed() < timeout && usable(item));
+            !idle.is_empty()
+        });
+        self.count = self.by_key.values().map(Vec::len).sum();
+        self.swept = Instant::now();
+    }
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+fn ready(s: &Sender) -> bool {
+    s.is_ready()
 }
 
 /// What a delivery's answer says.
@@ -55,9 +127,8 @@ pub struct LeanClient {
     policy: Policy,
     connect_timeout: Duration,
     tls: TlsConnector,
-    /// Idle connections per origin, most recently used last.
-    pools: Mutex<HashMap<Origin, Vec<Idle>>>,
-    max_idle: usize,
+    /// Idle connections per origin.
+    pool: Mutex<IdlePool<Origin, Sender>>,
 }
 
 impl LeanClient {
@@ -74,13 +145,12 @@ impl LeanClient {
             policy,
             connect_timeout,
             tls: TlsConnector::from(Arc::new(tls)),
-            pools: Mutex::new(HashMap::new()),
-            max_idle: max_idle.max(1),
+            pool: Mutex::new(IdlePool::new(max_idle, MAX_IDLE_TOTAL, IDLE_TIMEOUT)),
         })
     }
 
-    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, Vec<Idle>>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    fn pool(&self) -> std::sync::MutexGuard<'_, IdlePool<Origin, Sender>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// POSTs `body` with `headers` to `url` (http or https). The caller bounds the whole call
@@ -167,28 +237,13 @@ impl LeanClient {
         })
     }
 
-    fn checkout(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
-        let mut pools = self.pools();
-        let idle = pools.get_mut(origin)?;
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() < IDLE_TIMEOUT && c.sender.is_ready() {
-                return Some(c.sender);
-            }
-        }
-        None
+    fn checkout(&self, origin: &Origin) -> Option<Sender> {
+        self.pool().take(origin, ready)
     }
 
-    fn checkin(&self, origin: Origin, sender: SendRequest<Full<Bytes>>) {
-        if !sender.is_ready() {
-            return;
-        }
-        let mut pools = self.pools();
-        let idle = pools.entry(origin).or_default();
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+    fn checkin(&self, origin: Origin, sender: Sender) {
+        if sender.is_ready() {
+            self.pool().put(origin, sender, ready);
         }
     }
 
@@ -301,6 +356,31 @@ fn tls_error(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_pool_is_bounded_per_key_in_all_and_in_time() {
+        let yes = |_: &u32| true;
+        let mut p: IdlePool<&str, u32> = IdlePool::new(2, 3, Duration::from_secs(30));
+        for i in 0..3 {
+            p.put("a", i, yes);
+        }
+        p.put("b", 10, yes);
+        p.put("c", 20, yes); // over the total: dropped
+        assert_eq!(p.count, 3);
+        assert_eq!(p.take(&"a", yes), Some(1), "the most recently used first");
+        assert_eq!(p.take(&"c", yes), None);
+        // Unusable ones are passed over and dropped; an emptied key goes.
+        assert_eq!(p.take(&"a", |_| false), None);
+        assert!(!p.by_key.contains_key("a"));
+        assert_eq!(p.count, 1);
+        // Too old to reuse; and the next put's sweep drops what timed out.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        p.put("d", 30, yes);
+        assert!(!p.by_key.contains_key("b"), "swept");
+        assert_eq!(p.count, 1);
+        assert_eq!(p.take(&"d", yes), Some(30));
+        assert_eq!(p.count, 0);
+    }
 
     #[test]
     fn origins_and_host_headers() {
