@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hubcast::config::{Config, LogFormat, Overrides};
 
+/// mimalloc: a delivery allocates and frees many small, short-lived buffers across threads,
+/// where the system allocator showed up at ~8% of the hub's CPU in fan-out profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 
 /// Exit code for a configuration error (EX_USAGE).
