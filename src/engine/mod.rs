@@ -23,6 +23,7 @@ pub mod retry;
 pub mod shared;
 pub mod stream;
 pub mod sweep;
+mod topic_queue;
 pub mod transport;
 pub mod verify;
 pub mod window;
