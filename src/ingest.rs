@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Intake;
 use crate::engine::health::Health;
-use crate::engine::{Busy, Work};
+use crate::engine::{Busy, Work, stream};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
 use crate::urls::HttpUrl;
 use crate::websub::SubRequest;
@@ -153,7 +153,7 @@ impl Ingest {
     ) -> Result<Accepted, IngestError> {
         // While the log refuses appends nothing new could be committed: say so now rather
         // than keep the publisher waiting.
-        for what in ["event log append", "event log flush"] {
+        for what in [stream::APPEND, stream::FLUSH] {
             if self.health.is_failing(what) {
                 let why = format!("{what} is failing");
                 return Err(StorageError::Transient(why).into());

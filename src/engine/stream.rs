@@ -19,6 +19,10 @@ use tokio_util::task::TaskTracker;
 use super::health::Health;
 use crate::storage::{Commit, Event, EventLog, Storage, StorageError};
 
+/// What the stream's storage calls are called in the health report (`/readyz`).
+pub const APPEND: &str = "event log append";
+pub const FLUSH: &str = "event log flush";
+
 /// Most commits in one transaction.
 const MAX_BATCH: usize = 1_024;
 /// The in-memory window of newest events: at most this many, and this many body bytes.
@@ -269,9 +273,7 @@ impl Writer {
         stop: &CancellationToken,
     ) -> Option<Result<Vec<Option<Event>>, StorageError>> {
         let append = || self.store.log.append(commits);
-        self.health
-            .persist_transient("event log append", stop, append)
-            .await
+        self.health.persist_transient(APPEND, stop, append).await
     }
 
     /// Makes appended batches durable, every batch waiting at that moment with one flush, then
@@ -299,10 +301,7 @@ impl Writer {
                 self.store.flush().await.is_ok()
             } else {
                 let flush = || self.store.flush();
-                self.health
-                    .persist("event log flush", &stop, flush)
-                    .await
-                    .is_some()
+                self.health.persist(FLUSH, &stop, flush).await.is_some()
             };
             if !flushed {
                 waiting.clear(); // stopping: the hub's final flush tries again
