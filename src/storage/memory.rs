@@ -106,12 +106,6 @@ fn retry_key(r: &Retry) -> (u64, u64, String, String) {
     (r.due_ms, r.event, r.topic.clone(), r.callback.clone())
 }
 
-fn topic_prefix(topic: &str) -> Vec<u8> {
-    let mut p = topic.as_bytes().to_vec();
-    p.push(0);
-    p
-}
-
 #[async_trait]
 impl IdSource for MemoryStore {
     async fn next_id(&self) -> Result<u64> {
@@ -211,15 +205,10 @@ impl SubscriptionStore for MemoryStore {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<Subscription>> {
-        use std::ops::Bound;
-        let prefix = topic.map(topic_prefix).unwrap_or_default();
-        let start = match after {
-            Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
-            None => Bound::Included(prefix.clone()),
-        };
+        let (prefix, start) = scan_range(topic, after);
         let g = self.lock();
         Ok(g.subs
-            .range((start, Bound::Unbounded))
+            .range((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&prefix))
             .take(limit)
             .map(|(_, s)| s.clone())

@@ -463,6 +463,28 @@ pub(crate) fn sub_key(topic: &str, destination: &str, callback: &str) -> Vec<u8>
     k
 }
 
+/// The prefix of every [`sub_key`] of `topic`.
+pub(crate) fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut p = topic.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+/// Where [`SubscriptionStore::scan`] reads: the key prefix (one topic's, or everything) and
+/// the bound to start from (just after `after`, or the prefix itself).
+pub(crate) fn scan_range(
+    topic: Option<&str>,
+    after: Option<(&str, &str)>,
+) -> (Vec<u8>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let prefix = topic.map(topic_prefix).unwrap_or_default();
+    let start = match after {
+        Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
+        None => Bound::Included(prefix.clone()),
+    };
+    (prefix, start)
+}
+
 /// Destination of a stored callback (callbacks are stored normalised).
 pub(crate) fn destination_of(callback: &str) -> String {
     crate::urls::destination_of_endpoint(callback)

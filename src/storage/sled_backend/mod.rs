@@ -320,12 +320,6 @@ impl Flush for SledStore {
     }
 }
 
-fn topic_prefix(topic: &str) -> Vec<u8> {
-    let mut p = topic.as_bytes().to_vec();
-    p.push(0);
-    p
-}
-
 #[async_trait]
 impl PublishStore for SledStore {
     async fn put_pings(&self, pings: Vec<Ping>) -> Result<()> {

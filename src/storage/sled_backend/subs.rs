@@ -157,11 +157,7 @@ impl SubscriptionStore for SledStore {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<Subscription>> {
-        let prefix = topic.map(topic_prefix).unwrap_or_default();
-        let start = match after {
-            Some((t, c)) => Bound::Excluded(sub_key(t, &destination_of(c), c)),
-            None => Bound::Included(prefix.clone()),
-        };
+        let (prefix, start) = scan_range(topic, after);
         self.subs_from(&prefix, start, limit)
     }
 
