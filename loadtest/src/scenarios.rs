@@ -26,7 +26,7 @@ use crate::hubproc::{HubProcess, HubSettings};
 use crate::lean_sink::{LeanSink, LeanSinkKind};
 use crate::metrics::HubMetrics;
 use crate::report::{Phase, Report};
-use crate::sink::{Behaviour, Sink, SinkStats, Tally};
+use crate::sink::{Behaviour, Sink, SinkStats};
 use crate::{nginx, stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -183,12 +183,30 @@ impl Options {
 
 /// What one hub phase measured.
 struct HubRun {
+    /// Its `tally` is `None` with the lean sink (not measured).
     phase: Phase,
     subscribe_seconds: f64,
     rss: Option<(u64, u64)>,
     disk: u64,
-    /// `None` with the lean sink (not measured).
-    tally: Option<Tally>,
+}
+
+impl HubRun {
+    /// Takes the hub's memory and disk figures, then stops it.
+    async fn finish(
+        hub: HubProcess,
+        phase: Phase,
+        subscribe_seconds: f64,
+    ) -> anyhow::Result<HubRun> {
+        let rss = hub.rss();
+        let disk = hub.disk();
+        hub.stop().await?;
+        Ok(HubRun {
+            phase,
+            subscribe_seconds,
+            rss,
+            disk,
+        })
+    }
 }
 
 /// Destinations given a behaviour for a phase, and the subscribers whose deliveries are timed.
@@ -294,7 +312,7 @@ fn checked_figures(r: &mut Report, hub: &HubRun, prefix: &str) {
         r.figure(&format!("{prefix}hub_latency_p50_us"), q.p50 as f64);
         r.figure(&format!("{prefix}hub_latency_p99_us"), q.p99 as f64);
     }
-    if let Some(t) = &hub.tally {
+    if let Some(t) = &hub.phase.tally {
         r.figure(&format!("{prefix}lost"), t.lost as f64);
         r.figure(
             &format!("{prefix}superseded_by_coalescing"),
@@ -305,7 +323,7 @@ fn checked_figures(r: &mut Report, hub: &HubRun, prefix: &str) {
     if let Some(b) = hub.phase.bad_signatures {
         r.figure(&format!("{prefix}bad_signatures"), b as f64);
     }
-    if hub.tally.is_none() {
+    if hub.phase.tally.is_none() {
         r.note(
             "the hub delivered to the lean sink, counted from its /metrics: latency, loss, \
              duplicates and signatures were not measured (absent from the figures)"
@@ -355,7 +373,7 @@ async fn latency(o: &Options, topo: &Topology, r: &mut Report) -> anyhow::Result
         r.figure("latency_p999_us", q.p999 as f64);
     }
     r.figure("events_per_second_offered", rate);
-    let t = hub.tally.unwrap_or_default();
+    let t = hub.phase.tally.unwrap_or_default();
     r.figure("lost", t.lost as f64);
     r.figure("superseded_by_coalescing", t.superseded as f64);
     r.figure(
@@ -401,7 +419,7 @@ async fn dead_destinations(
     );
     r.figure(
         "lost_at_healthy",
-        troubled.tally.unwrap_or_default().lost as f64,
+        troubled.phase.tally.unwrap_or_default().lost as f64,
     );
     Ok(vec![clean.phase, troubled.phase])
 }
@@ -417,7 +435,7 @@ async fn crash(o: &Options, topo: &Topology, r: &mut Report) -> anyhow::Result<V
     )
     .await?;
     hub.phase.label = "hub, kill -9 at 30%".into();
-    let t = hub.tally.unwrap_or_default();
+    let t = hub.phase.tally.unwrap_or_default();
     r.figure("crash_lost", t.lost as f64);
     r.figure("crash_duplicates", t.duplicates as f64);
     r.figure("crash_superseded", t.superseded as f64);
@@ -564,16 +582,7 @@ async fn hub_phase(o: &Options, topo: &Topology, plan: Plan<'_>) -> anyhow::Resu
     let sent = stats.deliveries.load(Ordering::Relaxed);
     let mut phase = Phase::from_sink("hub", &stats, sent, seconds);
     phase.tally = Some(tally);
-    let rss = hub.rss();
-    let disk = hub.disk();
-    hub.stop().await?;
-    Ok(HubRun {
-        phase,
-        subscribe_seconds,
-        rss,
-        disk,
-        tally: Some(tally),
-    })
+    HubRun::finish(hub, phase, subscribe_seconds).await
 }
 
 /// The last lines of the hub's log in `dir`.
@@ -634,16 +643,7 @@ async fn hub_phase_lean(o: &Options, topo: &Topology, lean: &LeanSink) -> anyhow
     };
     bar.finish_and_clear();
     let phase = Phase::from_hub_count(&format!("hub → {} (lean)", lean.name()), &count);
-    let rss = hub.rss();
-    let disk = hub.disk();
-    hub.stop().await?;
-    Ok(HubRun {
-        phase,
-        subscribe_seconds,
-        rss,
-        disk,
-        tally: None,
-    })
+    HubRun::finish(hub, phase, subscribe_seconds).await
 }
 
 async fn baseline_phase(o: &Options, topo: &Topology) -> anyhow::Result<Phase> {
