@@ -9,6 +9,7 @@ use super::shared::Shared;
 use super::window::Signal;
 use crate::storage::{Event, Retry, Subscription};
 use bytes::Bytes;
+use hyper::header::{self, HeaderName, HeaderValue};
 use rand::Rng;
 
 /// What is the same for every subscriber of one event, prepared once.
@@ -16,17 +17,27 @@ pub struct Prepared {
     pub event: u64,
     pub topic: String,
     pub content_type: String,
-    pub link: String,
+    /// `Content-Type` and `Link: <hub>; rel="hub", <topic>; rel="self"` as HTTP header values;
+    /// `None` when either is not a valid header value (each delivery then fails, saying so).
+    pub http_headers: Option<[(HeaderName, HeaderValue); 2]>,
     pub body: Bytes,
 }
 
 impl Prepared {
     pub fn new(hub_url: &str, event: &Event) -> Prepared {
+        let link = format!("<{hub_url}>; rel=\"hub\", <{}>; rel=\"self\"", event.topic);
+        let http_headers = match (
+            HeaderValue::from_str(&event.content_type),
+            HeaderValue::from_str(&link),
+        ) {
+            (Ok(ct), Ok(link)) => Some([(header::CONTENT_TYPE, ct), (header::LINK, link)]),
+            _ => None,
+        };
         Prepared {
             event: event.seq,
             topic: event.topic.clone(),
             content_type: event.content_type.clone(),
-            link: format!("<{hub_url}>; rel=\"hub\", <{}>; rel=\"self\"", event.topic),
+            http_headers,
             body: event.body.clone(),
         }
     }

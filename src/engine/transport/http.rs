@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper::StatusCode;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue};
 
 use super::Transport;
 use super::lean::LeanClient;
@@ -56,20 +56,12 @@ impl Transport for HttpTransport {
         if let Err(e) = self.policy.check_literal(&url) {
             return Outcome::Failed(Failure::Blocked(e.to_string()));
         }
-        let value = |v: &str, what: &str| {
-            HeaderValue::from_str(v).map_err(|_| Failure::Other(format!("{what} is not a header")))
+        let Some(common) = &p.http_headers else {
+            let why = "the content type or the Link header is not a valid header value";
+            return Outcome::Failed(Failure::Other(why.into()));
         };
         let mut headers = Vec::with_capacity(3);
-        match (
-            value(&p.content_type, "the content type"),
-            value(&p.link, "the Link header"),
-        ) {
-            (Ok(ct), Ok(link)) => {
-                headers.push((header::CONTENT_TYPE, ct));
-                headers.push((header::LINK, link));
-            }
-            (Err(f), _) | (_, Err(f)) => return Outcome::Failed(f),
-        }
+        headers.extend_from_slice(common);
         if let Some(secret) = &sub.secret {
             let sig = signature::sign(self.algorithm, secret.as_bytes(), &p.body);
             match HeaderValue::from_str(&sig) {

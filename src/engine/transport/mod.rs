@@ -80,7 +80,7 @@ mod tests {
             event: 1,
             topic: "http://t/".into(),
             content_type: "text/plain".into(),
-            link: String::new(),
+            http_headers: None,
             body: bytes::Bytes::new(),
         };
         let sub = |endpoint: &str| Subscription {
