@@ -6,7 +6,8 @@
 # Runs `hubcast-loadtest SCENARIO --runs 1 --hub-bin HUB_BINARY [options]`, records the hub
 # process from its start to its exit with `perf record --call-graph dwarf`, and folds the
 # samples into OUT.svg with inferno (`cargo install inferno`). Needs perf and a hub built with
-# line tables (the release profile has them). The whole run is recorded: subscribing, then
+# line tables (the release profile has them); FOLDED=FILE keeps the folded stacks too. The
+# whole run is recorded: subscribing, then
 # delivering.
 set -euo pipefail
 out=$1 bin=$(realpath "$2") scenario=$3
@@ -31,6 +32,7 @@ perf record -q -F "${PROFILE_HZ:-299}" --call-graph dwarf,16384 -p "$pid" -o "$w
     >/dev/null 2>&1 || true
 wait "$lt" || { cat "$work/log" >&2; exit 1; }
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/folded"
+[ -n "${FOLDED:-}" ] && cp "$work/folded" "$FOLDED"
 inferno-flamegraph --minwidth 0.2 --title "hub: $scenario $*" <"$work/folded" >"$out"
 grep -E "ceiling_req|hub_deliv|hub_to_ceil|latency_p99|superseded|verified|phase_[ab]_(deliveries|latency_p99|backlog_slope)" \
     "$work/log" || true

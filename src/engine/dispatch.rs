@@ -11,7 +11,9 @@
 //! A job is (event, destination, cursor): the worker pages through that destination's
 //! subscribers in callback order and checkpoints the cursor as deliveries complete
 //! (`deliver_page`), so a crash repeats only what was in flight or done since the last
-//! checkpoint. Successes write nothing per subscriber; failures become retry records.
+//! checkpoint. Successes write nothing per subscriber; failures become retry records. A job
+//! done is removed from storage with the other jobs of its event ([`super::completion`]); a
+//! job fresh from the planner is not read back from storage before it starts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, Semaphore};
 
+use super::completion::{self, Completions};
 use super::deliver::{Outcome, Prepared, send, settle, signal};
 use super::history::{DeliveryRecord, History};
 use super::shared::Shared;
@@ -43,6 +46,8 @@ pub struct Dispatcher {
     window: WindowConfig,
     transports: Transports,
     history: History,
+    /// Jobs done, removed from storage by event.
+    completions: Arc<Completions>,
 }
 
 pub struct Destination {
@@ -101,7 +106,13 @@ impl Dispatcher {
             transports,
             history,
             shared,
+            completions: Arc::default(),
         })
+    }
+
+    /// The jobs done and not yet removed from storage.
+    pub fn completions(&self) -> &Arc<Completions> {
+        &self.completions
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -136,14 +147,30 @@ impl Dispatcher {
         &self.global
     }
 
-    /// Queues a job on its destination and starts the destination's worker if idle.
+    /// Queues a job claimed from storage on its destination and starts the destination's
+    /// worker if idle.
     pub fn enqueue(self: &Arc<Self>, job: Job) {
+        self.queue(job, false);
+    }
+
+    /// Queues a job the planner has just handed on: stored with its event and never started,
+    /// so it starts without being read back.
+    pub fn enqueue_new(self: &Arc<Self>, job: Job) {
+        self.queue(job, true);
+    }
+
+    fn queue(self: &Arc<Self>, job: Job, fresh: bool) {
         let dest = self.destination(&job.destination);
+        let event = job.event;
         let start = {
             let mut q = lock(&dest.state);
-            if !q.known.insert(job.event) {
+            if !q.known.insert(event) {
                 return;
             }
+            if fresh {
+                q.fresh.insert(event);
+            }
+            self.completions.opened(event);
             q.push_back(job);
             !std::mem::replace(&mut q.running, true)
         };
@@ -221,11 +248,20 @@ async fn run_one(d: &Arc<Dispatcher>, dest: &Destination, job: Job) {
     let topic = job.topic.clone();
     let job = coalesce_backlog(d, dest, job).await;
     let event = job.event;
-    match run_job(d, dest, job.clone()).await {
-        Ok(()) => {
+    let fresh = lock(&dest.state).fresh.remove(&event);
+    match run_job(d, dest, job.clone(), fresh).await {
+        Ok(true) => {
             lock(&dest.state).known.remove(&event);
-            // Done, or stopping with its cursor stored: either way no longer this node's.
+            // Removed from storage (and released) with the other jobs of its event.
+            if let Some(removal) = d.completions.done(event, &dest.name) {
+                completion::remove(&d.shared, &d.completions, removal).await;
+            }
+        }
+        Ok(false) => {
+            // Stopping with its cursor stored: no longer this node's.
+            lock(&dest.state).known.remove(&event);
             d.shared.release(vec![WorkKey::job(&job)]).await;
+            d.left(event).await;
         }
         Err(e) => {
             tracing::error!(destination = %dest.name, event, error = %e, "delivery job failed");
@@ -237,6 +273,16 @@ async fn run_one(d: &Arc<Dispatcher>, dest: &Destination, job: Job) {
         }
     }
     lock(&dest.state).finish(&topic);
+}
+
+impl Dispatcher {
+    /// A job of `event` left this node without being done here: the jobs of the event done
+    /// here are removed if it was the last.
+    async fn left(&self, event: u64) {
+        if let Some(removal) = self.completions.left(event) {
+            completion::remove(&self.shared, &self.completions, removal).await;
+        }
+    }
 }
 
 /// Most events merged into one delivery.
@@ -274,8 +320,22 @@ async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
                 }
                 q.known.insert(merged.event);
             }
-            let replaced = std::iter::once(&job).chain(&later).map(WorkKey::job);
-            d.shared.release(replaced.collect()).await;
+            {
+                let mut q = lock(&dest.state);
+                q.fresh.remove(&job.event);
+                for j in &later {
+                    q.fresh.remove(&j.event);
+                }
+                q.fresh.insert(merged.event);
+            }
+            d.completions.opened(merged.event);
+            let replaced = std::iter::once(&job).chain(&later);
+            d.shared
+                .release(replaced.clone().map(WorkKey::job).collect())
+                .await;
+            for j in replaced {
+                d.left(j.event).await;
+            }
             // Created by this node just now: nobody else can hold it.
             d.shared.take(vec![WorkKey::job(&merged)]).await;
             d.shared.metrics.coalesced(later.len() as u64 + 1);
@@ -343,17 +403,21 @@ async fn merge_events(
     Ok(Some(merged))
 }
 
+/// Runs the job; `true` when it is done (to be removed from storage), `false` when the hub
+/// stops first (its cursor is stored). A job claimed from storage (not `fresh`) is read back
+/// first: it may have been done meanwhile, or have moved on (its cursor).
 async fn run_job(
     d: &Arc<Dispatcher>,
     dest: &Destination,
     mut job: Job,
-) -> Result<(), StorageError> {
+    fresh: bool,
+) -> Result<bool, StorageError> {
     let store = &d.shared.store;
-    // The job as stored: it may have been done meanwhile (queued twice, by the planner and by a
-    // rescan), or have moved on (its cursor).
-    match store.delivery.job(job.event, &job.destination).await? {
-        Some(stored) => job = stored,
-        None => return Ok(()),
+    if !fresh {
+        match store.delivery.job(job.event, &job.destination).await? {
+            Some(stored) => job = stored,
+            None => return Ok(true),
+        }
     }
     let event = match d.stream.recent(job.event) {
         Some(e) => Some(e),
@@ -362,16 +426,12 @@ async fn run_job(
     let Some(event) = event else {
         tracing::error!(event = job.event, destination = %job.destination,
             "a job's event is no longer stored; the job is dropped");
-        store
-            .delivery
-            .remove_job(job.event, &job.destination)
-            .await?;
-        return Ok(());
+        return Ok(true);
     };
     let prepared = Prepared::new(&d.shared.hub_url, &event);
     loop {
         if d.shared.shutdown.is_cancelled() {
-            return Ok(()); // the stored cursor resumes it
+            return Ok(false); // the stored cursor resumes it
         }
         let page = store
             .subs
@@ -385,15 +445,10 @@ async fn run_job(
         let last_page = page.len() < d.shared.cfg.page_size;
         if !page.is_empty() && !deliver_page(d, dest, &prepared, &page, &mut job, last_page).await?
         {
-            return Ok(()); // stopping: the stored cursor resumes it
+            return Ok(false); // stopping: the stored cursor resumes it
         }
         if last_page {
-            // The job is done; no cursor needs to be kept.
-            store
-                .delivery
-                .remove_job(job.event, &job.destination)
-                .await?;
-            return Ok(());
+            return Ok(true); // done: no cursor needs to be kept
         }
     }
 }
@@ -487,7 +542,7 @@ async fn deliver_page(
         return Ok(false);
     }
     if last_page {
-        return Ok(true); // the caller removes the job
+        return Ok(true); // done: removed with its event's other jobs
     }
     job.cursor = page.last().map(|s| s.callback.clone());
     store.delivery.put_job(job.clone()).await?;

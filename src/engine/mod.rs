@@ -4,14 +4,16 @@
 //! The engine's parts, each holding what it needs ([`shared::Shared`] and its own clients,
 //! queues and limits): the verifier ([`verify`]) checks intents; the fetcher ([`publish`])
 //! fetches and diffs topics and commits events to the log through the committed-event stream
-//! ([`stream`]); the planner ([`planner`]) follows that stream and stores one job per (event,
-//! destination); the dispatcher ([`dispatch`]) delivers jobs through destination windows and
-//! transports ([`transport`]); the retry loop ([`retry`]) and the sweeper ([`sweep`]) do the
+//! ([`stream`]), which stores one job per (event, destination) with each event; the planner
+//! ([`planner`]) follows that stream and hands the jobs on; the dispatcher ([`dispatch`])
+//! delivers them through destination windows and transports ([`transport`]) and removes the
+//! jobs of an event together once done ([`completion`]); the retry loop ([`retry`]) and the sweeper ([`sweep`]) do the
 //! rest. At start, and after the hand-off channel overflowed, the engine claims pending work
 //! from storage ([`claims`]), so a crash loses nothing that was acknowledged.
 
 pub mod claims;
 pub mod client;
+pub mod completion;
 pub mod deliver;
 pub mod dispatch;
 pub mod health;
@@ -235,6 +237,10 @@ impl Engine {
                 .clone()
                 .renew_until(shared.health.clone(), shared.shutdown.clone()),
         );
+        tracker.spawn(completion::run(
+            shared.clone(),
+            dispatcher.completions().clone(),
+        ));
         tracker.spawn(retry::run(dispatcher));
         tracker.spawn(sweep::run(shared));
         Ok((engine, Intake { tx, overflow }))
@@ -272,10 +278,12 @@ impl Engine {
             |p| WorkKey::Ping(p.id),
             |p| self.submit(Work::Ping(p)),
         );
+        // Jobs of events the planner has not reached are its to hand out.
+        let planned = self.shared.planned.load(Ordering::Relaxed);
         let jobs = claim_pages(
             claims,
             || self.dispatcher.queued_jobs(),
-            |c| async move { store.claim_jobs(&c, CLAIM_PAGE).await },
+            |c| async move { store.claim_jobs(&c, planned, CLAIM_PAGE).await },
             WorkKey::job,
             |j| self.dispatcher.enqueue(j),
         );

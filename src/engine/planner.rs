@@ -3,9 +3,10 @@
 //! were stored with the event, in the same transaction and flush
 //! ([`crate::storage::EventLog::append`]); events from the stream's in-memory window carry
 //! their destinations, others have their jobs read back. Nothing is lost: after a restart the
-//! engine claims every stored job, and the planner follows from the lead at start; a job handed
-//! on twice (by the planner and a rescan) runs once, as the dispatcher checks it is still
-//! stored.
+//! engine claims every stored job up to the lead at start, and the planner follows from there;
+//! rescans never claim the jobs of events the planner has not reached. A job from the
+//! in-memory window starts without being read back when this node is alone on its store;
+//! every other job is checked against storage first (another node may have done it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,28 +40,39 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
                 continue;
             }
         };
+        // Jobs straight from this node's writer are fresh (stored with their event, started
+        // nowhere) when no other node shares the store: they start without being read back.
+        let alone = shared.cfg.node_id.is_none();
         let mut jobs = Vec::new();
         for c in &events {
             let e = &c.event;
             match &c.destinations {
                 // Straight from the writer: the jobs stored with the event, without reading them.
                 Some(destinations) => {
-                    jobs.extend(destinations.iter().map(|d| Job::new(e.seq, d, &e.topic)));
+                    jobs.extend(
+                        destinations
+                            .iter()
+                            .map(|d| (Job::new(e.seq, d, &e.topic), alone)),
+                    );
                 }
                 None => {
                     let read = || store.delivery.jobs_of(e.seq);
                     let Some(stored) = health.persist("jobs of an event", stop, read).await else {
                         return;
                     };
-                    jobs.extend(stored);
+                    jobs.extend(stored.into_iter().map(|j| (j, false)));
                 }
             }
         }
         // Claimed before they are worked on: another node may have claimed some from storage.
-        let got = shared.take(jobs.iter().map(WorkKey::job).collect()).await;
-        for (job, mine) in jobs.into_iter().zip(got) {
-            if mine {
-                dispatcher.enqueue(job);
+        let got = shared
+            .take(jobs.iter().map(|(j, _)| WorkKey::job(j)).collect())
+            .await;
+        for ((job, fresh), mine) in jobs.into_iter().zip(got) {
+            match (mine, fresh) {
+                (true, true) => dispatcher.enqueue_new(job),
+                (true, false) => dispatcher.enqueue(job),
+                (false, _) => {}
             }
         }
         shared.planned.store(follower.position(), Ordering::Relaxed);

@@ -19,6 +19,9 @@ pub struct Queue {
     pub active: HashSet<String>,
     /// Events with a job here, waiting or running.
     pub known: HashSet<u64>,
+    /// Events whose job here the planner has just handed on (stored with its event, never
+    /// started): it starts without being read back from storage.
+    pub fresh: HashSet<u64>,
     /// Whether the destination's worker is running.
     pub running: bool,
 }

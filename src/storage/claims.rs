@@ -125,8 +125,10 @@ pub trait ClaimStore: Send + Sync {
     async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>>;
     /// Accepted pings nobody holds, claimed; at most `limit`, oldest first.
     async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>>;
-    /// Delivery jobs nobody holds, claimed; at most `limit`.
-    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>>;
+    /// Delivery jobs nobody holds, claimed; at most `limit`: those of events up to `up_to`
+    /// (the jobs of later events are the node's planner's to hand out as it reaches them) and
+    /// those of delivery documents.
+    async fn claim_jobs(&self, c: &Claim, up_to: u64, limit: usize) -> Result<Vec<Job>>;
     /// Retries due at `c.now_ms` that nobody holds, claimed; at most `limit`, earliest first.
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>>;
     /// Lets go of every lease `node` holds: a node that starts again releases what its

@@ -318,8 +318,11 @@ impl DeliveryStore for MemoryStore {
         Ok(())
     }
 
-    async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
-        self.lock().jobs.remove(&(destination.to_owned(), event));
+    async fn remove_jobs(&self, event: u64, destinations: &[String]) -> Result<()> {
+        let mut g = self.lock();
+        for d in destinations {
+            g.jobs.remove(&(d.clone(), event));
+        }
         Ok(())
     }
 
@@ -590,8 +593,14 @@ impl ClaimStore for MemoryStore {
         Ok(self.claim_from(c, all, limit, |p| WorkKey::Ping(p.id)))
     }
 
-    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
-        let all: Vec<Job> = self.lock().jobs.values().cloned().collect();
+    async fn claim_jobs(&self, c: &Claim, up_to: u64, limit: usize) -> Result<Vec<Job>> {
+        let all: Vec<Job> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|j| j.event <= up_to || j.event & DELIVERY_DOC != 0)
+            .cloned()
+            .collect();
         Ok(self.claim_from(c, all, limit, WorkKey::job))
     }
 

@@ -5,8 +5,8 @@
 //! - [`PublishStore`]: accepted pings waiting to be processed, per-topic fetch/diff state.
 //! - [`EventLog`]: the numbered stream of committed updates; [`EventLog::append`] records the
 //!   outcome of many pings in one transaction.
-//! - [`DeliveryStore`]: one job per (event, destination) with a cursor, retry records for single
-//!   failed deliveries, dead letters.
+//! - [`DeliveryStore`]: one job per (event, destination) with a cursor (a backend may keep an
+//!   event's jobs in one record), retry records for single failed deliveries, dead letters.
 //!
 //! Backends: [`sled_backend::SledStore`] (the default, embedded) and [`memory::MemoryStore`].
 //! The same conformance suite (`tests/it/storage_conformance/`) runs against both.
@@ -345,8 +345,11 @@ pub trait DeliveryStore: Send + Sync {
     async fn jobs_of(&self, event: u64) -> Result<Vec<Job>>;
     /// The stored job of (event, destination), if it is still pending.
     async fn job(&self, event: u64, destination: &str) -> Result<Option<Job>>;
+    /// Stores the job (its cursor: a checkpoint), adding it to its event's jobs if need be.
     async fn put_job(&self, job: Job) -> Result<()>;
-    async fn remove_job(&self, event: u64, destination: &str) -> Result<()>;
+    /// Removes the jobs of `event` at `destinations` (done); absent ones are ignored. The
+    /// engine removes the jobs of an event it has done together, in one call.
+    async fn remove_jobs(&self, event: u64, destinations: &[String]) -> Result<()>;
     /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a
     /// document of `topic` holding their coalesced content: atomically, or (where a
     /// transaction is dear) by storing the document and the new job before removing the

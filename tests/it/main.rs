@@ -9,6 +9,7 @@ mod distribution;
 mod event_log;
 mod fat_ping;
 mod helpers;
+mod jobs_done;
 mod logging;
 mod operations;
 mod ops_scene;

@@ -49,8 +49,10 @@ impl ClaimStore for SledStore {
         })
     }
 
-    async fn claim_jobs(&self, c: &Claim, limit: usize) -> Result<Vec<Job>> {
-        self.claim_walk(c, &self.jobs, None, limit, from_json, WorkKey::job)
+    async fn claim_jobs(&self, c: &Claim, up_to: u64, limit: usize) -> Result<Vec<Job>> {
+        self.walk_jobs(up_to, limit, |j| {
+            self.leases.take(c, &WorkKey::job(j), false)
+        })
     }
 
     async fn claim_due_retries(&self, c: &Claim, limit: usize) -> Result<Vec<Retry>> {

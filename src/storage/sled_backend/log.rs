@@ -1,6 +1,6 @@
 //! The event log on sled: the `events`, `meta`, `topic_seqs`, `cursors` and `delivery_docs`
 //! trees. One appender at a time (under the store's `log_lock`) numbers events inside the
-//! append transaction, which also stores their jobs.
+//! append transaction, which also stores their jobs (one `fanouts` record per event).
 
 use async_trait::async_trait;
 
@@ -22,10 +22,10 @@ impl EventLog for SledStore {
             &self.topics,
             &self.events,
             &self.pings,
-            &self.jobs,
+            &self.fanouts,
         );
         let (numbers, new_lead, added) = trees
-            .transaction(|(meta, topic_seqs, topics, events, pings, jobs)| {
+            .transaction(|(meta, topic_seqs, topics, events, pings, fanouts)| {
                 let mut next = lead;
                 let mut added = 0u64;
                 let mut numbers = Vec::with_capacity(commits.len());
@@ -46,8 +46,9 @@ impl EventLog for SledStore {
                     topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
                     let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
                     events.insert(&be(next), encode_event(&event))?;
-                    for d in &c.destinations {
-                        jobs.insert(job_key(d, next), json(&Job::new(next, d, &c.topic)))?;
+                    if !c.destinations.is_empty() {
+                        let jobs = super::jobs::Fanout::new(&c.topic, &c.destinations);
+                        fanouts.insert(&be(next), jobs.encode())?;
                     }
                     added += event.body.len() as u64;
                     numbers.push(Some(event));

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 mod claims;
+mod jobs;
 mod log;
 mod subs;
 
@@ -55,7 +56,8 @@ pub struct SledStore {
     pings: sled::Tree,
     topics: sled::Tree,
     events: sled::Tree,
-    jobs: sled::Tree,
+    /// Delivery jobs: one record per event ([`jobs`]).
+    fanouts: sled::Tree,
     retries: sled::Tree,
     dead: sled::Tree,
     /// Records in `retries` and `dead`: counted once at open, then kept up to date, so the
@@ -102,27 +104,6 @@ fn expiry_key(s: &Subscription) -> Vec<u8> {
     let mut k = be(s.expires_ms).to_vec();
     k.extend_from_slice(&sub_key(&s.topic, &s.destination, &s.callback));
     k
-}
-
-/// Event first, so that the jobs of one event are one prefix.
-fn job_key(destination: &str, event: u64) -> Vec<u8> {
-    let mut k = be(event).to_vec();
-    k.extend_from_slice(destination.as_bytes());
-    k
-}
-
-/// Jobs stored by earlier versions under `destination \0 event` get today's keys.
-fn migrate_job_keys(jobs: &sled::Tree) -> Result<()> {
-    for entry in jobs.iter() {
-        let (k, v) = entry?;
-        let job: Job = from_json(&v)?;
-        let key = job_key(&job.destination, job.event);
-        if k.as_ref() != key.as_slice() {
-            jobs.insert(key, v)?;
-            jobs.remove(k)?;
-        }
-    }
-    Ok(())
 }
 
 fn retry_key(r: &Retry) -> Vec<u8> {
@@ -184,10 +165,10 @@ impl SledStore {
                 None => 0,
             },
         };
-        let jobs = t("jobs")?;
-        migrate_job_keys(&jobs)?;
+        let fanouts = t("fanouts")?;
+        jobs::migrate_old_jobs(&t("jobs")?, &fanouts)?;
         Ok(SledStore {
-            jobs,
+            fanouts,
             topic_seqs: t("topic_seqs")?,
             cursors: t("cursors")?,
             docs: t("delivery_docs")?,
@@ -218,7 +199,7 @@ impl SledStore {
         start: Bound<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<Subscription>> {
-        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut out = Vec::new();
         for entry in self.subs.range((start, Bound::Unbounded)) {
             let (k, v) = entry?;
             if !k.starts_with(prefix) || out.len() >= limit {
@@ -254,7 +235,7 @@ impl SledStore {
             let d: DeadLetter = from_json(&v)?;
             used.insert(d.event);
         }
-        for entry in self.jobs.iter() {
+        for entry in self.fanouts.iter() {
             let (k, _) = entry?;
             used.insert(read_be(&k)?);
         }
@@ -384,35 +365,23 @@ impl PublishStore for SledStore {
 #[async_trait]
 impl DeliveryStore for SledStore {
     async fn jobs(&self) -> Result<Vec<Job>> {
-        self.scan_prefix_values(&self.jobs, &[])?
-            .iter()
-            .map(|v| from_json(v))
-            .collect()
+        self.all_jobs()
     }
 
     async fn jobs_of(&self, event: u64) -> Result<Vec<Job>> {
-        self.scan_prefix_values(&self.jobs, &be(event))?
-            .iter()
-            .map(|v| from_json(v))
-            .collect()
+        self.jobs_of_event(event)
     }
 
     async fn job(&self, event: u64, destination: &str) -> Result<Option<Job>> {
-        self.jobs
-            .get(job_key(destination, event))?
-            .map(|v| from_json(&v))
-            .transpose()
+        self.one_job(event, destination)
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
-        self.jobs
-            .insert(job_key(&job.destination, job.event), json(&job))?;
-        Ok(())
+        self.store_job(&job)
     }
 
-    async fn remove_job(&self, event: u64, destination: &str) -> Result<()> {
-        self.jobs.remove(job_key(destination, event))?;
-        Ok(())
+    async fn remove_jobs(&self, event: u64, destinations: &[String]) -> Result<()> {
+        self.drop_jobs(event, destinations)
     }
 
     async fn coalesce_jobs(
@@ -425,15 +394,16 @@ impl DeliveryStore for SledStore {
         let seq = self.generate_id()? | DELIVERY_DOC;
         let record = encode_event(&event.stored(seq, topic, 0, &self.hub_id));
         let job = Job::new(seq, destination, topic);
-        let job_record = json(&job);
+        let job_record = jobs::Fanout::new(topic, [&destination.to_owned()]).encode();
         // Not a transaction: sled writes every transaction out on its own (it seals its I/O
         // buffer around each), and coalescing happens exactly when the hub is behind. In this
         // order a crash part-way leaves the merged job and some replaced ones, so deliveries
         // may repeat; none is lost.
         self.docs.insert(be(seq), record)?;
-        self.jobs.insert(job_key(destination, seq), job_record)?;
+        self.fanouts.insert(be(seq), job_record)?;
+        let destination = [destination.to_owned()];
         for e in replaced {
-            self.jobs.remove(job_key(destination, *e))?;
+            self.drop_jobs(*e, &destination)?;
         }
         Ok(job)
     }
@@ -587,7 +557,7 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         let found = store.jobs_of(7).await.unwrap();
         assert_eq!(found, vec![Job::new(7, "http://x:80", "http://t/")]);
-        store.remove_job(7, "http://x:80").await.unwrap();
+        store.remove_jobs(7, &["http://x:80".into()]).await.unwrap();
         assert!(store.jobs().await.unwrap().is_empty());
     }
 }

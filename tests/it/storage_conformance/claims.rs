@@ -108,16 +108,41 @@ pub(super) async fn claims(s: Storage) {
             .await
             .unwrap();
     }
-    assert_eq!(s.claims.claim_jobs(&a, 1).await.unwrap().len(), 1);
-    let other = s.claims.claim_jobs(&b, 10).await.unwrap();
+    assert!(
+        s.claims.claim_jobs(&a, 0, 10).await.unwrap().is_empty(),
+        "events past `up_to` are the planner's"
+    );
+    assert_eq!(s.claims.claim_jobs(&a, 2, 1).await.unwrap().len(), 1);
+    let other = s.claims.claim_jobs(&b, 2, 10).await.unwrap();
     assert_eq!(other.len(), 1);
     assert!(
         s.claims
-            .claim_jobs(&node("c", 10), 10)
+            .claim_jobs(&node("c", 10), 2, 10)
             .await
             .unwrap()
             .is_empty()
     );
+    // The jobs of delivery documents are claimable whatever `up_to` says.
+    let doc = s
+        .delivery
+        .coalesce_jobs(
+            "http://z:80",
+            "http://t/",
+            &[],
+            NewEvent {
+                content_type: "text/plain".into(),
+                body: bytes::Bytes::from_static(b"merged"),
+                created_ms: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let claimed = s.claims.claim_jobs(&node("c", 10), 0, 10).await.unwrap();
+    assert_eq!(claimed, vec![doc.clone()]);
+    s.delivery
+        .remove_jobs(doc.event, &[doc.destination])
+        .await
+        .unwrap();
     s.subs
         .put_intent(Intent {
             id: 77,

@@ -157,8 +157,21 @@ pub(super) async fn publishing(s: Storage) {
     );
     assert!(s.delivery.jobs_of(4).await.unwrap().is_empty());
     assert_eq!(s.delivery.jobs().await.unwrap().len(), 4);
-    s.delivery.remove_job(3, "http://x:80").await.unwrap();
-    s.delivery.remove_job(3, "http://y:80").await.unwrap();
+    // An event's jobs done go together; one not stored is ignored.
+    s.delivery
+        .remove_jobs(3, &["http://x:80".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        job_shape(s.delivery.jobs_of(3).await.unwrap()),
+        [(3, "http://y:80".to_owned(), "http://u/".to_owned())],
+        "the other job of the event stays"
+    );
+    s.delivery
+        .remove_jobs(3, &["http://y:80".into(), "http://z:80".into()])
+        .await
+        .unwrap();
+    assert!(s.delivery.jobs_of(3).await.unwrap().is_empty());
     // Consumers keep named cursors.
     assert_eq!(s.log.cursor("relay").await.unwrap(), None);
     s.log.put_cursor("relay", 2).await.unwrap();
@@ -189,8 +202,12 @@ pub(super) async fn publishing(s: Storage) {
         "kept for its job"
     );
     // A document stays while referred to, and goes after two passes without a reference.
-    s.delivery.remove_job(1, "http://x:80").await.unwrap();
-    s.delivery.remove_job(2, "http://x:80").await.unwrap();
+    for event in [1, 2] {
+        s.delivery
+            .remove_jobs(event, &["http://x:80".into()])
+            .await
+            .unwrap();
+    }
     let (_, unreferenced) = s.log.prune(keep_all, 1_250, 3, &[]).await.unwrap();
     assert_eq!(unreferenced, [1, 2]);
     assert!(

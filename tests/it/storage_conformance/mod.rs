@@ -158,8 +158,23 @@ async fn delivery(s: Storage) {
         1,
         "a cursor update replaces the job"
     );
-    s.delivery.remove_job(7, "http://x:80").await.unwrap();
+    assert_eq!(
+        s.delivery
+            .job(7, "http://x:80")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor
+            .as_deref(),
+        Some("http://x/9")
+    );
+    assert_eq!(s.delivery.job(7, "http://y:80").await.unwrap(), None);
+    s.delivery
+        .remove_jobs(7, &["http://x:80".into()])
+        .await
+        .unwrap();
     assert!(s.delivery.jobs().await.unwrap().is_empty());
+    assert_eq!(s.delivery.job(7, "http://x:80").await.unwrap(), None);
 
     // Coalescing replaces a destination's jobs with one job of a new event, and only there.
     for (event, dest) in [(7, "http://x:80"), (8, "http://x:80"), (8, "http://y:80")] {
@@ -212,7 +227,7 @@ async fn delivery(s: Storage) {
     );
     for j in jobs {
         s.delivery
-            .remove_job(j.event, &j.destination)
+            .remove_jobs(j.event, &[j.destination])
             .await
             .unwrap();
     }
