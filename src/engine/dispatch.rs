@@ -27,6 +27,7 @@ use super::completion::{self, Completions};
 use super::deliver::{Outcome, Prepared, send, settle, signal};
 use super::history::{DeliveryRecord, History};
 use super::shared::Shared;
+use super::snapshot::Page;
 use super::stream::EventStream;
 use super::topic_queue::Queue;
 use super::transport::Transports;
@@ -150,16 +151,16 @@ impl Dispatcher {
     /// Queues a job claimed from storage on its destination and starts the destination's
     /// worker if idle.
     pub fn enqueue(self: &Arc<Self>, job: Job) {
-        self.queue(job, false);
+        self.queue(job, None);
     }
 
     /// Queues a job the planner has just handed on: stored with its event and never started,
-    /// so it starts without being read back.
-    pub fn enqueue_new(self: &Arc<Self>, job: Job) {
-        self.queue(job, true);
+    /// so it starts without being read back, with its subscribers if they were kept.
+    pub fn enqueue_new(self: &Arc<Self>, job: Job, subscribers: Option<Page>) {
+        self.queue(job, Some(subscribers));
     }
 
-    fn queue(self: &Arc<Self>, job: Job, fresh: bool) {
+    fn queue(self: &Arc<Self>, job: Job, fresh: Option<Option<Page>>) {
         let dest = self.destination(&job.destination);
         let event = job.event;
         let start = {
@@ -167,8 +168,8 @@ impl Dispatcher {
             if !q.known.insert(event) {
                 return;
             }
-            if fresh {
-                q.fresh.insert(event);
+            if let Some(page) = fresh {
+                q.fresh.insert(event, page);
             }
             self.completions.opened(event);
             q.push_back(job);
@@ -326,7 +327,7 @@ async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
                 for j in &later {
                     q.fresh.remove(&j.event);
                 }
-                q.fresh.insert(merged.event);
+                q.fresh.insert(merged.event, None);
             }
             d.completions.opened(merged.event);
             let replaced = std::iter::once(&job).chain(&later);
@@ -405,15 +406,17 @@ async fn merge_events(
 
 /// Runs the job; `true` when it is done (to be removed from storage), `false` when the hub
 /// stops first (its cursor is stored). A job claimed from storage (not `fresh`) is read back
-/// first: it may have been done meanwhile, or have moved on (its cursor).
+/// first: it may have been done meanwhile, or have moved on (its cursor). A fresh job with
+/// its subscribers kept delivers to them if they are still current, without reading a page.
 async fn run_job(
     d: &Arc<Dispatcher>,
     dest: &Destination,
     mut job: Job,
-    fresh: bool,
+    fresh: Option<Option<Page>>,
 ) -> Result<bool, StorageError> {
     let store = &d.shared.store;
-    if !fresh {
+    let kept = fresh.clone().flatten();
+    if fresh.is_none() {
         match store.delivery.job(job.event, &job.destination).await? {
             Some(stored) => job = stored,
             None => return Ok(true),
@@ -429,6 +432,17 @@ async fn run_job(
         return Ok(true);
     };
     let prepared = Prepared::new(&d.shared.hub_url, &event);
+    let now_ms = d.shared.clock.now_ms();
+    if let Some(subs) = kept
+        .as_ref()
+        .and_then(|p| p.current(&store.sub_changes, &event.topic, now_ms))
+        .filter(|subs| subs.len() <= d.shared.cfg.page_size && job.cursor.is_none())
+    {
+        if subs.is_empty() {
+            return Ok(true);
+        }
+        return deliver_page(d, dest, &prepared, subs, &mut job, true).await;
+    }
     loop {
         if d.shared.shutdown.is_cancelled() {
             return Ok(false); // the stored cursor resumes it

@@ -23,6 +23,7 @@ pub mod planner;
 pub mod publish;
 pub mod retry;
 pub mod shared;
+pub mod snapshot;
 pub mod stream;
 pub mod sweep;
 mod topic_queue;

@@ -5,8 +5,9 @@
 //! their destinations, others have their jobs read back. Nothing is lost: after a restart the
 //! engine claims every stored job up to the lead at start, and the planner follows from there;
 //! rescans never claim the jobs of events the planner has not reached. A job from the
-//! in-memory window starts without being read back when this node is alone on its store;
-//! every other job is checked against storage first (another node may have done it).
+//! in-memory window starts without being read back when this node is alone on its store, with
+//! its destination's part of the subscribers read for the event ([`super::snapshot`]); every
+//! other job is checked against storage first (another node may have done it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,18 +50,17 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
             match &c.destinations {
                 // Straight from the writer: the jobs stored with the event, without reading them.
                 Some(destinations) => {
-                    jobs.extend(
-                        destinations
-                            .iter()
-                            .map(|d| (Job::new(e.seq, d, &e.topic), alone)),
-                    );
+                    jobs.extend(destinations.iter().map(|d| {
+                        let page = c.subscribers.as_ref().map(|s| s.at(d));
+                        (Job::new(e.seq, d, &e.topic), alone.then_some(page))
+                    }));
                 }
                 None => {
                     let read = || store.delivery.jobs_of(e.seq);
                     let Some(stored) = health.persist("jobs of an event", stop, read).await else {
                         return;
                     };
-                    jobs.extend(stored.into_iter().map(|j| (j, false)));
+                    jobs.extend(stored.into_iter().map(|j| (j, None)));
                 }
             }
         }
@@ -70,8 +70,8 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
             .await;
         for ((job, fresh), mine) in jobs.into_iter().zip(got) {
             match (mine, fresh) {
-                (true, true) => dispatcher.enqueue_new(job),
-                (true, false) => dispatcher.enqueue(job),
+                (true, Some(page)) => dispatcher.enqueue_new(job, page),
+                (true, None) => dispatcher.enqueue(job),
                 (false, _) => {}
             }
         }

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use super::Ack;
 use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
 use super::shared::Shared;
+use super::snapshot::{self, Snapshot};
 use super::stream::{CommitError, EventStream};
 use crate::feed;
 use crate::metrics::Fetch;
@@ -347,26 +348,24 @@ async fn process(
     }
     state.content_hash = Some(diff.content_hash);
     state.entries = diff.entries;
-    let (event, destinations) = match diff.deliver {
+    let (event, destinations, subscribers) = match diff.deliver {
         Some(payload) => match fetcher
-            .persist("destinations of a topic", || {
-                fetcher.shared.store.subs.destinations(topic)
-            })
+            .persist("subscribers of a topic", || subscribers_of(fetcher, topic))
             .await
         {
             None => return Processed::Stopped,
             // Nobody left to tell (everyone unsubscribed since the ping): no event.
-            Some(d) if d.is_empty() => (None, d),
-            Some(d) => {
+            Some((d, _)) if d.is_empty() => (None, d, None),
+            Some((d, subscribers)) => {
                 let event = NewEvent {
                     content_type: content_type.to_owned(),
                     body: payload,
                     created_ms: now,
                 };
-                (Some(event), d)
+                (Some(event), d, subscribers)
             }
         },
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), None),
     };
     let commit = Commit {
         topic: topic.to_owned(),
@@ -377,7 +376,7 @@ async fn process(
     };
     // Appended with its jobs when it returns (the next diff sees the new state); the stream
     // flushes it before the planner, following the stream, hands the jobs to the dispatcher.
-    match fetcher.stream.commit(commit).await {
+    match fetcher.stream.commit(commit, subscribers).await {
         Ok(seq) => {
             tracing::info!(%topic, note = %diff.note, event = ?seq, "topic processed");
             Processed::Committed(seq)
@@ -391,6 +390,25 @@ async fn process(
             Processed::Failed(e)
         }
     }
+}
+
+/// The destination servers of `topic`'s subscribers and, when it has few enough to keep (at
+/// most [`snapshot::MAX_SUBSCRIBERS`]), the subscribers themselves, read in one pass.
+async fn subscribers_of(
+    fetcher: &Fetcher,
+    topic: &str,
+) -> Result<(Vec<String>, Option<Snapshot>), StorageError> {
+    let store = &fetcher.shared.store;
+    let changes = store.sub_changes.of(topic);
+    let subs = store
+        .subs
+        .scan(Some(topic), None, snapshot::MAX_SUBSCRIBERS + 1)
+        .await?;
+    if subs.len() > snapshot::MAX_SUBSCRIBERS {
+        return Ok((store.subs.destinations(topic).await?, None));
+    }
+    let snapshot = Snapshot::new(subs, changes);
+    Ok((snapshot.destinations(), Some(snapshot)))
 }
 
 /// Removes pings that need nothing more, storing `state` if given (without pings: storing

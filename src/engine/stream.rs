@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::health::Health;
+use super::snapshot::Snapshot;
 use crate::storage::{Commit, Event, EventLog, Storage, StorageError};
 
 /// What the stream's storage calls are called in the health report (`/readyz`).
@@ -31,6 +32,13 @@ const RECENT_BYTES: usize = 16 << 20;
 
 type Reply = oneshot::Sender<Result<Option<u64>, StorageError>>;
 
+/// A commit waiting to be appended: with the subscribers read for it, and who to answer.
+struct Pending {
+    commit: Commit,
+    subscribers: Option<Snapshot>,
+    reply: Reply,
+}
+
 /// One committed event as a follower gets it.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -38,6 +46,16 @@ pub struct Committed {
     /// The destination servers its jobs were stored for, when it comes from the in-memory
     /// window (`None` when it was read back from the log).
     pub destinations: Option<Arc<[String]>>,
+    /// The topic's subscribers read for it, when it comes from the window and they were few
+    /// enough to keep.
+    pub subscribers: Option<Snapshot>,
+}
+
+impl Committed {
+    /// What it holds in memory: its body and its subscribers.
+    fn bytes(&self) -> usize {
+        self.event.body.len() + self.subscribers.as_ref().map_or(0, Snapshot::bytes)
+    }
 }
 
 /// The newest committed events, contiguous in sequence order.
@@ -59,11 +77,11 @@ impl Recent {
             self.events.clear();
             self.bytes = 0;
         }
-        self.bytes += c.event.body.len();
+        self.bytes += c.bytes();
         self.events.push_back(c);
         while self.events.len() > RECENT_EVENTS || self.bytes > RECENT_BYTES {
             match self.events.pop_front() {
-                Some(old) => self.bytes -= old.event.body.len(),
+                Some(old) => self.bytes -= old.bytes(),
                 None => break,
             }
         }
@@ -99,7 +117,7 @@ impl Recent {
 pub struct EventStream {
     writer: Arc<Writer>,
     /// Commits waiting to be appended.
-    pending: Mutex<Vec<(Commit, Reply)>>,
+    pending: Mutex<Vec<Pending>>,
     /// Held by the caller that appends: it takes every pending commit (its own and those that
     /// queued behind it) into one transaction. No task hop on the way.
     appending: tokio::sync::Mutex<mpsc::Sender<Appended>>,
@@ -153,12 +171,21 @@ impl EventStream {
     /// it. It becomes durable with the next flush, before any follower sees it; a crash before
     /// that loses commit and ping removal together, so the ping is processed again. Every
     /// commit waiting when an append starts goes into the same transaction (group commit).
-    pub async fn commit(&self, commit: Commit) -> Result<Option<u64>, CommitError> {
+    /// `subscribers`, the topic's subscribers read for the commit, travel with its event.
+    pub async fn commit(
+        &self,
+        commit: Commit,
+        subscribers: Option<Snapshot>,
+    ) -> Result<Option<u64>, CommitError> {
         let (reply, mut answer) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((commit, reply));
+            .push(Pending {
+                commit,
+                subscribers,
+                reply,
+            });
         loop {
             tokio::select! {
                 biased;
@@ -176,7 +203,7 @@ impl EventStream {
 
     async fn append_pending(&self, to_flush: &mpsc::Sender<Appended>) {
         loop {
-            let batch: Vec<(Commit, Reply)> = {
+            let batch: Vec<Pending> = {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 let n = pending.len().min(MAX_BATCH);
                 pending.drain(..n).collect()
@@ -184,7 +211,14 @@ impl EventStream {
             if batch.is_empty() {
                 return;
             }
-            let (commits, replies): (Vec<Commit>, Vec<Reply>) = batch.into_iter().unzip();
+            let mut commits = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut snapshots = Vec::with_capacity(batch.len());
+            for p in batch {
+                commits.push(p.commit);
+                replies.push(p.reply);
+                snapshots.push(p.subscribers);
+            }
             let events = match self.writer.append(&commits, &self.stop).await {
                 Some(Ok(events)) => events,
                 Some(Err(e)) => {
@@ -201,8 +235,15 @@ impl EventStream {
             let batch = Appended {
                 events: events
                     .into_iter()
-                    .zip(&commits)
-                    .map(|(e, c)| (e, Arc::from(c.destinations.as_slice())))
+                    .zip(commits)
+                    .zip(snapshots)
+                    .filter_map(|((e, c), subscribers)| {
+                        Some(Committed {
+                            event: e?,
+                            destinations: Some(Arc::from(c.destinations)),
+                            subscribers,
+                        })
+                    })
                     .collect(),
             };
             if to_flush.send(batch).await.is_err() {
@@ -251,10 +292,10 @@ struct Writer {
     recent: Arc<Mutex<Recent>>,
 }
 
-/// An appended batch on its way to the flush: each commit's event (if any) with its
-/// destinations.
+/// An appended batch on its way to the flush: the events of its commits, with their
+/// destinations and subscribers.
 struct Appended {
-    events: Vec<(Option<Event>, Arc<[String]>)>,
+    events: Vec<Committed>,
 }
 
 /// Appended batches waiting for their flush; an appender beyond it waits. One: while a flush
@@ -308,24 +349,19 @@ impl Writer {
                 continue;
             }
             for batch in waiting.drain(..) {
-                self.publish(&batch.events);
+                self.publish(batch.events);
             }
         }
     }
 
     /// Durable events: into the in-memory window, then the lead moves.
-    fn publish(&self, events: &[(Option<Event>, Arc<[String]>)]) {
+    fn publish(&self, events: Vec<Committed>) {
         let mut newest = None;
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for (e, destinations) in events {
-                if let Some(e) = e {
-                    newest = Some(e.seq);
-                    recent.push(Committed {
-                        event: e.clone(),
-                        destinations: Some(destinations.clone()),
-                    });
-                }
+            for c in events {
+                newest = Some(c.event.seq);
+                recent.push(c);
             }
         }
         if let Some(newest) = newest {
@@ -367,6 +403,7 @@ impl Follower {
                         .map(|event| Committed {
                             event,
                             destinations: None,
+                            subscribers: None,
                         })
                         .collect(),
                 };
@@ -413,6 +450,7 @@ mod tests {
                 created_ms: 0,
             },
             destinations: Some(Arc::from(vec!["http://d:80".to_owned()])),
+            subscribers: None,
         }
     }
 

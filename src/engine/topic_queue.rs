@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use super::snapshot::Page;
 use crate::storage::Job;
 
 /// A destination's waiting jobs, one FIFO per topic. Topics take turns; at most one job per
@@ -20,8 +21,9 @@ pub struct Queue {
     /// Events with a job here, waiting or running.
     pub known: HashSet<u64>,
     /// Events whose job here the planner has just handed on (stored with its event, never
-    /// started): it starts without being read back from storage.
-    pub fresh: HashSet<u64>,
+    /// started): it starts without being read back from storage, with the subscribers read
+    /// for the event, if kept.
+    pub fresh: HashMap<u64, Option<Page>>,
     /// Whether the destination's worker is running.
     pub running: bool,
 }

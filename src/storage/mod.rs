@@ -16,9 +16,11 @@ pub mod codec;
 mod event_log;
 pub mod memory;
 pub mod sled_backend;
+mod sub_changes;
 
 pub use claims::{Claim, ClaimStore, RetryKey, WorkKey};
 pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, Retention};
+pub use sub_changes::SubChanges;
 
 use std::sync::Arc;
 
@@ -399,6 +401,8 @@ pub struct Storage {
     pub delivery: Arc<dyn DeliveryStore>,
     pub log: Arc<dyn EventLog>,
     pub claims: Arc<dyn ClaimStore>,
+    /// Writes through `subs`, counted per topic.
+    pub sub_changes: Arc<SubChanges>,
     ids: Arc<dyn IdSource>,
     flusher: Arc<dyn Flush>,
 }
@@ -420,8 +424,13 @@ pub trait Flush: Send + Sync {
 
 impl Storage {
     pub fn new<B: Backend + IdSource + Flush + 'static>(backend: Arc<B>) -> Storage {
+        let sub_changes = Arc::new(SubChanges::default());
         Storage {
-            subs: backend.clone(),
+            subs: Arc::new(sub_changes::Watched {
+                inner: backend.clone(),
+                changes: sub_changes.clone(),
+            }),
+            sub_changes,
             publish: backend.clone(),
             delivery: backend.clone(),
             log: backend.clone(),

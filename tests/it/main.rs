@@ -10,6 +10,7 @@ mod event_log;
 mod fat_ping;
 mod helpers;
 mod jobs_done;
+mod kept_subscribers;
 mod logging;
 mod operations;
 mod ops_scene;
