@@ -5,7 +5,7 @@
 //! can only make it re-read needlessly, never miss a change). Changes made by another node
 //! sharing the store are not seen: only a node alone on its store relies on it.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,9 +32,7 @@ impl Default for SubChanges {
 
 impl SubChanges {
     fn shard(&self, topic: &str) -> &AtomicU64 {
-        let mut h = self.hasher.build_hasher();
-        topic.hash(&mut h);
-        &self.shards[(h.finish() % SHARDS as u64) as usize]
+        &self.shards[(self.hasher.hash_one(topic) % SHARDS as u64) as usize]
     }
 
     /// The count of `topic`'s shard: read it before reading the topic's subscribers.
