@@ -19,8 +19,14 @@ use crate::storage::WorkKey;
 /// How long jobs done wait for the rest of their event's before they are removed anyway.
 pub const HOLD: Duration = Duration::from_secs(1);
 
-/// Jobs to remove from storage: an event and the destinations whose jobs are done.
-pub type Removal = (u64, Vec<String>);
+/// Jobs to remove from storage: an event and the destinations whose jobs are done; `all`
+/// when they are every job the event has (the event's jobs go as a whole, unread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub event: u64,
+    pub destinations: Vec<String>,
+    pub all: bool,
+}
 
 #[derive(Default)]
 pub struct Completions {
@@ -42,6 +48,34 @@ struct Open {
     done: Vec<String>,
     /// When the first of `done` was.
     since: Instant,
+    /// How many jobs the event has in all, when every one of them is this node's.
+    whole: Option<usize>,
+    /// Some of its jobs were removed already (or their removal failed and was put back).
+    removed_some: bool,
+}
+
+impl Open {
+    fn new() -> Open {
+        Open {
+            running: 0,
+            done: Vec::new(),
+            since: Instant::now(),
+            whole: None,
+            removed_some: false,
+        }
+    }
+
+    /// Takes the jobs done for removal.
+    fn take(&mut self, event: u64) -> Removal {
+        let destinations = std::mem::take(&mut self.done);
+        let all = !self.removed_some && self.running == 0 && self.whole == Some(destinations.len());
+        self.removed_some = true;
+        Removal {
+            event,
+            destinations,
+            all,
+        }
+    }
 }
 
 impl Completions {
@@ -52,12 +86,14 @@ impl Completions {
     /// A job of `event` was queued here.
     pub fn opened(&self, event: u64) {
         let mut s = self.lock();
-        let open = s.events.entry(event).or_insert_with(|| Open {
-            running: 0,
-            done: Vec::new(),
-            since: Instant::now(),
-        });
-        open.running += 1;
+        s.events.entry(event).or_insert_with(Open::new).running += 1;
+    }
+
+    /// Every one of `event`'s `jobs` jobs is this node's (the planner acquired them all, or it
+    /// made the event): once all are done they are removed as a whole.
+    pub fn whole(&self, event: u64, jobs: usize) {
+        let mut s = self.lock();
+        s.events.entry(event).or_insert_with(Open::new).whole = Some(jobs);
     }
 
     /// The job of `event` at `destination` is done. Returns what to remove now: every job of
@@ -74,8 +110,8 @@ impl Completions {
         Self::settle(&mut s, event, closed)
     }
 
-    /// A job of `event` left without being done here (merged into another, or stopped with its
-    /// cursor stored): like [`Self::done`], without noting it.
+    /// A job of `event` left without being done here (the hub stopped it with its cursor
+    /// stored): like [`Self::done`], without noting it.
     pub fn left(&self, event: u64) -> Option<Removal> {
         let mut s = self.lock();
         let closed = s.closed;
@@ -88,12 +124,12 @@ impl Completions {
         let open = s.events.get_mut(&event)?;
         if open.running > 0 {
             if now && !open.done.is_empty() {
-                return Some((event, std::mem::take(&mut open.done)));
+                return Some(open.take(event));
             }
             return None;
         }
-        let open = s.events.remove(&event)?;
-        (!open.done.is_empty()).then_some((event, open.done))
+        let mut open = s.events.remove(&event)?;
+        (!open.done.is_empty()).then(|| open.take(event))
     }
 
     /// Jobs done more than [`HOLD`] ago whose events still have jobs running; all jobs done
@@ -106,25 +142,23 @@ impl Completions {
             .events
             .iter_mut()
             .filter(|(_, o)| !o.done.is_empty() && (closed || now - o.since >= HOLD))
-            .map(|(e, o)| (*e, std::mem::take(&mut o.done)))
+            .map(|(e, o)| o.take(*e))
             .collect();
         // Events put back after their last job ended have nothing left here.
         s.events.retain(|_, o| o.running > 0 || !o.done.is_empty());
         due
     }
 
-    /// A removal failed: its jobs are noted as done again, to be removed at the next pass.
-    pub fn put_back(&self, (event, destinations): Removal) {
+    /// A removal failed: its jobs are noted as done again, to be removed at the next pass
+    /// (one by one: the event's other jobs may be gone by then).
+    pub fn put_back(&self, removal: Removal) {
         let mut s = self.lock();
-        let open = s.events.entry(event).or_insert_with(|| Open {
-            running: 0,
-            done: Vec::new(),
-            since: Instant::now(),
-        });
+        let open = s.events.entry(removal.event).or_insert_with(Open::new);
         if open.done.is_empty() {
             open.since = Instant::now();
         }
-        open.done.extend(destinations);
+        open.removed_some = true;
+        open.done.extend(removal.destinations);
     }
 
     /// The hub is stopping: from now on jobs done are removed at once.
@@ -141,20 +175,24 @@ impl Completions {
 /// Removes the jobs from storage and releases their claims; a failure puts them back for the
 /// next pass (they stay claimed by this node meanwhile, so no other claims them).
 pub async fn remove(shared: &Shared, completions: &Completions, removal: Removal) {
-    let (event, destinations) = &removal;
-    match shared
-        .store
-        .delivery
-        .remove_jobs(*event, destinations)
-        .await
-    {
+    let delivery = &shared.store.delivery;
+    let removed = match removal.all {
+        true => delivery.remove_all_jobs(removal.event).await,
+        false => {
+            delivery
+                .remove_jobs(removal.event, &removal.destinations)
+                .await
+        }
+    };
+    match removed {
         Ok(()) => {
             shared.health.succeeded(REMOVAL);
-            let keys = destinations
+            let keys = removal
+                .destinations
                 .iter()
                 .map(|d| WorkKey::Job {
                     destination: d.clone(),
-                    event: *event,
+                    event: removal.event,
                 })
                 .collect();
             shared.release(keys).await;
@@ -192,6 +230,14 @@ pub async fn run(shared: Arc<Shared>, completions: Arc<Completions>) {
 mod tests {
     use super::*;
 
+    fn removal(event: u64, destinations: &[&str], all: bool) -> Removal {
+        Removal {
+            event,
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
+            all,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_events_jobs_are_removed_together_once_the_last_is_done() {
         let c = Completions::default();
@@ -199,10 +245,10 @@ mod tests {
             c.opened(7);
         }
         assert_eq!(c.done(7, "http://a"), None);
-        assert_eq!(c.left(7), None, "merged away: not removed here");
+        assert_eq!(c.left(7), None, "stopped with a cursor: not removed here");
         assert_eq!(
             c.done(7, "http://b"),
-            Some((7, vec!["http://a".to_owned(), "http://b".to_owned()]))
+            Some(removal(7, &["http://a", "http://b"], false))
         );
         assert_eq!(c.open_events(), 0);
         assert_eq!(c.done(7, "http://c"), None, "unknown events are ignored");
@@ -219,12 +265,12 @@ mod tests {
         assert_eq!(c.done(1, "http://fast"), None);
         assert!(c.overdue().is_empty(), "held for the others");
         tokio::time::advance(HOLD).await;
-        assert_eq!(c.overdue(), vec![(1, vec!["http://fast".to_owned()])]);
+        assert_eq!(c.overdue(), vec![removal(1, &["http://fast"], false)]);
         assert!(c.overdue().is_empty(), "handed out once");
         // The slow one ends later: removed alone.
         assert_eq!(
             c.done(1, "http://slow"),
-            Some((1, vec!["http://slow".into()]))
+            Some(removal(1, &["http://slow"], false))
         );
     }
 
@@ -233,16 +279,58 @@ mod tests {
         let c = Completions::default();
         c.opened(2);
         c.opened(2);
+        c.whole(3, 1);
         c.opened(3);
-        let removal = c.done(3, "http://a").unwrap();
-        c.put_back(removal);
+        let failed = c.done(3, "http://a").unwrap();
+        assert!(failed.all);
+        c.put_back(failed);
         assert!(c.overdue().is_empty());
         tokio::time::advance(HOLD).await;
-        assert_eq!(c.overdue(), vec![(3, vec!["http://a".to_owned()])]);
+        assert_eq!(
+            c.overdue(),
+            vec![removal(3, &["http://a"], false)],
+            "again, one by one"
+        );
         assert_eq!(c.open_events(), 1, "event 3 is gone; event 2 runs");
         assert_eq!(c.done(2, "http://a"), None);
         c.close();
-        assert_eq!(c.overdue(), vec![(2, vec!["http://a".to_owned()])]);
-        assert_eq!(c.done(2, "http://b"), Some((2, vec!["http://b".into()])));
+        assert_eq!(c.overdue(), vec![removal(2, &["http://a"], false)]);
+        assert_eq!(
+            c.done(2, "http://b"),
+            Some(removal(2, &["http://b"], false))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_whose_jobs_are_all_here_goes_as_a_whole_unless_some_went_before() {
+        let c = Completions::default();
+        c.whole(4, 2);
+        c.opened(4);
+        c.opened(4);
+        assert_eq!(c.done(4, "http://a"), None);
+        assert_eq!(
+            c.done(4, "http://b"),
+            Some(removal(4, &["http://a", "http://b"], true))
+        );
+        // Part of it removed after the hold: the rest goes one by one.
+        c.whole(5, 2);
+        c.opened(5);
+        c.opened(5);
+        c.done(5, "http://a");
+        tokio::time::advance(HOLD).await;
+        assert_eq!(c.overdue(), vec![removal(5, &["http://a"], false)]);
+        assert_eq!(
+            c.done(5, "http://b"),
+            Some(removal(5, &["http://b"], false))
+        );
+        // Not every job here (another node has one): never as a whole.
+        c.whole(6, 3);
+        c.opened(6);
+        c.opened(6);
+        c.done(6, "http://a");
+        assert_eq!(
+            c.done(6, "http://b"),
+            Some(removal(6, &["http://a", "http://b"], false))
+        );
     }
 }

@@ -311,31 +311,30 @@ async fn coalesce_backlog(d: &Dispatcher, dest: &Destination, job: Job) -> Job {
     let merged = merge_events(d, dest, &job, &later).await;
     match merged {
         Ok(Some(merged)) => {
+            let replaced: Vec<&Job> = std::iter::once(&job).chain(&later).collect();
             {
                 // Known before any await: a rescan that claims the merged job meanwhile finds
-                // it queued already.
+                // it queued already. It delivers to the subscribers that came with the newest
+                // replaced event, if they are still current.
                 let mut q = lock(&dest.state);
-                q.known.remove(&job.event);
-                for j in &later {
+                let mut subscribers = None;
+                for j in &replaced {
                     q.known.remove(&j.event);
+                    if let Some(Some(page)) = q.fresh.remove(&j.event) {
+                        subscribers = Some(page);
+                    }
                 }
                 q.known.insert(merged.event);
+                q.fresh.insert(merged.event, subscribers);
             }
-            {
-                let mut q = lock(&dest.state);
-                q.fresh.remove(&job.event);
-                for j in &later {
-                    q.fresh.remove(&j.event);
-                }
-                q.fresh.insert(merged.event, None);
-            }
+            d.completions.whole(merged.event, 1);
             d.completions.opened(merged.event);
-            let replaced = std::iter::once(&job).chain(&later);
-            d.shared
-                .release(replaced.clone().map(WorkKey::job).collect())
-                .await;
-            for j in replaced {
-                d.left(j.event).await;
+            // The replaced jobs are done here: the merged job carries them. They leave storage
+            // with their events' other jobs, after the merged job was stored.
+            for j in &replaced {
+                if let Some(removal) = d.completions.done(j.event, &dest.name) {
+                    completion::remove(&d.shared, &d.completions, removal).await;
+                }
             }
             // Created by this node just now: nobody else can hold it.
             d.shared.take(vec![WorkKey::job(&merged)]).await;
@@ -364,7 +363,11 @@ async fn merge_events(
 ) -> Result<Option<Job>, StorageError> {
     let mut events = Vec::with_capacity(later.len() + 1);
     for j in std::iter::once(job).chain(later) {
-        match d.shared.store.log.event(j.event).await? {
+        let event = match d.stream.recent(j.event) {
+            Some(e) => Some(e),
+            None => d.shared.store.log.event(j.event).await?,
+        };
+        match event {
             Some(e) => events.push(e),
             None => return Ok(None),
         }
@@ -380,7 +383,6 @@ async fn merge_events(
     let Some((content_type, body)) = crate::feed::coalesce(&d.shared.cfg.diff, &parts) else {
         return Ok(None);
     };
-    let replaced: Vec<u64> = events.iter().map(|e| e.seq).collect();
     let created_ms = events
         .iter()
         .map(|e| e.created_ms)
@@ -390,10 +392,9 @@ async fn merge_events(
         .shared
         .store
         .delivery
-        .coalesce_jobs(
+        .put_merged(
             &dest.name,
             &job.topic,
-            &replaced,
             NewEvent {
                 content_type,
                 body,

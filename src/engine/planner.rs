@@ -68,6 +68,23 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
         let got = shared
             .take(jobs.iter().map(|(j, _)| WorkKey::job(j)).collect())
             .await;
+        // An event whose jobs are all this node's, straight from its writer, has them removed
+        // as a whole once done.
+        let mut all_mine: Vec<(u64, usize, bool)> = Vec::new();
+        for ((job, fresh), mine) in jobs.iter().zip(&got) {
+            match all_mine.last_mut() {
+                Some((e, n, all)) if *e == job.event => {
+                    *n += 1;
+                    *all &= *mine && fresh.is_some();
+                }
+                _ => all_mine.push((job.event, 1, *mine && fresh.is_some())),
+            }
+        }
+        for (event, n, all) in all_mine {
+            if all {
+                dispatcher.completions().whole(event, n);
+            }
+        }
         for ((job, fresh), mine) in jobs.into_iter().zip(got) {
             match (mine, fresh) {
                 (true, Some(page)) => dispatcher.enqueue_new(job, page),

@@ -6,7 +6,7 @@
 //! [`Retention`] (age and total bytes) and knows its trail (oldest kept) and lead (newest);
 //! consumers (the planner, later relays) read ranges `[from, to)` and keep named cursors.
 //!
-//! Documents merged for one lagging destination ([`super::DeliveryStore::coalesce_jobs`]) and
+//! Documents merged for one lagging destination ([`super::DeliveryStore::put_merged`]) and
 //! copies of pruned events that deliveries still need are *delivery documents*: stored beside
 //! the log, never in it.
 

@@ -326,20 +326,16 @@ impl DeliveryStore for MemoryStore {
         Ok(())
     }
 
-    async fn coalesce_jobs(
-        &self,
-        destination: &str,
-        topic: &str,
-        replaced: &[u64],
-        event: NewEvent,
-    ) -> Result<Job> {
+    async fn remove_all_jobs(&self, event: u64) -> Result<()> {
+        self.lock().jobs.retain(|(_, e), _| *e != event);
+        Ok(())
+    }
+
+    async fn put_merged(&self, destination: &str, topic: &str, event: NewEvent) -> Result<Job> {
         let seq = self.generate_id() | DELIVERY_DOC;
         let mut g = self.lock();
         g.docs
             .insert(seq, event.stored(seq, topic, 0, &self.hub_id));
-        for e in replaced {
-            g.jobs.remove(&(destination.to_owned(), *e));
-        }
         let job = Job::new(seq, destination, topic);
         g.jobs.insert((destination.to_owned(), seq), job.clone());
         Ok(job)

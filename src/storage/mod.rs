@@ -352,19 +352,14 @@ pub trait DeliveryStore: Send + Sync {
     /// Removes the jobs of `event` at `destinations` (done); absent ones are ignored. The
     /// engine removes the jobs of an event it has done together, in one call.
     async fn remove_jobs(&self, event: u64, destinations: &[String]) -> Result<()>;
-    /// Replaces the unstarted jobs of `replaced` events at `destination` with one job for a
-    /// document of `topic` holding their coalesced content: atomically, or (where a
-    /// transaction is dear) by storing the document and the new job before removing the
-    /// replaced jobs, so that a crash part-way repeats deliveries and loses none. The document is a
-    /// delivery artefact, kept outside the log (its number has [`DELIVERY_DOC`] set); it is
-    /// read back with [`EventLog::event`]. Returns the new job.
-    async fn coalesce_jobs(
-        &self,
-        destination: &str,
-        topic: &str,
-        replaced: &[u64],
-        event: NewEvent,
-    ) -> Result<Job>;
+    /// Removes every job of `event` (the engine has done them all).
+    async fn remove_all_jobs(&self, event: u64) -> Result<()>;
+    /// Stores a document of `topic` merged from several events for one lagging destination,
+    /// with one job to deliver it there, and returns that job. The document is a delivery
+    /// artefact, kept outside the log (its number has [`DELIVERY_DOC`] set); it is read back
+    /// with [`EventLog::event`]. The caller removes the jobs it replaces afterwards
+    /// ([`Self::remove_jobs`]), so a crash in between repeats deliveries and loses none.
+    async fn put_merged(&self, destination: &str, topic: &str, event: NewEvent) -> Result<Job>;
     async fn put_retry(&self, retry: Retry) -> Result<()>;
     async fn remove_retry(&self, retry: &Retry) -> Result<()>;
     /// Retries due at or before `now_ms`, earliest first.

@@ -384,27 +384,19 @@ impl DeliveryStore for SledStore {
         self.drop_jobs(event, destinations)
     }
 
-    async fn coalesce_jobs(
-        &self,
-        destination: &str,
-        topic: &str,
-        replaced: &[u64],
-        event: NewEvent,
-    ) -> Result<Job> {
+    async fn remove_all_jobs(&self, event: u64) -> Result<()> {
+        self.fanouts.remove(be(event))?;
+        Ok(())
+    }
+
+    async fn put_merged(&self, destination: &str, topic: &str, event: NewEvent) -> Result<Job> {
         let seq = self.generate_id()? | DELIVERY_DOC;
         let record = encode_event(&event.stored(seq, topic, 0, &self.hub_id));
         let job = Job::new(seq, destination, topic);
-        let job_record = jobs::Fanout::new(topic, [&destination.to_owned()]).encode();
-        // Not a transaction: sled writes every transaction out on its own (it seals its I/O
-        // buffer around each), and coalescing happens exactly when the hub is behind. In this
-        // order a crash part-way leaves the merged job and some replaced ones, so deliveries
-        // may repeat; none is lost.
+        let jobs = jobs::Fanout::new(topic, [&job.destination]);
+        // The document first: a job never refers to a document that is not stored.
         self.docs.insert(be(seq), record)?;
-        self.fanouts.insert(be(seq), job_record)?;
-        let destination = [destination.to_owned()];
-        for e in replaced {
-            self.drop_jobs(*e, &destination)?;
-        }
+        self.fanouts.insert(be(seq), jobs.encode())?;
         Ok(job)
     }
 

@@ -125,10 +125,9 @@ pub(super) async fn claims(s: Storage) {
     // The jobs of delivery documents are claimable whatever `up_to` says.
     let doc = s
         .delivery
-        .coalesce_jobs(
+        .put_merged(
             "http://z:80",
             "http://t/",
-            &[],
             NewEvent {
                 content_type: "text/plain".into(),
                 body: bytes::Bytes::from_static(b"merged"),

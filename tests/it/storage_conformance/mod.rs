@@ -176,7 +176,8 @@ async fn delivery(s: Storage) {
     assert!(s.delivery.jobs().await.unwrap().is_empty());
     assert_eq!(s.delivery.job(7, "http://x:80").await.unwrap(), None);
 
-    // Coalescing replaces a destination's jobs with one job of a new event, and only there.
+    // A merged document comes with one job of its own; the jobs it replaces stay until they
+    // are removed.
     for (event, dest) in [(7, "http://x:80"), (8, "http://x:80"), (8, "http://y:80")] {
         s.delivery
             .put_job(Job {
@@ -190,16 +191,28 @@ async fn delivery(s: Storage) {
     }
     let merged = s
         .delivery
-        .coalesce_jobs(
+        .put_merged(
             "http://x:80",
             "http://t/",
-            &[7, 8],
             NewEvent {
                 content_type: "text/plain".into(),
                 body: bytes::Bytes::from_static(b"both"),
                 created_ms: 5,
             },
         )
+        .await
+        .unwrap();
+    assert_eq!(s.delivery.jobs().await.unwrap().len(), 4);
+    assert_eq!(
+        s.delivery.job(merged.event, "http://x:80").await.unwrap(),
+        Some(merged.clone())
+    );
+    s.delivery
+        .remove_jobs(7, &["http://x:80".into()])
+        .await
+        .unwrap();
+    s.delivery
+        .remove_jobs(8, &["http://x:80".into()])
         .await
         .unwrap();
     let mut jobs = s.delivery.jobs().await.unwrap();
@@ -225,12 +238,12 @@ async fn delivery(s: Storage) {
         0,
         "the log is untouched"
     );
-    for j in jobs {
-        s.delivery
-            .remove_jobs(j.event, &[j.destination])
-            .await
-            .unwrap();
-    }
+    // An event's jobs can go all at once.
+    s.delivery.remove_all_jobs(8).await.unwrap();
+    assert_eq!(s.delivery.jobs().await.unwrap(), vec![merged.clone()]);
+    s.delivery.remove_all_jobs(merged.event).await.unwrap();
+    assert!(s.delivery.jobs().await.unwrap().is_empty());
+    s.delivery.remove_all_jobs(99).await.unwrap();
 
     let (r1, r2, r3) = (
         retry(1, "http://c/1", 300),
