@@ -28,6 +28,9 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 [ -n "$pid" ] || { cat "$work/log" >&2; echo "the hub did not start" >&2; exit 1; }
+# Threads the hub starts after perf attaches are not all followed: let it start them first.
+# PROFILE_DELAY=N waits N seconds instead of one (to leave out a scenario's set-up).
+sleep "${PROFILE_DELAY:-1}"
 perf record -q -F "${PROFILE_HZ:-299}" --call-graph dwarf,16384 -p "$pid" -o "$work/perf.data" \
     >/dev/null 2>&1 || true
 wait "$lt" || { cat "$work/log" >&2; exit 1; }
