@@ -4,11 +4,11 @@
 //! The engine's parts, each holding what it needs ([`shared::Shared`] and its own clients,
 //! queues and limits): the verifier ([`verify`]) checks intents; the fetcher ([`publish`])
 //! fetches and diffs topics and commits events to the log through the committed-event stream
-//! ([`stream`]), which stores one job per (event, destination) with each event; the planner
+//! ([`stream`]), which stores the event's jobs (one per destination) with it; the planner
 //! ([`planner`]) follows that stream and hands the jobs on; the dispatcher ([`dispatch`])
 //! delivers them through destination windows and transports ([`transport`]) and removes the
-//! jobs of an event together once done ([`completion`]); the retry loop ([`retry`]) and the sweeper ([`sweep`]) do the
-//! rest. At start, and after the hand-off channel overflowed, the engine claims pending work
+//! jobs of an event together once done ([`completion`]); the retry loop ([`retry`]) and the
+//! sweeper ([`sweep`]) do the rest. At start, and after the hand-off channel overflowed, the engine claims pending work
 //! from storage ([`claims`]), so a crash loses nothing that was acknowledged.
 
 pub mod claims;
