@@ -151,7 +151,10 @@ pub struct DestinationInfo {
     pub state: &'static str,
     pub window: usize,
     pub consecutive_failures: u32,
+    /// Jobs waiting or running.
     pub queued_jobs: usize,
+    /// Of those, the jobs running (at most one per topic).
+    pub running_jobs: usize,
     /// Dead: seconds until the next probe.
     pub next_probe_in_seconds: Option<f64>,
     /// Throttled: seconds until it takes requests again.
@@ -167,6 +170,7 @@ impl From<DestinationView> for DestinationInfo {
             window: v.status.limit,
             consecutive_failures: v.status.consecutive_failures,
             queued_jobs: v.queued_jobs,
+            running_jobs: v.running_jobs,
             next_probe_in_seconds: v.status.next_probe_in.map(|d| d.as_secs_f64()),
             paused_for_seconds: v.status.paused_for.map(|d| d.as_secs_f64()),
             last_error: v.last_error,

@@ -73,16 +73,24 @@ pub struct LastError {
 pub struct DestinationView {
     pub name: String,
     pub status: super::window::WindowStatus,
+    /// Jobs waiting or running.
     pub queued_jobs: usize,
+    /// Of those, the jobs running (at most one per topic).
+    pub running_jobs: usize,
     pub last_error: Option<LastError>,
 }
 
 impl Destination {
     pub fn view(&self) -> DestinationView {
+        let (queued_jobs, running_jobs) = {
+            let q = lock(&self.state);
+            (q.known.len(), q.active.len())
+        };
         DestinationView {
             name: self.name.clone(),
             status: self.window.status(),
-            queued_jobs: lock(&self.state).known.len(),
+            queued_jobs,
+            running_jobs,
             last_error: lock(&self.last_error).clone(),
         }
     }

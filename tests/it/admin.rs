@@ -60,6 +60,8 @@ async fn the_api_explains_deliveries_and_replays_dead_letters() {
     assert_eq!(d[0]["state"], "dead");
     assert_eq!(d[0]["last_error"]["error"], "HTTP 503");
     assert_eq!(d[0]["last_error"]["class"], "5xx");
+    assert_eq!(d[0]["queued_jobs"], 0);
+    assert_eq!(d[0]["running_jobs"], 0);
     let probe = d[0]["next_probe_in_seconds"].as_f64().unwrap();
     assert!(probe > 3000.0 && probe <= 3600.0, "{probe}");
     assert!(d[1..].iter().all(|x| x["state"] == "healthy"));

@@ -185,6 +185,14 @@ async fn a_paused_destination_gets_its_backlog_of_one_topic_in_one_delivery() {
         hub.publish(&topic).await;
         publisher.wait_fetches(i + 2).await;
         hub.wait_pings_done().await;
+        if i == 0 {
+            // b's job has started (its delivery waits out the pause) before c and d are queued.
+            hub.wait_for("b's job to start", || async {
+                let d = hub.running().engine.dispatcher().view_of(&sub.base);
+                d.is_some_and(|d| d.running_jobs == 1 && d.queued_jobs == 1)
+            })
+            .await;
+        }
     }
     hub.wait_jobs_done().await;
     hub.wait_retries_settled().await;
