@@ -21,7 +21,8 @@ struct Inner {
     topic_seqs: BTreeMap<String, u64>,
     cursors: BTreeMap<String, u64>,
     docs: BTreeMap<u64, Event>,
-    jobs: BTreeMap<(String, u64), Job>,
+    /// Keyed (event, destination): one event's jobs are one range.
+    jobs: BTreeMap<(u64, String), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
     dead: BTreeMap<u64, DeadLetter>,
 }
@@ -297,9 +298,9 @@ impl DeliveryStore for MemoryStore {
     async fn jobs_of(&self, event: u64) -> Result<Vec<Job>> {
         let g = self.lock();
         Ok(g.jobs
-            .values()
-            .filter(|j| j.event == event)
-            .cloned()
+            .range((event, String::new())..)
+            .take_while(|((e, _), _)| *e == event)
+            .map(|(_, j)| j.clone())
             .collect())
     }
 
@@ -307,27 +308,36 @@ impl DeliveryStore for MemoryStore {
         Ok(self
             .lock()
             .jobs
-            .get(&(destination.to_owned(), event))
+            .get(&(event, destination.to_owned()))
             .cloned())
     }
 
     async fn put_job(&self, job: Job) -> Result<()> {
         self.lock()
             .jobs
-            .insert((job.destination.clone(), job.event), job);
+            .insert((job.event, job.destination.clone()), job);
         Ok(())
     }
 
     async fn remove_jobs(&self, event: u64, destinations: &[String]) -> Result<()> {
         let mut g = self.lock();
         for d in destinations {
-            g.jobs.remove(&(d.clone(), event));
+            g.jobs.remove(&(event, d.clone()));
         }
         Ok(())
     }
 
     async fn remove_all_jobs(&self, event: u64) -> Result<()> {
-        self.lock().jobs.retain(|(_, e), _| *e != event);
+        let mut g = self.lock();
+        let keys: Vec<(u64, String)> = g
+            .jobs
+            .range((event, String::new())..)
+            .take_while(|((e, _), _)| *e == event)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            g.jobs.remove(&k);
+        }
         Ok(())
     }
 
@@ -337,7 +347,7 @@ impl DeliveryStore for MemoryStore {
         g.docs
             .insert(seq, event.stored(seq, topic, 0, &self.hub_id));
         let job = Job::new(seq, destination, topic);
-        g.jobs.insert((destination.to_owned(), seq), job.clone());
+        g.jobs.insert((seq, destination.to_owned()), job.clone());
         Ok(job)
     }
 
@@ -444,7 +454,7 @@ impl EventLog for MemoryStore {
             *topic_seq += 1;
             let event = ev.stored(seq, &c.topic, *topic_seq, &self.hub_id);
             for d in &c.destinations {
-                g.jobs.insert((d.clone(), seq), Job::new(seq, d, &c.topic));
+                g.jobs.insert((seq, d.clone()), Job::new(seq, d, &c.topic));
             }
             g.bytes += event.body.len() as u64;
             g.events.insert(seq, event.clone());
