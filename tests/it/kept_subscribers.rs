@@ -6,7 +6,7 @@ use crate::helpers::*;
 
 const CONFIG: &str = r#"
 [delivery]
-timeout = "2s"
+timeout = "4s"
 
 [[publishers]]
 name = "p"
@@ -23,7 +23,7 @@ async fn a_subscription_removed_after_the_commit_gets_nothing_from_the_waiting_j
     let (keep, gone) = (sub.callback("/keep"), sub.callback("/gone"));
     hub.subscribed(TOPIC, &keep).await;
     hub.subscribed(TOPIC, &gone).await;
-    // The first delivery of event one hangs until the 2 s timeout: the topic's next job at
+    // The first delivery of event one hangs until the 4 s timeout: the topic's next job at
     // this destination waits behind it.
     sub.reply_with(&[0]);
     assert_eq!(hub.fat_ping(TOPIC, "kept-token", "one").await.status(), 202);
