@@ -166,7 +166,11 @@ impl SledStore {
             },
         };
         let fanouts = t("fanouts")?;
-        jobs::migrate_old_jobs(&t("jobs")?, &fanouts)?;
+        // Jobs stored one record each by earlier versions: moved, then their tree goes.
+        if db.tree_names().iter().any(|n| n.as_ref() == b"jobs") {
+            jobs::migrate_old_jobs(&t("jobs")?, &fanouts)?;
+            db.drop_tree("jobs")?;
+        }
         Ok(SledStore {
             fanouts,
             topic_seqs: t("topic_seqs")?,
@@ -547,6 +551,10 @@ mod tests {
             db.flush().unwrap();
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(
+            !store.db.tree_names().iter().any(|n| n.as_ref() == b"jobs"),
+            "the old tree is gone"
+        );
         let found = store.jobs_of(7).await.unwrap();
         assert_eq!(found, vec![Job::new(7, "http://x:80", "http://t/")]);
         store.remove_jobs(7, &["http://x:80".into()]).await.unwrap();
