@@ -99,31 +99,29 @@ impl Completions {
     /// The job of `event` at `destination` is done. Returns what to remove now: every job of
     /// the event done here, when it was the last one running (or the hub is stopping).
     pub fn done(&self, event: u64, destination: &str) -> Option<Removal> {
-        let mut s = self.lock();
-        let closed = s.closed;
-        let open = s.events.get_mut(&event)?;
-        if open.done.is_empty() {
-            open.since = Instant::now();
-        }
-        open.done.push(destination.to_owned());
-        open.running = open.running.saturating_sub(1);
-        Self::settle(&mut s, event, closed)
+        self.ended(event, Some(destination))
     }
 
     /// A job of `event` left without being done here (the hub stopped it with its cursor
     /// stored): like [`Self::done`], without noting it.
     pub fn left(&self, event: u64) -> Option<Removal> {
+        self.ended(event, None)
+    }
+
+    /// A job of `event` ended here, done at `destination` if given.
+    fn ended(&self, event: u64, done: Option<&str>) -> Option<Removal> {
         let mut s = self.lock();
         let closed = s.closed;
         let open = s.events.get_mut(&event)?;
+        if let Some(destination) = done {
+            if open.done.is_empty() {
+                open.since = Instant::now();
+            }
+            open.done.push(destination.to_owned());
+        }
         open.running = open.running.saturating_sub(1);
-        Self::settle(&mut s, event, closed)
-    }
-
-    fn settle(s: &mut State, event: u64, now: bool) -> Option<Removal> {
-        let open = s.events.get_mut(&event)?;
         if open.running > 0 {
-            if now && !open.done.is_empty() {
+            if closed && !open.done.is_empty() {
                 return Some(open.take(event));
             }
             return None;

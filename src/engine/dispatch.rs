@@ -159,16 +159,16 @@ impl Dispatcher {
     /// Queues a job claimed from storage on its destination and starts the destination's
     /// worker if idle.
     pub fn enqueue(self: &Arc<Self>, job: Job) {
-        self.queue(job, None);
+        self.queue(job, Start::Stored);
     }
 
     /// Queues a job the planner has just handed on: stored with its event and never started,
     /// so it starts without being read back, with its subscribers if they were kept.
     pub fn enqueue_new(self: &Arc<Self>, job: Job, subscribers: Option<Page>) {
-        self.queue(job, Some(subscribers));
+        self.queue(job, Start::Fresh(subscribers));
     }
 
-    fn queue(self: &Arc<Self>, job: Job, fresh: Option<Option<Page>>) {
+    fn queue(self: &Arc<Self>, job: Job, start: Start) {
         let dest = self.destination(&job.destination);
         let event = job.event;
         let start = {
@@ -176,8 +176,8 @@ impl Dispatcher {
             if !q.known.insert(event) {
                 return;
             }
-            if let Some(page) = fresh {
-                q.fresh.insert(event, page);
+            if let Start::Fresh(subscribers) = start {
+                q.fresh.insert(event, subscribers);
             }
             self.completions.opened(event);
             q.push_back(job);
@@ -257,8 +257,11 @@ async fn run_one(d: &Arc<Dispatcher>, dest: &Destination, job: Job) {
     let topic = job.topic.clone();
     let job = coalesce_backlog(d, dest, job).await;
     let event = job.event;
-    let fresh = lock(&dest.state).fresh.remove(&event);
-    match run_job(d, dest, job.clone(), fresh).await {
+    let start = match lock(&dest.state).fresh.remove(&event) {
+        Some(subscribers) => Start::Fresh(subscribers),
+        None => Start::Stored,
+    };
+    match run_job(d, dest, job.clone(), start).await {
         Ok(true) => {
             lock(&dest.state).known.remove(&event);
             // Removed from storage (and released) with the other jobs of its event.
@@ -413,24 +416,36 @@ async fn merge_events(
     Ok(Some(merged))
 }
 
+/// How a job starts.
+enum Start {
+    /// Claimed from storage: read back first (it may have been done meanwhile, or have moved
+    /// on: its cursor).
+    Stored,
+    /// Handed on by the planner (or merged) just now, started nowhere: not read back; with
+    /// the subscribers read for its event, if kept.
+    Fresh(Option<Page>),
+}
+
 /// Runs the job; `true` when it is done (to be removed from storage), `false` when the hub
-/// stops first (its cursor is stored). A job claimed from storage (not `fresh`) is read back
-/// first: it may have been done meanwhile, or have moved on (its cursor). A fresh job with
-/// its subscribers kept delivers to them if they are still current, without reading a page.
+/// stops first (its cursor is stored). A fresh job with its subscribers kept delivers to them
+/// if they are still current, without reading a page.
 async fn run_job(
     d: &Arc<Dispatcher>,
     dest: &Destination,
     mut job: Job,
-    fresh: Option<Option<Page>>,
+    start: Start,
 ) -> Result<bool, StorageError> {
     let store = &d.shared.store;
-    let kept = fresh.clone().flatten();
-    if fresh.is_none() {
-        match store.delivery.job(job.event, &job.destination).await? {
-            Some(stored) => job = stored,
-            None => return Ok(true),
+    let kept = match start {
+        Start::Fresh(kept) => kept,
+        Start::Stored => {
+            match store.delivery.job(job.event, &job.destination).await? {
+                Some(stored) => job = stored,
+                None => return Ok(true),
+            }
+            None
         }
-    }
+    };
     let event = match d.stream.recent(job.event) {
         Some(e) => Some(e),
         None => store.log.event(job.event).await?,
@@ -445,7 +460,7 @@ async fn run_job(
     if let Some(subs) = kept
         .as_ref()
         .and_then(|p| p.current(&store.sub_changes, &event.topic, now_ms))
-        .filter(|subs| subs.len() <= d.shared.cfg.page_size && job.cursor.is_none())
+        .filter(|subs| subs.len() <= d.shared.cfg.page_size)
     {
         if subs.is_empty() {
             return Ok(true);

@@ -70,20 +70,16 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
             .await;
         // An event whose jobs are all this node's, straight from its writer, has them removed
         // as a whole once done.
-        let mut all_mine: Vec<(u64, usize, bool)> = Vec::new();
-        for ((job, fresh), mine) in jobs.iter().zip(&got) {
-            match all_mine.last_mut() {
-                Some((e, n, all)) if *e == job.event => {
-                    *n += 1;
-                    *all &= *mine && fresh.is_some();
-                }
-                _ => all_mine.push((job.event, 1, *mine && fresh.is_some())),
+        let mut start = 0;
+        for event_jobs in jobs.chunk_by(|(a, _), (b, _)| a.event == b.event) {
+            let end = start + event_jobs.len();
+            let (first, fresh) = &event_jobs[0];
+            if fresh.is_some() && got[start..end].iter().all(|mine| *mine) {
+                dispatcher
+                    .completions()
+                    .whole(first.event, event_jobs.len());
             }
-        }
-        for (event, n, all) in all_mine {
-            if all {
-                dispatcher.completions().whole(event, n);
-            }
+            start = end;
         }
         for ((job, fresh), mine) in jobs.into_iter().zip(got) {
             match (mine, fresh) {

@@ -18,6 +18,8 @@ pub const MAX_SUBSCRIBERS: usize = 256;
 pub struct Snapshot {
     subs: Arc<[Subscription]>,
     changes: u64,
+    /// Roughly what it holds in memory.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -33,9 +35,20 @@ impl Snapshot {
     /// `subs` must be every subscriber of one topic in (destination, callback) order, read
     /// after `changes` was.
     pub fn new(subs: Vec<Subscription>, changes: u64) -> Snapshot {
+        let bytes = subs
+            .iter()
+            .map(|s| {
+                std::mem::size_of::<Subscription>()
+                    + s.topic.len()
+                    + s.callback.len()
+                    + s.destination.len()
+                    + s.secret.as_ref().map_or(0, String::len)
+            })
+            .sum();
         Snapshot {
             subs: subs.into(),
             changes,
+            bytes,
         }
     }
 
@@ -52,16 +65,7 @@ impl Snapshot {
 
     /// Roughly what it holds in memory.
     pub fn bytes(&self) -> usize {
-        self.subs
-            .iter()
-            .map(|s| {
-                std::mem::size_of::<Subscription>()
-                    + s.topic.len()
-                    + s.callback.len()
-                    + s.destination.len()
-                    + s.secret.as_ref().map_or(0, String::len)
-            })
-            .sum()
+        self.bytes
     }
 
     /// The part of it at `destination`.

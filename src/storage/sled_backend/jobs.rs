@@ -50,16 +50,17 @@ impl Fanout {
         })
     }
 
-    fn job(&self, event: u64, destination: &str) -> Option<Job> {
-        self.jobs
-            .iter()
-            .find(|(d, _)| d == destination)
-            .map(|(d, cursor)| Job {
-                event,
-                destination: d.clone(),
-                cursor: cursor.clone(),
-                topic: self.topic.clone(),
-            })
+    /// Adds `job`, or sets its cursor if its destination is there already.
+    fn set(&mut self, job: &Job) {
+        if self.topic.is_empty() {
+            self.topic = job.topic.clone();
+        }
+        match self.jobs.iter_mut().find(|(d, _)| *d == job.destination) {
+            Some((_, cursor)) => *cursor = job.cursor.clone(),
+            None => self
+                .jobs
+                .push((job.destination.clone(), job.cursor.clone())),
+        }
     }
 }
 
@@ -103,22 +104,16 @@ impl SledStore {
 
     pub(super) fn one_job(&self, event: u64, destination: &str) -> Result<Option<Job>> {
         match self.fanouts.get(be(event))? {
-            Some(v) => Ok(Fanout::decode(&v)?.job(event, destination)),
+            Some(v) => Ok(Fanout::decode(&v)?
+                .expand(event)
+                .find(|j| j.destination == destination)),
             None => Ok(None),
         }
     }
 
     /// Stores `job` (its cursor included) in its event's record.
     pub(super) fn store_job(&self, job: &Job) -> Result<()> {
-        self.update_fanout(job.event, |f| {
-            if f.topic.is_empty() {
-                f.topic = job.topic.clone();
-            }
-            match f.jobs.iter_mut().find(|(d, _)| *d == job.destination) {
-                Some((_, cursor)) => *cursor = job.cursor.clone(),
-                None => f.jobs.push((job.destination.clone(), job.cursor.clone())),
-            }
-        })
+        self.update_fanout(job.event, |f| f.set(job))
     }
 
     /// Removes the jobs of `event` at `destinations`.
@@ -162,11 +157,9 @@ pub(super) fn migrate_old_jobs(old: &sled::Tree, fanouts: &sled::Tree) -> Result
         let job: Job = from_json(&v)?;
         let mut f = match fanouts.get(be(job.event))? {
             Some(v) => Fanout::decode(&v)?,
-            None => Fanout::new(&job.topic, std::iter::empty()),
+            None => Fanout::default(),
         };
-        if !f.jobs.iter().any(|(d, _)| *d == job.destination) {
-            f.jobs.push((job.destination, job.cursor));
-        }
+        f.set(&job);
         fanouts.insert(be(job.event), f.encode())?;
         old.remove(k)?;
     }
