@@ -133,6 +133,11 @@ pub struct Config {
     pub fetch_timeout: Duration,
     pub fetch_max_bytes: usize,
     pub fetch_max_redirects: usize,
+    /// Topic fetches in flight, in all and per origin (`fetch.concurrency`, `fetch.per_origin`).
+    pub fetch_limit: CallLimit,
+    /// Verifications in flight, in all and per callback origin
+    /// (`subscriptions.verify_concurrency`, `subscriptions.verify_per_origin`).
+    pub verify_limit: CallLimit,
     pub delivery_timeout: Duration,
     pub connect_timeout: Duration,
     pub per_destination: usize,
@@ -148,6 +153,13 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+/// Outbound calls of one kind in flight: in all, and for one origin (host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimit {
+    pub concurrency: usize,
+    pub per_origin: usize,
 }
 
 /// The adaptive concurrency window of each destination server.
@@ -285,6 +297,22 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err = load_env(&[("HUBCAST_DELIVERY__SIGNATURE", "md5")]).unwrap_err();
         assert!(err.to_string().contains("delivery.signature"), "{err}");
+    }
+
+    #[test]
+    fn outbound_limits_are_checked() {
+        let cfg = load_env(&[]).unwrap();
+        assert_eq!(cfg.fetch_limit.per_origin, 4);
+        assert_eq!(cfg.verify_limit.concurrency, 512);
+        let err = Config::from_toml_str("[fetch]\nconcurrency = 8\nper_origin = 5").unwrap_err();
+        assert!(err.to_string().contains("fetch.per_origin"), "{err}");
+        let err = Config::from_toml_str("[subscriptions]\nverify_concurrency = 1").unwrap_err();
+        assert!(
+            err.to_string().contains("subscriptions.verify_concurrency"),
+            "{err}"
+        );
+        let cfg = Config::from_toml_str("[subscriptions]\nverify_per_origin = 16").unwrap();
+        assert_eq!(cfg.verify_limit.per_origin, 16);
     }
 
     #[test]

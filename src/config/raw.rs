@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::values::{parse_addr, parse_cidr, parse_duration, parse_public_url, parse_size};
 use super::{
-    AdminConfig, Backend, Config, ConfigError, DiffConfig, LogFormat, PublisherConfig,
+    AdminConfig, Backend, CallLimit, Config, ConfigError, DiffConfig, LogFormat, PublisherConfig,
     WindowConfig, invalid,
 };
 use crate::signature::Algorithm;
@@ -97,6 +97,8 @@ struct RawSubscriptions {
     verify_timeout: String,
     allowed_topics: Vec<String>,
     sweep_interval: String,
+    verify_concurrency: usize,
+    verify_per_origin: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +107,8 @@ struct RawFetch {
     timeout: String,
     max_bytes: String,
     max_redirects: usize,
+    concurrency: usize,
+    per_origin: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +339,14 @@ impl RawConfig {
             fetch_timeout: parse_duration("fetch.timeout", &self.fetch.timeout)?,
             fetch_max_bytes: parse_size("fetch.max_bytes", &self.fetch.max_bytes)? as usize,
             fetch_max_redirects: self.fetch.max_redirects,
+            fetch_limit: call_limit(
+                ("fetch.concurrency", self.fetch.concurrency),
+                ("fetch.per_origin", self.fetch.per_origin),
+            )?,
+            verify_limit: call_limit(
+                ("subscriptions.verify_concurrency", sub.verify_concurrency),
+                ("subscriptions.verify_per_origin", sub.verify_per_origin),
+            )?,
             delivery_timeout: parse_duration("delivery.timeout", &d.timeout)?,
             connect_timeout: parse_duration("delivery.connect_timeout", &d.connect_timeout)?,
             per_destination: d.per_destination,
@@ -352,4 +364,24 @@ impl RawConfig {
             log_level: self.log.level,
         })
     }
+}
+
+/// A global cap and a per-origin share of it, checked together.
+fn call_limit(
+    (cap_key, cap): (&str, usize),
+    (share_key, share): (&str, usize),
+) -> Result<CallLimit, ConfigError> {
+    if !(2..=65_536).contains(&cap) {
+        return Err(invalid(cap_key, "must be between 2 and 65536"));
+    }
+    if share == 0 || share > cap / 2 {
+        return Err(invalid(
+            share_key,
+            format!("must be between 1 and half of {cap_key} ({})", cap / 2),
+        ));
+    }
+    Ok(CallLimit {
+        concurrency: cap,
+        per_origin: share,
+    })
 }

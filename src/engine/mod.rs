@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod health;
 pub mod history;
 pub mod keyed;
+pub mod origin_limit;
 pub mod planner;
 pub mod publish;
 pub mod retry;

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header;
-
 use tokio::sync::Semaphore;
 
 use super::Ack;
 use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
+use super::origin_limit::OriginLimit;
 use super::shared::Shared;
 use super::snapshot::{self, Snapshot};
 use super::stream::{CommitError, EventStream};
@@ -25,8 +25,9 @@ use crate::storage::{Commit, NewEvent, Ping, StorageError, TopicState, WorkKey};
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
 const FETCH_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
 
-/// Topic fetches at once.
-const CONCURRENCY: usize = 32;
+/// Updates diffed and committed at once (each commit waits for an append; an append takes
+/// every commit waiting).
+const PROCESSING: usize = 32;
 
 /// The fetcher: turns pings into committed events. It fetches through the topic client
 /// (bounded redirects, the topic policy) and commits through the event stream.
@@ -34,18 +35,23 @@ pub struct Fetcher {
     shared: Arc<Shared>,
     clients: Clients,
     stream: Arc<EventStream>,
-    permits: Semaphore,
+    /// Topic fetches in flight, shared between topic hosts.
+    fetches: Arc<OriginLimit>,
+    /// Diffs and commits in flight (no outbound call holds one).
+    processing: Semaphore,
     /// Answers owed for fat pings that were not stored, by ping id.
     acks: Mutex<HashMap<u64, Ack>>,
 }
 
 impl Fetcher {
     pub fn new(shared: Arc<Shared>, clients: &Clients, stream: Arc<EventStream>) -> Fetcher {
+        let limit = shared.cfg.fetch_limit;
         Fetcher {
             shared,
             clients: clients.clone(),
             stream,
-            permits: Semaphore::new(CONCURRENCY),
+            fetches: OriginLimit::new(limit.concurrency, limit.per_origin),
+            processing: Semaphore::new(PROCESSING),
             acks: Mutex::new(HashMap::new()),
         }
     }
@@ -89,7 +95,6 @@ impl Fetcher {
 
     /// Handles every ping waiting for `topic` that this node can claim.
     pub async fn run(&self, topic: String, batch: Vec<Ping>) {
-        let _permit = self.permits.acquire().await;
         let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
         let got = self.shared.take(keys.clone()).await;
         let mine: Vec<Ping> = batch
@@ -192,8 +197,16 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
         return;
     };
     let mut attempt = 0;
+    let origin = OriginLimit::origin_of(topic);
     let result = loop {
-        match fetch(fetcher, topic, &state, subscribers).await {
+        // A place among the fetches in flight, held for one attempt (not its backoff).
+        let place = tokio::select! {
+            p = fetcher.fetches.acquire(&origin) => p,
+            _ = fetcher.shared.shutdown.cancelled() => return, // the pings stay stored
+        };
+        let fetched = fetch(fetcher, topic, &state, subscribers).await;
+        drop(place);
+        match fetched {
             Ok(r) => break Ok(r),
             Err(f) if attempt < FETCH_BACKOFF.len() && transient(&f) => {
                 tracing::debug!(%topic, failure = %f, "topic fetch failed; trying again");
@@ -323,6 +336,9 @@ async fn process(
     mut state: TopicState,
     validators: Option<(Option<String>, Option<String>)>,
 ) -> Processed {
+    let Ok(_processing) = fetcher.processing.acquire().await else {
+        return Processed::Stopped; // never closed
+    };
     let now = fetcher.shared.clock.now_ms();
     let diff = match feed::diff(&fetcher.shared.cfg.diff, content_type, &body, Some(&state)) {
         Ok(d) => d,

@@ -5,9 +5,8 @@ use url::Url;
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use super::client::{Clients, Failure, classify, read_limited};
+use super::origin_limit::OriginLimit;
 use super::shared::Shared;
 use crate::metrics::Verification;
 use crate::ssrf::GuardError;
@@ -15,35 +14,42 @@ use crate::storage::{Intent, IntentMode, Subscription, WorkKey, destination_of};
 
 /// Largest verification answer read; a challenge is 64 hex characters.
 const MAX_ANSWER: usize = 16 * 1024;
-/// Verifications at once.
-const CONCURRENCY: usize = 64;
 
 /// The verifier: checks intents against the subscribers' callbacks, through the callback
 /// client (no redirects) under the callback policy.
 pub struct Verifier {
     shared: Arc<Shared>,
     clients: Clients,
-    permits: Semaphore,
+    /// Verifications in flight, shared between callback hosts.
+    calls: Arc<OriginLimit>,
 }
 
 impl Verifier {
     pub fn new(shared: Arc<Shared>, clients: &Clients) -> Verifier {
+        let limit = shared.cfg.verify_limit;
         Verifier {
             shared,
             clients: clients.clone(),
-            permits: Semaphore::new(CONCURRENCY),
+            calls: OriginLimit::new(limit.concurrency, limit.per_origin),
         }
     }
 
     /// Verifies a batch of intents of one (topic, callback), in order, each once claimed.
     pub async fn run(&self, batch: Vec<Intent>) {
-        let _permit = self.permits.acquire().await;
         for intent in batch {
+            // A place among the verifications in flight (one callback's requests, the denial
+            // included, count against its host).
+            let origin = OriginLimit::origin_of(&intent.callback);
+            let place = tokio::select! {
+                p = self.calls.acquire(&origin) => p,
+                _ = self.shared.shutdown.cancelled() => return, // the intents stay stored
+            };
             let key = WorkKey::Intent(intent.id);
             if !self.shared.take(vec![key.clone()]).await.contains(&true) {
                 continue; // another node has it
             }
             run(self, intent).await;
+            drop(place);
             self.shared.release(vec![key]).await;
         }
     }

@@ -9,6 +9,7 @@ mod distribution;
 mod event_log;
 mod fat_ping;
 mod helpers;
+mod isolation;
 mod jobs_done;
 mod kept_subscribers;
 mod logging;
