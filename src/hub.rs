@@ -84,6 +84,9 @@ pub async fn start_with_storage(
     let server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
+                crate::http::body_deadline::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(
                 crate::http::request_id::middleware,
             ))
             .configure(configure(state.clone()))

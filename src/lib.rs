@@ -4,6 +4,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod feed;
+pub mod form;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -117,7 +117,12 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
 /// Topics of a publish ping: `hub.url` (repeatable), `hub.url[]`, or `hub.topic`. A value that
 /// is a comma-separated list of http(s) URLs (`http://a/,http://b/`) counts as several.
 fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestError> {
+    let too_many = || RequestError::Invalid {
+        param: "hub.url",
+        reason: format!("names more than {MAX_TOPICS_PER_PING} topics"),
+    };
     let mut topics: Vec<HttpUrl> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut any = false;
     for (k, v) in pairs {
         let param: &'static str = match k.as_str() {
@@ -135,19 +140,17 @@ fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestErro
             })?],
         };
         for t in parsed {
-            if !topics.contains(&t) {
+            if seen.insert(t.as_str().to_owned()) {
+                // Refused as soon as it is known: the rest is not parsed.
+                if topics.len() == MAX_TOPICS_PER_PING {
+                    return Err(too_many());
+                }
                 topics.push(t);
             }
         }
     }
     if !any {
         return Err(RequestError::Missing("hub.url (or hub.topic)"));
-    }
-    if topics.len() > MAX_TOPICS_PER_PING {
-        return Err(RequestError::Invalid {
-            param: "hub.url",
-            reason: format!("names more than {MAX_TOPICS_PER_PING} topics"),
-        });
     }
     Ok(topics)
 }

@@ -112,6 +112,8 @@ pub struct Config {
     /// `None`: derived from the bound address at start-up.
     pub public_url: Option<Url>,
     pub max_body: usize,
+    /// Time allowed to receive a whole request body once its headers are in.
+    pub body_timeout: Duration,
     pub http_workers: usize,
     pub engine_threads: usize,
     /// Time in-flight deliveries get to finish when the hub stops.

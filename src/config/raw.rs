@@ -75,6 +75,7 @@ struct RawServer {
     listen: String,
     public_url: String,
     max_body: String,
+    body_timeout: String,
     http_workers: usize,
     engine_threads: usize,
     shutdown_deadline: String,
@@ -325,6 +326,10 @@ impl RawConfig {
             shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
             public_url,
             max_body: parse_size("server.max_body", &s.max_body)? as usize,
+            body_timeout: match parse_duration("server.body_timeout", &s.body_timeout)? {
+                d if d.is_zero() => return Err(invalid("server.body_timeout", "must not be zero")),
+                d => d,
+            },
             http_workers: s.http_workers,
             engine_threads: s.engine_threads,
             backend,

@@ -56,10 +56,15 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
     };
     // Body parameters first, then the query string: the first value of a key wins.
     let mut pairs: Vec<(String, String)> = Vec::new();
-    if is_form {
-        pairs.extend(form_urlencoded::parse(&body).into_owned());
+    let parsed = if is_form {
+        crate::form::parse(&body).map(|p| pairs.extend(p))
+    } else {
+        Ok(())
     }
-    pairs.extend(form_urlencoded::parse(req.query_string().as_bytes()).into_owned());
+    .and_then(|()| crate::form::parse(req.query_string().as_bytes()).map(|p| pairs.extend(p)));
+    if let Err(e) = parsed {
+        return text(StatusCode::BAD_REQUEST, e);
+    }
 
     let request = match websub::parse(&pairs) {
         Ok(r) => r,

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod admin_auth;
+pub mod body_deadline;
 mod fat_ping;
 mod hub_endpoint;
 mod ops;
