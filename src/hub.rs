@@ -79,6 +79,7 @@ pub async fn start_with_storage(
         clock: engine.clock(),
         hub_url: hub_url.clone(),
         admin: Arc::new(crate::admin::Admin::new(engine.clone())),
+        admin_gate: crate::http::admin_auth::Gate::new(&cfg),
         engine: engine.clone(),
     });
     let server = HttpServer::new(move || {

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
-use super::admin_auth::{self, Denied};
+use super::admin_auth::Denied;
 use crate::urls::HttpUrl;
 
 /// Most items one listing returns.
@@ -25,11 +25,11 @@ fn denied(d: Denied) -> HttpResponse {
 }
 
 fn read(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check(req, state.cfg.admin.token.as_deref()).map_err(denied)
+    state.admin_gate.check(req).map_err(denied)
 }
 
 fn act(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check_action(req, state.cfg.admin.token.as_deref()).map_err(denied)
+    state.admin_gate.check_action(req).map_err(denied)
 }
 
 fn storage_error(e: impl std::fmt::Display) -> HttpResponse {

@@ -2,7 +2,7 @@
 //! outbound calls.
 
 mod admin_api;
-mod admin_auth;
+pub mod admin_auth;
 pub mod body_deadline;
 mod fat_ping;
 mod hub_endpoint;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub engine: Arc<crate::engine::Engine>,
     /// The status page's and admin API's views and actions.
     pub admin: Arc<crate::admin::Admin>,
+    /// Who may use them.
+    pub admin_gate: admin_auth::Gate,
 }
 
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {

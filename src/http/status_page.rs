@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::admin_api::{LookupQuery, lookup_url};
-use super::admin_auth::{self, COOKIE, Denied};
+use super::admin_auth::{COOKIE, Denied};
 use crate::admin::{CallbackInfo, DestinationInfo, Overview, TopicInfo};
 use crate::storage::DeadLetter;
 
@@ -133,7 +133,7 @@ fn notice(state: &AppState, status: StatusCode, denied: Option<&Denied>) -> Http
              <button>Sign in</button></form>",
         ),
         Some(d) => {
-            let _ = write!(body, "<p class=note>{}</p>", esc(d.reason()));
+            let _ = write!(body, "<p class=note>{}</p>", esc(&d.reason()));
         }
         None => {}
     }
@@ -142,7 +142,9 @@ fn notice(state: &AppState, status: StatusCode, denied: Option<&Denied>) -> Http
 
 /// Renders the page for an admin, or the notice (with a status) for anyone else.
 fn guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check(req, state.cfg.admin.token.as_deref())
+    state
+        .admin_gate
+        .check(req)
         .map_err(|d| notice(state, d.status(), Some(&d)))
 }
 
@@ -336,8 +338,7 @@ pub struct DashboardQuery {
 
 /// `GET /` without `hub.topic`: the dashboard for admins, the notice for everyone else.
 pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let token = state.cfg.admin.token.as_deref();
-    if let Err(d) = admin_auth::check(&req, token) {
+    if let Err(d) = state.admin_gate.check(&req) {
         // The public URL always answers: a notice, with the sign-in form when there is a token.
         let shown = (d == Denied::NoToken).then_some(&d);
         return notice(&state, StatusCode::OK, shown);
@@ -552,7 +553,9 @@ pub async fn callback(
 }
 
 fn action_guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
-    admin_auth::check_action(req, state.cfg.admin.token.as_deref())
+    state
+        .admin_gate
+        .check_action(req)
         .map_err(|d| notice(state, d.status(), Some(&d)))
 }
 
@@ -607,8 +610,10 @@ pub async fn login(
     form: web::Form<Login>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let token = state.cfg.admin.token.as_deref();
-    if !admin_auth::token_matches(form.token.trim(), token) {
+    if let Err(d) = state.admin_gate.check_host(&req) {
+        return notice(&state, d.status(), Some(&d));
+    }
+    if !state.admin_gate.token_matches(form.token.trim()) {
         return notice(&state, StatusCode::UNAUTHORIZED, Some(&Denied::NoToken));
     }
     let secure = req.connection_info().scheme() == "https" || state.hub_url.starts_with("https://");

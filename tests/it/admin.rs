@@ -21,10 +21,12 @@ async fn get_json(hub: &TestHub, path: &str) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
+/// An admin action as the status page's own script would send it (same origin).
 async fn post_json(hub: &TestHub, path: &str) -> (u16, Value) {
     let r = hub
         .client
         .post(format!("{}{}", hub.url, path.trim_start_matches('/')))
+        .header("origin", hub.url.trim_end_matches('/'))
         .send()
         .await
         .unwrap();
@@ -326,4 +328,58 @@ async fn every_answer_carries_a_request_id() {
         .await
         .unwrap();
     assert_ne!(r.headers()["x-request-id"], "not ok!");
+}
+
+#[tokio::test]
+async fn a_rebinding_page_and_a_forged_action_are_refused() {
+    let hub = spawn_hub().await;
+    let port = hub.running().addr.port();
+    // A page on another site whose name now resolves to this machine sends its own name.
+    let r = hub
+        .client
+        .get(format!("{}admin/api/status", hub.url))
+        .header("host", format!("rebind.evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("server.public_url"),
+        "{v}"
+    );
+    let r = hub
+        .client
+        .post(format!("{}admin/api/dead-letters/replay-all", hub.url))
+        .header("host", format!("rebind.evil.example:{port}"))
+        .header("origin", format!("http://rebind.evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    // An action that does not say where it comes from (a form another page submits in a
+    // browser without Origin) is refused; the same with Origin, or as `localhost`, is served.
+    let (status, v) = {
+        let r = hub
+            .client
+            .post(format!("{}admin/api/dead-letters/replay-all", hub.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(
+        post_json(&hub, "/admin/api/dead-letters/replay-all")
+            .await
+            .0,
+        200
+    );
+    let r = hub
+        .client
+        .get(format!("http://localhost:{port}/admin/api/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
