@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Intake;
 use crate::engine::health::Health;
-use crate::engine::{Busy, Work, stream};
+use crate::engine::{Busy, FatOutcome, Work, stream};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
 use crate::urls::HttpUrl;
 use crate::websub::SubRequest;
@@ -28,6 +28,9 @@ pub enum IngestError {
     Stopping,
     #[error("the update was not committed within {}s; try again", FAT_PING_WAIT.as_secs())]
     NotCommitted,
+    /// The content itself is refused: sending it again will not help.
+    #[error("the content will not be distributed: {0}")]
+    Refused(String),
 }
 
 /// Longest a fat ping's publisher waits for its update to be durable.
@@ -169,7 +172,8 @@ impl Ingest {
         let (ack, answer) = tokio::sync::oneshot::channel();
         self.intake.hand_off_now(Work::Fat(ping, ack))?;
         match tokio::time::timeout(FAT_PING_WAIT, answer).await {
-            Ok(Ok(Ok(()))) => Ok(Accepted { pings: 1 }),
+            Ok(Ok(Ok(FatOutcome::Committed))) => Ok(Accepted { pings: 1 }),
+            Ok(Ok(Ok(FatOutcome::Refused(why)))) => Err(IngestError::Refused(why)),
             Ok(Ok(Err(e))) => {
                 self.health.failed("fat ping commit", &e);
                 Err(e.into())

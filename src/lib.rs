@@ -13,5 +13,6 @@ pub mod progress;
 pub mod signature;
 pub mod ssrf;
 pub mod storage;
+pub mod topic_prefix;
 pub mod urls;
 pub mod websub;

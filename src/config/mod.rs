@@ -81,6 +81,9 @@ pub struct DiffConfig {
 pub struct PublisherConfig {
     pub name: String,
     pub topics: Vec<String>,
+    /// `topics`, parsed (filled in when the config is validated).
+    #[serde(skip)]
+    pub prefixes: Vec<crate::topic_prefix::TopicPrefix>,
     #[serde(default)]
     pub secret: Option<String>,
     #[serde(default)]
@@ -130,7 +133,7 @@ pub struct Config {
     pub min_lease: Duration,
     pub max_lease: Duration,
     pub verify_timeout: Duration,
-    pub allowed_topics: Vec<String>,
+    pub allowed_topics: Vec<crate::topic_prefix::TopicPrefix>,
     pub sweep_interval: Duration,
     pub fetch_timeout: Duration,
     pub fetch_max_bytes: usize,
@@ -315,6 +318,21 @@ mod tests {
         );
         let cfg = Config::from_toml_str("[subscriptions]\nverify_per_origin = 16").unwrap();
         assert_eq!(cfg.verify_limit.per_origin, 16);
+    }
+
+    #[test]
+    fn topic_prefixes_are_checked() {
+        let err = Config::from_toml_str(
+            "[[publishers]]\nname = \"p\"\ntopics = [\"http://a/\", \"a/b\"]\ntoken = \"t\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("publishers[0].topics[1]"), "{err}");
+        let err = Config::from_toml_str("[subscriptions]\nallowed_topics = [\"http://a/?q\"]")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("subscriptions.allowed_topics[0]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{
     WindowConfig, invalid,
 };
 use crate::signature::Algorithm;
+use crate::topic_prefix::TopicPrefix;
 
 /// Deserializes merged layers and validates them.
 pub(super) fn validate_value(value: toml::Value) -> Result<Config, ConfigError> {
@@ -172,14 +173,19 @@ impl RawConfig {
                 "must not be shorter than subscriptions.min_lease",
             ));
         }
-        for (i, t) in sub.allowed_topics.iter().enumerate() {
-            if !(t.starts_with("http://") || t.starts_with("https://")) {
-                return Err(invalid(
-                    &format!("subscriptions.allowed_topics[{i}]"),
-                    "must be an http(s) URL prefix",
-                ));
-            }
-        }
+        let allowed_topics = sub
+            .allowed_topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                TopicPrefix::parse(t).map_err(|e| {
+                    invalid(
+                        &format!("subscriptions.allowed_topics[{i}]"),
+                        format!("must be an http(s) URL prefix: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let d = self.delivery;
         if d.per_destination == 0 {
             return Err(invalid("delivery.per_destination", "must be at least 1"));
@@ -240,8 +246,18 @@ impl RawConfig {
                 .map(|(i, c)| parse_cidr(&format!("{key}[{i}]"), c))
                 .collect()
         };
-        for (i, p) in self.publishers.iter().enumerate() {
+        let mut publishers = self.publishers;
+        for (i, p) in publishers.iter_mut().enumerate() {
             let key = format!("publishers[{i}]");
+            for (j, t) in p.topics.iter().enumerate() {
+                let prefix = TopicPrefix::parse(t).map_err(|e| {
+                    invalid(
+                        &format!("{key}.topics[{j}]"),
+                        format!("must be an http(s) URL prefix: {e}"),
+                    )
+                })?;
+                p.prefixes.push(prefix);
+            }
             if p.secret.is_none() && p.token.is_none() {
                 return Err(invalid(&key, "needs a `secret` or a `token`"));
             }
@@ -339,7 +355,7 @@ impl RawConfig {
             min_lease,
             max_lease,
             verify_timeout: parse_duration("subscriptions.verify_timeout", &sub.verify_timeout)?,
-            allowed_topics: sub.allowed_topics,
+            allowed_topics,
             sweep_interval: parse_duration("subscriptions.sweep_interval", &sub.sweep_interval)?,
             fetch_timeout: parse_duration("fetch.timeout", &self.fetch.timeout)?,
             fetch_max_bytes: parse_size("fetch.max_bytes", &self.fetch.max_bytes)? as usize,
@@ -363,7 +379,7 @@ impl RawConfig {
             diff: self.diff,
             callback_allow: cidrs("ssrf.callback_allow", &self.ssrf.callback_allow)?,
             topic_allow: cidrs("ssrf.topic_allow", &self.ssrf.topic_allow)?,
-            publishers: self.publishers,
+            publishers,
             admin,
             log_format,
             log_level: self.log.level,

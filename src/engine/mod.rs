@@ -67,7 +67,16 @@ pub enum Work {
 }
 
 /// The answer to a [`Work::Fat`] ping.
-pub type Ack = tokio::sync::oneshot::Sender<Result<(), StorageError>>;
+pub type Ack = tokio::sync::oneshot::Sender<Result<FatOutcome, StorageError>>;
+
+/// What became of a fat ping's content, once durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FatOutcome {
+    /// Committed: an event (when it changed something), to be delivered.
+    Committed,
+    /// Not distributed, for this reason (e.g. an XML document with entity declarations).
+    Refused(String),
+}
 
 /// The intake channel is full: the work was not taken.
 #[derive(Debug, thiserror::Error)]

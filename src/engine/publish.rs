@@ -12,12 +12,12 @@ use bytes::Bytes;
 use reqwest::header;
 use tokio::sync::Semaphore;
 
-use super::Ack;
 use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
 use super::origin_limit::OriginLimit;
 use super::shared::Shared;
 use super::snapshot::{self, Snapshot};
 use super::stream::{CommitError, EventStream};
+use super::{Ack, FatOutcome};
 use crate::feed;
 use crate::metrics::Fetch;
 use crate::storage::{Commit, NewEvent, Ping, StorageError, TopicState, WorkKey};
@@ -83,9 +83,16 @@ impl Fetcher {
                     if !stream.durable(seq).await {
                         return; // stopping: unanswered, the publisher tries again
                     }
-                    Ok(())
+                    Ok(FatOutcome::Committed)
                 }
-                Processed::Committed(None) | Processed::Refused => shared.store.flush().await,
+                Processed::Committed(None) => {
+                    shared.store.flush().await.map(|()| FatOutcome::Committed)
+                }
+                Processed::Refused(why) => shared
+                    .store
+                    .flush()
+                    .await
+                    .map(|()| FatOutcome::Refused(why)),
                 Processed::Failed(e) => Err(e),
                 Processed::Stopped => return,
             };
@@ -318,8 +325,8 @@ enum Processed {
     /// Committed (appended; durable with the stream's next flush), with its event's number
     /// when it had one.
     Committed(Option<u64>),
-    /// The content was refused; the topic's state says why.
-    Refused,
+    /// The content was refused, for this reason (the topic's state says it too).
+    Refused(String),
     /// The store failed; nothing was committed.
     Failed(StorageError),
     /// The hub stopped first.
@@ -348,7 +355,7 @@ async fn process(
             fetcher.shared.metrics.fetch(Fetch::Refused);
             state.last_fetch_ms = now;
             return match finish(fetcher, topic, ping_ids, Some(state)).await {
-                true => Processed::Refused,
+                true => Processed::Refused(e.to_string()),
                 false => Processed::Stopped,
             };
         }

@@ -80,7 +80,7 @@ async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<String> {
         return None; // unsubscriptions are never validated
     }
     let allowed = &v.shared.cfg.allowed_topics;
-    if !allowed.is_empty() && !allowed.iter().any(|p| intent.topic.starts_with(p.as_str())) {
+    if !allowed.is_empty() && !allowed.iter().any(|p| p.covers(&intent.topic)) {
         return Some("this hub does not serve that topic".into());
     }
     let topic = Url::parse(&intent.topic).ok()?;

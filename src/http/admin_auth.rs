@@ -100,7 +100,7 @@ impl Gate {
     /// Is `host` (a `Host` header's value) one of this hub's names?
     fn host_allowed(&self, host: &str) -> bool {
         let name = host_name(host);
-        if self.names.iter().any(|n| *n == name) {
+        if self.names.contains(&name) {
             return true;
         }
         match name.parse::<IpAddr>() {

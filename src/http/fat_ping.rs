@@ -1,5 +1,7 @@
 //! Authentication of fat pings: `X-Hub-Signature: sha256=HMAC(secret, body)` or
-//! `Authorization: Bearer TOKEN`, from a publisher whose topic prefixes cover the topic.
+//! `Authorization: Bearer TOKEN`, from a publisher whose topic prefixes cover the topic (on
+//! URL boundaries: [`crate::topic_prefix`]). Every credential a request carries must hold for
+//! that publisher: a wrong signature next to a right token is refused.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -38,11 +40,7 @@ pub fn authenticate<'a>(
     }
     let mut candidates = publishers
         .iter()
-        .filter(|p| {
-            p.topics
-                .iter()
-                .any(|prefix| topic.starts_with(prefix.as_str()))
-        })
+        .filter(|p| p.prefixes.iter().any(|prefix| prefix.covers(topic)))
         .peekable();
     if candidates.peek().is_none() {
         return Err(AuthError::Refused(
@@ -51,15 +49,17 @@ pub fn authenticate<'a>(
     }
     candidates
         .find(|p| {
-            let by_token = match (bearer, p.token.as_deref()) {
+            let token_holds = match (bearer, p.token.as_deref()) {
+                (None, _) => true,
                 (Some(given), Some(token)) => eq_ct(given.as_bytes(), token.as_bytes()),
-                _ => false,
+                (Some(_), None) => false,
             };
-            let by_sig = match (sig, p.secret.as_deref()) {
+            let signature_holds = match (sig, p.secret.as_deref()) {
+                (None, _) => true,
                 (Some(given), Some(secret)) => signature::verify(given, secret.as_bytes(), body),
-                _ => false,
+                (Some(_), None) => false,
             };
-            by_token || by_sig
+            token_holds && signature_holds
         })
         .ok_or(AuthError::Refused("credentials do not match"))
 }

@@ -140,6 +140,7 @@ async fn fat(
     };
     match state.ingest.publish_content(topic, content).await {
         Ok(_) => accepted("the content will be distributed"),
+        Err(e @ IngestError::Refused(_)) => text(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => unavailable(e),
     }
 }

@@ -171,3 +171,89 @@ async fn fat_ping_feeds_are_diffed_too() {
     let d = sub.deliveries();
     assert_eq!(String::from_utf8(d[1].body.clone()).unwrap(), feed(&["b"]));
 }
+
+const LOOPBACK_PUBLISHER: &str = r#"
+[[publishers]]
+name = "loop"
+topics = ["http://127.0.0.1"]
+token = "loop-token"
+secret = "loop-secret"
+"#;
+
+#[tokio::test]
+async fn topic_prefixes_match_on_url_boundaries() {
+    let hub = spawn_hub_with(LOOPBACK_PUBLISHER).await;
+    let bearer = [("authorization", "Bearer loop-token".to_owned())];
+    for outside in [
+        "http://127.0.0.10/feed",
+        "http://127.0.0.1.evil.example/feed",
+        "https://127.0.0.1/feed",
+    ] {
+        let r = fat(&hub, outside, "text/plain", "x", &bearer).await;
+        assert_eq!(r.status(), 403, "{outside}");
+    }
+    let r = fat(&hub, "http://127.0.0.1:8080/a", "text/plain", "x", &bearer).await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn every_credential_sent_must_hold() {
+    let hub = spawn_hub_with(LOOPBACK_PUBLISHER).await;
+    let topic = "http://127.0.0.1:1/both";
+    let right = sign(Algorithm::Sha256, b"loop-secret", b"x");
+    let wrong = sign(Algorithm::Sha256, b"not-the-secret", b"x");
+    let token = ("authorization", "Bearer loop-token".to_owned());
+    let r = fat(
+        &hub,
+        topic,
+        "text/plain",
+        "x",
+        &[token.clone(), ("x-hub-signature", wrong)],
+    )
+    .await;
+    assert_eq!(r.status(), 403, "a wrong signature next to a right token");
+    let r = fat(
+        &hub,
+        topic,
+        "text/plain",
+        "x",
+        &[
+            ("authorization", "Bearer wrong".into()),
+            ("x-hub-signature", right.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 403, "a wrong token next to a right signature");
+    let r = fat(
+        &hub,
+        topic,
+        "text/plain",
+        "x",
+        &[token, ("x-hub-signature", right)],
+    )
+    .await;
+    assert_eq!(r.status(), 202, "both right");
+}
+
+#[tokio::test]
+async fn content_the_hub_will_not_distribute_is_refused_at_once() {
+    let hub = spawn_hub_with(PUBLISHERS).await;
+    let sub = Subscriber::start().await;
+    let topic = "http://127.0.0.1:1/tok/feed";
+    hub.subscribed(topic, &sub.callback("/cb")).await;
+    let bomb = "<?xml version=\"1.0\"?><!DOCTYPE f [<!ENTITY a \"aaaaaaaaaa\">]>\
+                <feed xmlns=\"http://www.w3.org/2005/Atom\"><title>&a;</title></feed>";
+    let r = fat(
+        &hub,
+        topic,
+        "application/atom+xml",
+        bomb,
+        &[("authorization", "Bearer t0ken".into())],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let why = r.text().await.unwrap();
+    assert!(why.contains("will not be distributed"), "{why}");
+    assert!(hub.last_fetch(topic).await.starts_with("refused"));
+    assert!(sub.deliveries().is_empty());
+}
