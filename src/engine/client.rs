@@ -31,6 +31,8 @@ pub enum Failure {
         retry_after: Duration,
     },
     TooLarge,
+    /// A topic sent with a `Content-Encoding` the hub does not decode.
+    Encoding(String),
     Other(String),
 }
 
@@ -46,6 +48,7 @@ impl Failure {
             Failure::Status(s) | Failure::Throttled { status: s, .. } if *s < 500 => "4xx",
             Failure::Status(_) | Failure::Throttled { .. } => "5xx",
             Failure::TooLarge => "too-large",
+            Failure::Encoding(_) => "encoding",
             Failure::Other(_) => "other",
         }
     }
@@ -71,6 +74,10 @@ impl fmt::Display for Failure {
                 humantime::format_duration(*retry_after)
             ),
             Failure::TooLarge => write!(f, "response too large"),
+            Failure::Encoding(e) => write!(
+                f,
+                "Content-Encoding {e:?} is not one the hub decodes ({TOPIC_ENCODINGS})"
+            ),
             Failure::Other(m) => write!(f, "{m}"),
         }
     }
@@ -135,7 +142,11 @@ impl Clients {
                 .tcp_keepalive(Duration::from_secs(60))
                 .dns_resolver(std::sync::Arc::new(GuardedResolver::new(policy.clone())))
         };
+        // Callbacks' answers are read only for a challenge: no compression offered.
         let callbacks = base(&callback_policy)
+            .no_gzip()
+            .no_deflate()
+            .no_brotli()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let max = cfg.fetch_max_redirects;
@@ -158,6 +169,21 @@ impl Clients {
             callback_policy,
             topic_policy,
         })
+    }
+}
+
+/// The encodings topic fetches offer (`Accept-Encoding`) and decode; the decoded size counts
+/// against `fetch.max_bytes`.
+pub const TOPIC_ENCODINGS: &str = "gzip, deflate, br";
+
+/// Refuses a topic whose `Content-Encoding` was not decoded (one the hub did not offer).
+pub fn check_encoding(resp: &reqwest::Response) -> Result<(), Failure> {
+    match resp.headers().get(reqwest::header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
+        Some(v) => Err(Failure::Encoding(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )),
     }
 }
 

@@ -91,7 +91,7 @@ pub fn signal(outcome: &Outcome) -> Option<Signal> {
         Outcome::Failed(f) => match f {
             Failure::Throttled { retry_after, .. } => Signal::Throttled(*retry_after),
             Failure::Status(s) if *s == 429 || *s >= 500 => Signal::Failure,
-            Failure::Status(_) | Failure::Redirect(_) => Signal::Answered,
+            Failure::Status(_) | Failure::Redirect(_) | Failure::Encoding(_) => Signal::Answered,
             // Refused by policy, before any connection: says nothing about the server.
             Failure::Blocked(_) => return None,
             Failure::Timeout

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::header;
 use tokio::sync::Semaphore;
 
-use super::client::{Clients, Failure, USER_AGENT, classify, read_limited};
+use super::client::{Clients, Failure, USER_AGENT, check_encoding, classify, read_limited};
 use super::origin_limit::OriginLimit;
 use super::shared::Shared;
 use super::snapshot::{self, Snapshot};
@@ -302,6 +302,7 @@ async fn fetch(
     if !status.is_success() {
         return Err(Failure::Status(status.as_u16()));
     }
+    check_encoding(&resp)?;
     let text = |name: header::HeaderName| {
         resp.headers()
             .get(name)

@@ -9,6 +9,7 @@ mod diffing;
 mod distribution;
 mod event_log;
 mod fat_ping;
+mod fetch_encoding;
 mod helpers;
 mod isolation;
 mod jobs_done;

@@ -13,6 +13,8 @@ struct TopicDoc {
     etag: Option<String>,
     /// Answer `302 Found` to this location instead.
     redirect: Option<String>,
+    /// Sent as `Content-Encoding` (the body is sent as it is: encoded by the test).
+    encoding: Option<String>,
 }
 
 /// A publisher's topic server: serves documents set by the test, records fetches.
@@ -59,6 +61,9 @@ impl Publisher {
                     if let Some(e) = &doc.etag {
                         r.insert_header(("etag", e.clone()));
                     }
+                    if let Some(e) = &doc.encoding {
+                        r.insert_header(("content-encoding", e.clone()));
+                    }
                     r.body(doc.body.clone())
                 }
             }))
@@ -99,6 +104,21 @@ impl Publisher {
                 body: body.into(),
                 etag: etag.map(str::to_owned),
                 redirect: None,
+                encoding: None,
+            },
+        );
+    }
+
+    /// Serves `encoded` (already encoded) with `Content-Encoding: encoding`.
+    pub fn set_encoded(&self, path: &str, content_type: &str, encoding: &str, encoded: Vec<u8>) {
+        self.docs.lock().unwrap().insert(
+            path.to_owned(),
+            TopicDoc {
+                content_type: content_type.to_owned(),
+                body: encoded,
+                etag: None,
+                redirect: None,
+                encoding: Some(encoding.to_owned()),
             },
         );
     }
@@ -112,6 +132,7 @@ impl Publisher {
                 body: vec![],
                 etag: None,
                 redirect: Some(to.to_owned()),
+                encoding: None,
             },
         );
     }
