@@ -80,6 +80,8 @@ pub async fn start_with_storage(
         hub_url: hub_url.clone(),
         admin: Arc::new(crate::admin::Admin::new(engine.clone())),
         admin_gate: crate::http::admin_auth::Gate::new(&cfg),
+        subscribe_rate: crate::rate_limit::Limiter::new(cfg.limits.subscriptions_per_client),
+        ping_rate: crate::rate_limit::Limiter::new(cfg.limits.pings_per_client),
         engine: engine.clone(),
     });
     let server = HttpServer::new(move || {

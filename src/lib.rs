@@ -10,6 +10,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod progress;
+pub mod rate_limit;
 pub mod signature;
 pub mod ssrf;
 pub mod storage;

@@ -82,9 +82,14 @@ max_probe_interval = "5s"
 [ssrf]
 callback_allow = ["127.0.0.0/8"]
 topic_allow = ["127.0.0.0/8"]
+[limits]
+subscriptions_per_client = "off"
+pings_per_client = "off"
+verifications_per_host = "off"
+fetches_per_topic = "off"
 [[publishers]]
 name = "loadtest"
-topics = ["http://127.0.0.1:"]
+topics = ["http://127.0.0.1"]
 token = "{PUBLISHER_TOKEN}"
 "#,
                 threads = s.engine_threads,

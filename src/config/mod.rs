@@ -143,6 +143,8 @@ pub struct Config {
     /// Verifications in flight, in all and per callback origin
     /// (`subscriptions.verify_concurrency`, `subscriptions.verify_per_origin`).
     pub verify_limit: CallLimit,
+    /// Rate limits (`[limits]`); `None` is off.
+    pub limits: Limits,
     pub delivery_timeout: Duration,
     pub connect_timeout: Duration,
     pub per_destination: usize,
@@ -158,6 +160,15 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+/// What anonymous clients can make the hub do (`[limits]`); `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub subscriptions_per_client: Option<crate::rate_limit::Rate>,
+    pub pings_per_client: Option<crate::rate_limit::Rate>,
+    pub verifications_per_host: Option<crate::rate_limit::Rate>,
+    pub fetches_per_topic: Option<crate::rate_limit::Rate>,
 }
 
 /// Outbound calls of one kind in flight: in all, and for one origin (host).

@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use super::values::{parse_addr, parse_cidr, parse_duration, parse_public_url, parse_size};
 use super::{
-    AdminConfig, Backend, CallLimit, Config, ConfigError, DiffConfig, LogFormat, PublisherConfig,
-    WindowConfig, invalid,
+    AdminConfig, Backend, CallLimit, Config, ConfigError, DiffConfig, Limits, LogFormat,
+    PublisherConfig, WindowConfig, invalid,
 };
+use crate::rate_limit::Rate;
 use crate::signature::Algorithm;
 use crate::topic_prefix::TopicPrefix;
 
@@ -37,6 +38,7 @@ pub(super) struct RawConfig {
     admin: RawAdmin,
     events: RawEvents,
     cluster: RawCluster,
+    limits: RawLimits,
     log: RawLog,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
@@ -48,6 +50,15 @@ struct RawAdmin {
     token: String,
     history_per_callback: usize,
     history_callbacks: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    subscriptions_per_client: String,
+    pings_per_client: String,
+    verifications_per_host: String,
+    fetches_per_topic: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,7 +346,22 @@ impl RawConfig {
                 ));
             }
         };
+        let rate = |key: &str, text: &str| Rate::parse(text).map_err(|e| invalid(key, e));
+        let l = &self.limits;
+        let limits = Limits {
+            subscriptions_per_client: rate(
+                "limits.subscriptions_per_client",
+                &l.subscriptions_per_client,
+            )?,
+            pings_per_client: rate("limits.pings_per_client", &l.pings_per_client)?,
+            verifications_per_host: rate(
+                "limits.verifications_per_host",
+                &l.verifications_per_host,
+            )?,
+            fetches_per_topic: rate("limits.fetches_per_topic", &l.fetches_per_topic)?,
+        };
         Ok(Config {
+            limits,
             retention,
             node_id,
             listen: parse_addr("server.listen", &s.listen)?,

@@ -139,6 +139,7 @@ pub struct Engine {
     intents: Arc<KeyedQueue<Intent>>,
     pings: Arc<KeyedQueue<Ping>>,
     fetcher: Arc<publish::Fetcher>,
+    verifier: Arc<verify::Verifier>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,10 +218,13 @@ impl Engine {
             &clients,
             stream.clone(),
         ));
-        let intents = KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
+        let intents = {
             let verifier = verifier.clone();
-            async move { verifier.run(batch).await }
-        });
+            KeyedQueue::new(tracker.clone(), move |_key, batch: Vec<Intent>| {
+                let verifier = verifier.clone();
+                async move { verifier.run(batch).await }
+            })
+        };
         let pings = {
             let fetcher = fetcher.clone();
             KeyedQueue::new(tracker.clone(), move |topic, batch: Vec<Ping>| {
@@ -235,6 +239,7 @@ impl Engine {
             intents,
             pings,
             fetcher,
+            verifier,
         });
 
         let (tx, rx) = mpsc::channel(INTAKE_CAPACITY);
@@ -259,7 +264,10 @@ impl Engine {
 
     fn submit(&self, work: Work) {
         match work {
-            Work::Intent(i) => self.intents.submit(i),
+            Work::Intent(i) => {
+                self.verifier.note(&i);
+                self.intents.submit(i);
+            }
             Work::Ping(p) => self.pings.submit(p),
             Work::Fat(p, ack) => {
                 self.fetcher.expect(p.id, ack);

@@ -20,6 +20,7 @@ use super::stream::{CommitError, EventStream};
 use super::{Ack, FatOutcome};
 use crate::feed;
 use crate::metrics::Fetch;
+use crate::rate_limit::Limiter;
 use crate::storage::{Commit, NewEvent, Ping, StorageError, TopicState, WorkKey};
 
 /// Fetch attempts for one ping batch (transient failures only), and the pauses between them.
@@ -39,6 +40,8 @@ pub struct Fetcher {
     fetches: Arc<OriginLimit>,
     /// Diffs and commits in flight (no outbound call holds one).
     processing: Semaphore,
+    /// Fetches started per topic (`limits.fetches_per_topic`).
+    rate: Limiter<String>,
     /// Answers owed for fat pings that were not stored, by ping id.
     acks: Mutex<HashMap<u64, Ack>>,
 }
@@ -46,12 +49,14 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(shared: Arc<Shared>, clients: &Clients, stream: Arc<EventStream>) -> Fetcher {
         let limit = shared.cfg.fetch_limit;
+        let rate = Limiter::new(shared.cfg.limits.fetches_per_topic);
         Fetcher {
             shared,
             clients: clients.clone(),
             stream,
             fetches: OriginLimit::new(limit.concurrency, limit.per_origin),
             processing: Semaphore::new(PROCESSING),
+            rate,
             acks: Mutex::new(HashMap::new()),
         }
     }
@@ -207,8 +212,12 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
     let origin = OriginLimit::origin_of(topic);
     let result = loop {
         // A place among the fetches in flight, held for one attempt (not its backoff).
+        // The topic's rate (pings arriving meanwhile wait for the next fetch), then a place.
         let place = tokio::select! {
-            p = fetcher.fetches.acquire(&origin) => p,
+            p = async {
+                fetcher.rate.until_ready(&topic.to_owned()).await;
+                fetcher.fetches.acquire(&origin).await
+            } => p,
             _ = fetcher.shared.shutdown.cancelled() => return, // the pings stay stored
         };
         let fetched = fetch(fetcher, topic, &state, subscribers).await;

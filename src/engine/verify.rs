@@ -3,14 +3,20 @@
 use rand::RngCore;
 use url::Url;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::client::{Clients, Failure, classify, read_limited};
-use super::origin_limit::OriginLimit;
+use super::origin_limit::{OriginLimit, OriginPermit};
 use super::shared::Shared;
 use crate::metrics::Verification;
+use crate::rate_limit::Limiter;
 use crate::ssrf::GuardError;
 use crate::storage::{Intent, IntentMode, Subscription, WorkKey, destination_of};
+
+/// How often an intent waiting for its host's rate looks whether a newer one superseded it.
+const SUPERSEDED_CHECK: Duration = Duration::from_millis(50);
 
 /// Largest verification answer read; a challenge is 64 hex characters.
 const MAX_ANSWER: usize = 16 * 1024;
@@ -22,37 +28,107 @@ pub struct Verifier {
     clients: Clients,
     /// Verifications in flight, shared between callback hosts.
     calls: Arc<OriginLimit>,
+    /// Verification requests started per callback host (`limits.verifications_per_host`).
+    rate: Limiter<String>,
+    /// The newest intent queued for each subscription (topic, callback) with one waiting.
+    newest: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Verifier {
     pub fn new(shared: Arc<Shared>, clients: &Clients) -> Verifier {
         let limit = shared.cfg.verify_limit;
         Verifier {
-            shared,
             clients: clients.clone(),
             calls: OriginLimit::new(limit.concurrency, limit.per_origin),
+            rate: Limiter::new(shared.cfg.limits.verifications_per_host),
+            newest: Mutex::new(HashMap::new()),
+            shared,
         }
     }
 
-    /// Verifies a batch of intents of one (topic, callback), in order, each once claimed.
+    /// Notes an intent queued for verification: it supersedes older ones of its subscription.
+    pub fn note(&self, intent: &Intent) {
+        let mut newest = lock(&self.newest);
+        let id = newest.entry(subscription(intent)).or_insert(intent.id);
+        *id = (*id).max(intent.id);
+    }
+
+    fn superseded_by_newer(&self, intent: &Intent) -> bool {
+        lock(&self.newest)
+            .get(&subscription(intent))
+            .is_some_and(|&newest| newest > intent.id)
+    }
+
+    fn done(&self, intent: &Intent) {
+        let mut newest = lock(&self.newest);
+        let key = subscription(intent);
+        if newest.get(&key) == Some(&intent.id) {
+            newest.remove(&key);
+        }
+    }
+
+    /// Verifies a batch of intents of one (topic, callback), each once claimed. Only the
+    /// newest request counts (W3C WebSub: the subscriber's latest intent wins), so an intent
+    /// that a newer one for the same subscription has joined is dropped unverified, also while
+    /// it waits for its callback host's rate: ten thousand requests for one subscription cost
+    /// its callback a verification or two, not ten thousand.
     pub async fn run(&self, batch: Vec<Intent>) {
         for intent in batch {
-            // A place among the verifications in flight (one callback's requests, the denial
-            // included, count against its host).
+            let key = WorkKey::Intent(intent.id);
+            // The host's rate, then a place among the verifications in flight (one callback's
+            // requests, the denial included, count against its host).
             let origin = OriginLimit::origin_of(&intent.callback);
-            let place = tokio::select! {
-                p = self.calls.acquire(&origin) => p,
+            let ready = tokio::select! {
+                r = self.wait_turn(&intent, &origin) => r,
                 _ = self.shared.shutdown.cancelled() => return, // the intents stay stored
             };
-            let key = WorkKey::Intent(intent.id);
             if !self.shared.take(vec![key.clone()]).await.contains(&true) {
+                self.done(&intent);
                 continue; // another node has it
             }
-            run(self, intent).await;
-            drop(place);
+            match ready {
+                Some(place) => {
+                    run(self, intent.clone()).await;
+                    drop(place);
+                }
+                None => self.superseded(&intent).await,
+            }
+            self.done(&intent);
             self.shared.release(vec![key]).await;
         }
     }
+
+    /// Waits for the callback host's rate and a place; `None` as soon as a newer intent of the
+    /// same subscription supersedes this one.
+    async fn wait_turn(&self, intent: &Intent, origin: &str) -> Option<OriginPermit> {
+        let origin = origin.to_owned();
+        loop {
+            if self.superseded_by_newer(intent) {
+                return None;
+            }
+            match self.rate.check(&origin) {
+                Ok(()) => break,
+                Err(wait) => tokio::time::sleep(wait.min(SUPERSEDED_CHECK)).await,
+            }
+        }
+        Some(self.calls.acquire(&origin).await)
+    }
+
+    async fn superseded(&self, intent: &Intent) {
+        tracing::debug!(topic = %intent.topic, callback = %intent.callback,
+            "a newer request for this subscription supersedes this one");
+        if let Err(e) = self.shared.store.subs.remove_intent(intent.id).await {
+            tracing::error!(error = %e, "cannot remove a superseded intent");
+        }
+    }
+}
+
+fn subscription(intent: &Intent) -> (String, String) {
+    (intent.topic.clone(), intent.callback.clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A fresh challenge: 256 random bits, hex.

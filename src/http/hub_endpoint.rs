@@ -70,6 +70,26 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
+    let client = req
+        .peer_addr()
+        .map(|a| crate::rate_limit::client_key(a.ip()));
+    let limited = match (&request, client) {
+        (HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_), Some(ip)) => state
+            .subscribe_rate
+            .check(&ip)
+            .err()
+            .map(|wait| (wait, "limits.subscriptions_per_client")),
+        // Fat pings are authenticated; light pings count each topic they name.
+        (HubRequest::Publish(topics), Some(ip)) if is_form || body.is_empty() => state
+            .ping_rate
+            .check_n(&ip, topics.len() as u32)
+            .err()
+            .map(|wait| (wait, "limits.pings_per_client")),
+        _ => None,
+    };
+    if let Some((wait, key)) = limited {
+        return too_many(wait, key);
+    }
     let ingest = &state.ingest;
     let result = match request {
         HubRequest::Subscribe(s) => ingest
@@ -90,6 +110,17 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             .map(|_| accepted("the hub will fetch the topic")),
     };
     result.unwrap_or_else(unavailable)
+}
+
+/// A client over its rate: when to try again, and which setting says so.
+fn too_many(wait: std::time::Duration, key: &str) -> HttpResponse {
+    let secs = crate::rate_limit::retry_after_secs(wait);
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, secs.to_string()))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!(
+            "too many requests from this address ({key}); try again in {secs}s\n"
+        ))
 }
 
 fn accepted(what: &str) -> HttpResponse {

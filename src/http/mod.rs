@@ -31,6 +31,10 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// Who may use them.
     pub admin_gate: admin_auth::Gate,
+    /// Subscription requests per client address (`limits.subscriptions_per_client`).
+    pub subscribe_rate: crate::rate_limit::Limiter<std::net::IpAddr>,
+    /// Light pings per client address (`limits.pings_per_client`).
+    pub ping_rate: crate::rate_limit::Limiter<std::net::IpAddr>,
 }
 
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {

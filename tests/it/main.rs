@@ -19,6 +19,7 @@ mod operations;
 mod ops_scene;
 mod process;
 mod publishing;
+mod rate_limits;
 mod restart;
 mod scheduler;
 mod security;

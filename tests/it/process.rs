@@ -82,6 +82,9 @@ pub fn process_config(
 }
 
 /// [`process_config`] with more `[server]` keys.
+/// The suite's clients all come from 127.0.0.1: no rate limits (`rate_limits.rs` tests them).
+const NO_LIMITS: &str = "[limits]\nsubscriptions_per_client = \"off\"\npings_per_client = \"off\"\nverifications_per_host = \"off\"\nfetches_per_topic = \"off\"";
+
 pub fn process_config_with(
     dir: &tempfile::TempDir,
     backend: Backend,
@@ -92,7 +95,7 @@ pub fn process_config_with(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[storage]\nbackend = \"{}\"\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[storage]\nbackend = \"{}\"\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{NO_LIMITS}\n{extra}",
             backend_name(backend),
             dir.path().join("data").display().to_string()
         ),

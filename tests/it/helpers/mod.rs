@@ -53,7 +53,8 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-/// Config for tests: loopback allow-listed (never in the defaults), fast retries.
+/// Config for tests: loopback allow-listed (never in the defaults), fast retries, no rate
+/// limits (the suite's clients all come from 127.0.0.1; `rate_limits.rs` turns them on).
 pub const TEST_CONFIG: &str = r#"
 [ssrf]
 callback_allow = ["127.0.0.0/8"]
@@ -63,6 +64,11 @@ retry_schedule = ["100ms", "200ms"]
 timeout = "5s"
 [subscriptions]
 verify_timeout = "5s"
+[limits]
+subscriptions_per_client = "off"
+pings_per_client = "off"
+verifications_per_host = "off"
+fetches_per_topic = "off"
 "#;
 
 /// The switch: which storage backend the suite's hubs use.
