@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::engine::dispatch::{DestinationView, LastError};
 use crate::engine::health::Failing;
-use crate::engine::history::DeliveryRecord;
+use crate::engine::history::{DeliveryRecord, VerificationRecord};
 use crate::metrics::{Gauges, Throughput};
 use crate::storage::{
     DeadLetter, EventSummary, LogBounds, Retention, Retry, Storage, StorageError, Subscription,
@@ -34,6 +34,9 @@ pub trait EngineView: Send + Sync {
     fn destination(&self, name: &str) -> Option<DestinationView>;
     /// The last deliveries to a callback, newest first.
     fn recent_deliveries(&self, callback: &str) -> Vec<DeliveryRecord>;
+    /// The last verifications for a callback, or for subscriptions to a topic, newest first.
+    fn recent_verifications(&self, callback: &str) -> Vec<VerificationRecord>;
+    fn recent_topic_verifications(&self, topic: &str) -> Vec<VerificationRecord>;
     /// A retry was stored behind the retry loop's back (a replay).
     fn wake_retries(&self);
 }
@@ -69,6 +72,12 @@ impl EngineView for Engine {
     }
     fn recent_deliveries(&self, callback: &str) -> Vec<DeliveryRecord> {
         self.dispatcher().history().recent(callback)
+    }
+    fn recent_verifications(&self, callback: &str) -> Vec<VerificationRecord> {
+        Engine::recent_verifications(self, callback)
+    }
+    fn recent_topic_verifications(&self, topic: &str) -> Vec<VerificationRecord> {
+        Engine::recent_topic_verifications(self, topic)
     }
     fn wake_retries(&self) {
         Engine::wake_retries(self)
@@ -221,6 +230,9 @@ pub struct TopicInfo {
     pub recent_events: Vec<EventSummary>,
     /// The first subscriptions, in destination and callback order.
     pub subscriptions: Vec<SubscriptionInfo>,
+    /// Verifications of requests for this topic, newest first (kept in memory since start):
+    /// failed and denied ones with the reason.
+    pub recent_verifications: Vec<VerificationRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -261,6 +273,8 @@ pub struct CallbackInfo {
     pub dead_letters: Vec<DeadLetter>,
     /// Newest first (kept in memory since the hub started).
     pub recent_deliveries: Vec<DeliveryRecord>,
+    /// Verifications of requests for this callback, newest first (in memory since start).
+    pub recent_verifications: Vec<VerificationRecord>,
     /// The callback's destination server, if the hub has delivered there since it started.
     pub destination: Option<DestinationInfo>,
 }
@@ -392,6 +406,7 @@ impl Admin {
             last_result,
             recent_events,
             subscriptions,
+            recent_verifications: self.engine.recent_topic_verifications(topic),
         })
     }
 
@@ -465,6 +480,7 @@ impl Admin {
             pending_retries,
             dead_letters,
             recent_deliveries: self.engine.recent_deliveries(callback),
+            recent_verifications: self.engine.recent_verifications(callback),
             destination,
         })
     }

@@ -210,9 +210,12 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
-    // Logs go to standard error; standard output carries the listening line only.
+    // Logs go to standard error; standard output carries the listening line only. Colours
+    // only for a terminal: a file or a log collector gets plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Human => builder.init(),

@@ -12,6 +12,15 @@ use crate::ssrf::{GuardError, GuardedResolver, Policy};
 
 pub const USER_AGENT: &str = concat!("hubcast/", env!("CARGO_PKG_VERSION"));
 
+/// What allows a topic the SSRF guard blocked (said where the refusal is shown or logged).
+pub const TOPIC_HINT: &str = "topics at non-global addresses (loopback, private, …) are refused \
+                              unless ssrf.topic_allow lists their range (command line: \
+                              --allow-cidr)";
+/// What allows a callback the SSRF guard blocked.
+pub const CALLBACK_HINT: &str = "callbacks at non-global addresses (loopback, private, …) are \
+                                 refused unless ssrf.callback_allow lists their range (command \
+                                 line: --allow-cidr)";
+
 /// Why an outbound request failed; retries and metrics depend on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

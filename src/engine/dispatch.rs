@@ -667,7 +667,7 @@ fn remember(
             outcome: outcome.name(),
             class,
             error,
-            latency_ms: sent.then_some(took.as_secs_f64() * 1000.0),
+            latency_ms: sent.then_some((took.as_secs_f64() * 10_000.0).round() / 10.0),
         },
     );
 }

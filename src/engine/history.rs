@@ -1,6 +1,7 @@
-//! Recent deliveries per callback, kept in memory for the status page and the admin API ("my
-//! subscription is verified but nothing arrives — why?"). Bounded twice: `per_callback` records
-//! per callback, and `callbacks` callbacks (the one first seen longest ago is forgotten first).
+//! Recent deliveries per callback, and recent verifications per callback and per topic, kept
+//! in memory for the status page and the admin API ("my subscription is verified but nothing
+//! arrives — why?", "I subscribed and nothing happened — why?"). Bounded twice: `per_callback`
+//! records per key, and `callbacks` keys (the one first seen longest ago is forgotten first).
 //! Nothing here is persisted: a restart starts with an empty history.
 
 use std::collections::{HashMap, VecDeque};
@@ -24,33 +25,57 @@ pub struct DeliveryRecord {
     pub latency_ms: Option<f64>,
 }
 
-pub struct History {
-    per_callback: usize,
-    callbacks: usize,
-    inner: Mutex<Inner>,
+/// One verification of intent (or denial) as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerificationRecord {
+    /// When it finished (ms since the Unix epoch).
+    pub at_ms: u64,
+    pub topic: String,
+    pub callback: String,
+    /// `subscribe` or `unsubscribe`.
+    pub mode: &'static str,
+    /// `verified`, `failed` (the callback did not confirm, or could not be asked), `denied`
+    /// (refused by policy; the callback was told), or `superseded` (a newer request for the
+    /// same subscription came first).
+    pub outcome: &'static str,
+    /// Failure class, if failed.
+    pub class: Option<&'static str>,
+    /// Why it failed or was denied.
+    pub reason: Option<String>,
+    /// The setting that would change the outcome, when one would.
+    pub hint: Option<String>,
 }
 
-#[derive(Default)]
-struct Inner {
-    by_callback: HashMap<String, VecDeque<DeliveryRecord>>,
-    /// Callbacks in the order they were first recorded, for eviction.
+/// The newest records per key (a callback, a topic), bounded.
+pub struct History<R = DeliveryRecord> {
+    per_callback: usize,
+    callbacks: usize,
+    inner: Mutex<Inner<R>>,
+}
+
+struct Inner<R> {
+    by_callback: HashMap<String, VecDeque<R>>,
+    /// Keys in the order they were first recorded, for eviction.
     order: VecDeque<String>,
 }
 
-impl History {
-    pub fn new(per_callback: usize, callbacks: usize) -> History {
+impl<R: Clone> History<R> {
+    pub fn new(per_callback: usize, callbacks: usize) -> History<R> {
         History {
             per_callback,
             callbacks,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                by_callback: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<R>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record(&self, callback: &str, record: DeliveryRecord) {
+    pub fn record(&self, callback: &str, record: R) {
         if self.per_callback == 0 || self.callbacks == 0 {
             return;
         }
@@ -72,8 +97,8 @@ impl History {
             .insert(callback.to_owned(), VecDeque::from([record]));
     }
 
-    /// The callback's recent deliveries, newest first.
-    pub fn recent(&self, callback: &str) -> Vec<DeliveryRecord> {
+    /// The key's recent records, newest first.
+    pub fn recent(&self, callback: &str) -> Vec<R> {
         self.lock()
             .by_callback
             .get(callback)
@@ -100,7 +125,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_per_callback_and_forgets_old_callbacks() {
-        let h = History::new(3, 2);
+        let h: History = History::new(3, 2);
         for e in 1..=5 {
             h.record("a", rec(e));
         }
@@ -116,7 +141,7 @@ mod tests {
 
     #[test]
     fn zero_sizes_remember_nothing() {
-        let h = History::new(0, 10);
+        let h: History = History::new(0, 10);
         h.record("a", rec(1));
         assert!(h.recent("a").is_empty());
     }

@@ -262,6 +262,16 @@ impl Engine {
         Ok((engine, Intake { tx, overflow }))
     }
 
+    /// The last verifications for a callback, newest first.
+    pub fn recent_verifications(&self, callback: &str) -> Vec<history::VerificationRecord> {
+        self.verifier.recent_for_callback(callback)
+    }
+
+    /// The last verifications for subscriptions to a topic, newest first.
+    pub fn recent_topic_verifications(&self, topic: &str) -> Vec<history::VerificationRecord> {
+        self.verifier.recent_for_topic(topic)
+    }
+
     fn submit(&self, work: Work) {
         match work {
             Work::Intent(i) => {

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use reqwest::header;
 use tokio::sync::Semaphore;
 
-use super::client::{Clients, Failure, USER_AGENT, check_encoding, classify, read_limited};
+use super::client::{
+    Clients, Failure, TOPIC_HINT, USER_AGENT, check_encoding, classify, read_limited,
+};
 use super::origin_limit::OriginLimit;
 use super::shared::Shared;
 use super::snapshot::{self, Snapshot};
@@ -256,8 +258,13 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
             .await;
         }
         Err(f) => {
-            tracing::warn!(%topic, failure = %f, "topic fetch failed; update not delivered");
-            state.last_result = format!("error: {f}");
+            let hint = matches!(f, Failure::Blocked(_)).then_some(TOPIC_HINT);
+            tracing::warn!(%topic, failure = %f, hint = hint.unwrap_or_default(),
+                "topic fetch failed; update not delivered");
+            state.last_result = match hint {
+                Some(hint) => format!("error: {f} ({hint})"),
+                None => format!("error: {f}"),
+            };
             fetcher.shared.metrics.fetch(Fetch::Error);
             finish(fetcher, topic, ping_ids, Some(state)).await;
         }

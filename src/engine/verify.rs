@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::client::{Clients, Failure, classify, read_limited};
+use super::client::{CALLBACK_HINT, Clients, Failure, TOPIC_HINT, classify, read_limited};
+use super::history::{History, VerificationRecord};
 use super::origin_limit::{OriginLimit, OriginPermit};
 use super::shared::Shared;
 use crate::metrics::Verification;
@@ -32,16 +33,25 @@ pub struct Verifier {
     rate: Limiter<String>,
     /// The newest intent queued for each subscription (topic, callback) with one waiting.
     newest: Mutex<HashMap<(String, String), u64>>,
+    /// Recent outcomes, by callback and by topic (bounded like the delivery history).
+    by_callback: History<VerificationRecord>,
+    by_topic: History<VerificationRecord>,
 }
 
 impl Verifier {
     pub fn new(shared: Arc<Shared>, clients: &Clients) -> Verifier {
         let limit = shared.cfg.verify_limit;
+        let (per_key, keys) = (
+            shared.cfg.admin.history_per_callback,
+            shared.cfg.admin.history_callbacks,
+        );
         Verifier {
             clients: clients.clone(),
             calls: OriginLimit::new(limit.concurrency, limit.per_origin),
             rate: Limiter::new(shared.cfg.limits.verifications_per_host),
             newest: Mutex::new(HashMap::new()),
+            by_callback: History::new(per_key, keys),
+            by_topic: History::new(per_key, keys),
             shared,
         }
     }
@@ -114,9 +124,43 @@ impl Verifier {
         Some(self.calls.acquire(&origin).await)
     }
 
+    /// Remembers how a verification ended, for the callback's and the topic's lookups.
+    fn record(
+        &self,
+        intent: &Intent,
+        outcome: &'static str,
+        class: Option<&'static str>,
+        reason: Option<String>,
+        hint: Option<&'static str>,
+    ) {
+        let record = VerificationRecord {
+            at_ms: self.shared.clock.now_ms(),
+            topic: intent.topic.clone(),
+            callback: intent.callback.clone(),
+            mode: intent.mode.as_str(),
+            outcome,
+            class,
+            reason,
+            hint: hint.map(str::to_owned),
+        };
+        self.by_topic.record(&intent.topic, record.clone());
+        self.by_callback.record(&intent.callback, record);
+    }
+
+    /// The last verifications for a callback, newest first.
+    pub fn recent_for_callback(&self, callback: &str) -> Vec<VerificationRecord> {
+        self.by_callback.recent(callback)
+    }
+
+    /// The last verifications for subscriptions to a topic, newest first.
+    pub fn recent_for_topic(&self, topic: &str) -> Vec<VerificationRecord> {
+        self.by_topic.recent(topic)
+    }
+
     async fn superseded(&self, intent: &Intent) {
         tracing::debug!(topic = %intent.topic, callback = %intent.callback,
             "a newer request for this subscription supersedes this one");
+        self.record(intent, "superseded", None, None, None);
         if let Err(e) = self.shared.store.subs.remove_intent(intent.id).await {
             tracing::error!(error = %e, "cannot remove a superseded intent");
         }
@@ -150,18 +194,30 @@ pub fn with_params(callback: &str, params: &[(&str, &str)]) -> Option<Url> {
     Some(url)
 }
 
+/// A refusal by policy: why, and the setting that would allow it (when one would).
+struct Refusal {
+    reason: String,
+    hint: Option<&'static str>,
+}
+
 /// Why a request accepted with 202 is refused by policy, if it is.
-async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<String> {
+async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<Refusal> {
     if intent.mode == IntentMode::Unsubscribe {
         return None; // unsubscriptions are never validated
     }
     let allowed = &v.shared.cfg.allowed_topics;
     if !allowed.is_empty() && !allowed.iter().any(|p| p.covers(&intent.topic)) {
-        return Some("this hub does not serve that topic".into());
+        return Some(Refusal {
+            reason: "this hub does not serve that topic".into(),
+            hint: Some("subscriptions.allowed_topics lists the topics this hub serves"),
+        });
     }
     let topic = Url::parse(&intent.topic).ok()?;
     match v.clients.topic_policy.check_url(&topic).await {
-        Err(GuardError::Blocked(reason)) => Some(format!("the topic is not fetchable: {reason}")),
+        Err(GuardError::Blocked(reason)) => Some(Refusal {
+            reason: format!("the topic is not fetchable: {reason}"),
+            hint: Some(TOPIC_HINT),
+        }),
         // An unresolvable topic may resolve later; the fetch will tell.
         Err(GuardError::Dns(_)) | Ok(()) => None,
     }
@@ -170,9 +226,13 @@ async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<String> {
 async fn run(v: &Verifier, intent: Intent) {
     let callback = intent.callback.clone();
     let topic = intent.topic.clone();
-    if let Some(reason) = policy_refusal(v, &intent).await {
+    let mode = intent.mode.as_str();
+    if let Some(refusal) = policy_refusal(v, &intent).await {
         v.shared.metrics.verification(Verification::Denied);
-        deny(v, &intent, &reason).await;
+        tracing::warn!(mode, %topic, %callback, reason = %refusal.reason,
+            hint = refusal.hint.unwrap_or_default(), "subscription request denied");
+        deny(v, &intent, &refusal.reason).await;
+        v.record(&intent, "denied", None, Some(refusal.reason), refusal.hint);
     } else {
         match verify(v, &intent).await {
             Ok(()) => {
@@ -182,12 +242,25 @@ async fn run(v: &Verifier, intent: Intent) {
                     return;
                 }
                 v.shared.metrics.verification(Verification::Verified);
-                tracing::info!(mode = intent.mode.as_str(), %topic, %callback, "intent verified");
+                tracing::info!(mode, %topic, %callback, "intent verified");
+                v.record(&intent, "verified", None, None, None);
             }
             Err(f) => {
                 v.shared.metrics.verification(Verification::Failed);
-                tracing::info!(mode = intent.mode.as_str(), %topic, %callback, failure = %f,
-                    "verification of intent failed; state unchanged");
+                let hint = matches!(f, Failure::Blocked(_)).then_some(CALLBACK_HINT);
+                match hint {
+                    Some(hint) => tracing::warn!(mode, %topic, %callback, failure = %f, hint,
+                        "verification of intent not sent: the callback is blocked"),
+                    None => tracing::info!(mode, %topic, %callback, failure = %f,
+                        "verification of intent failed; state unchanged"),
+                }
+                v.record(
+                    &intent,
+                    "failed",
+                    Some(f.class()),
+                    Some(f.to_string()),
+                    hint,
+                );
             }
         }
     }
@@ -266,7 +339,7 @@ async fn apply(v: &Verifier, intent: &Intent) -> crate::storage::Result<()> {
 /// Tells the subscriber its request was refused (`hub.mode=denied`), where policy lets the hub
 /// reach the callback at all.
 async fn deny(v: &Verifier, intent: &Intent, reason: &str) {
-    tracing::info!(topic = %intent.topic, callback = %intent.callback, %reason, "subscription denied");
+    tracing::debug!(topic = %intent.topic, callback = %intent.callback, %reason, "sending the denial");
     let params = [
         ("hub.mode", "denied"),
         ("hub.topic", intent.topic.as_str()),

@@ -414,6 +414,45 @@ fn topic_html(t: &TopicInfo) -> String {
         );
     }
     s.push_str("</table></div>");
+    s.push_str(&verifications_html(&t.recent_verifications, "callback"));
+    s
+}
+
+/// Recent verifications (a topic's or a callback's), with reasons and hints; `other` names the
+/// column showing the other side (`callback` on a topic's page, `topic` on a callback's).
+fn verifications_html(list: &[crate::engine::history::VerificationRecord], other: &str) -> String {
+    let mut s = String::from("<h2>Last verifications</h2>");
+    if list.is_empty() {
+        s.push_str("<p class=note>None since the hub started.</p>");
+        return s;
+    }
+    let _ = write!(
+        s,
+        "<div class=scroll><table id=verifications><tr><th>when</th><th>request</th>\
+         <th>outcome</th><th>reason</th><th>{other}</th></tr>"
+    );
+    for v in list {
+        let reason = match (&v.reason, &v.hint) {
+            (Some(r), Some(h)) => format!("{} — {}", esc(r), esc(h)),
+            (Some(r), None) => esc(r),
+            _ => String::new(),
+        };
+        let shown = if other == "topic" {
+            &v.topic
+        } else {
+            &v.callback
+        };
+        let _ = write!(
+            s,
+            "<tr class=verification><td>{}</td><td>{}</td><td class=\"{o}\">{o}</td><td class=failed>{}</td><td class=url>{}</td></tr>",
+            when(v.at_ms),
+            v.mode,
+            reason,
+            esc(shown),
+            o = v.outcome,
+        );
+    }
+    s.push_str("</table></div>");
     s
 }
 
@@ -445,6 +484,7 @@ fn callback_html(c: &CallbackInfo) -> String {
             when(v.requested_ms)
         );
     }
+    s.push_str(&verifications_html(&c.recent_verifications, "topic"));
     if let Some(d) = &c.destination {
         s.push_str(&destinations_html(std::slice::from_ref(d)));
     }

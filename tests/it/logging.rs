@@ -42,3 +42,37 @@ async fn json_logs_carry_the_request_id() {
     assert_eq!(found["level"], "INFO");
     stop_gracefully(hub).await;
 }
+
+#[tokio::test]
+async fn human_logs_to_a_pipe_have_no_colour_codes_and_round_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(&dir, backend(), "[log]\nlevel = \"hubcast=info\"\n");
+    let (hub, mut logs) = start_process_with_logs(&config).await;
+    let r = client()
+        .post(&hub.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("hub.mode=nonsense")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let line = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if line.contains("answered") {
+                return line;
+            }
+        }
+        panic!("the log ended without the request's line");
+    })
+    .await
+    .expect("a log line for the request");
+    assert!(!line.contains('\u{1b}'), "colour codes in a pipe: {line:?}");
+    let took = line
+        .split("took_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    let decimals = took.split('.').nth(1).map_or(0, str::len);
+    assert!(decimals <= 1, "took_ms={took}");
+    stop_gracefully(hub).await;
+}
