@@ -3,6 +3,7 @@
 //! Loading never binds anything; every error names the key at fault.
 
 mod layers;
+mod problems;
 mod raw;
 mod values;
 
@@ -34,6 +35,19 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A bad key, with the layer that set it (a file, an environment variable, the defaults).
+    #[error("config key `{key}` (set by {origin}): {message}")]
+    Located {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("the config has {} problems:{}", .0.len(), list(.0))]
+    Many(Vec<ConfigError>),
+}
+
+fn list(problems: &[ConfigError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -209,13 +223,16 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut value = parse_toml("defaults", DEFAULTS)?;
+        let defaults = parse_toml("defaults", DEFAULTS)?;
+        let mut value = defaults.clone();
+        let mut origins = problems::Origins::default();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
             let layer = parse_toml(&path.display().to_string(), &text)?;
+            origins.layer(&layer, &format!("file {}", path.display()));
             merge(&mut value, layer);
         }
         for (name, raw) in env {
@@ -225,19 +242,24 @@ impl Config {
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             set_path(&mut value, &path, env_value(&raw))
                 .map_err(|message| invalid(&format!("{name} ({})", path.join(".")), message))?;
+            origins.set(&path.join("."), &format!("environment variable {name}"));
         }
-        let mut cfg = raw::validate_value(value)?;
+        let mut cfg = problems::validate(value, &defaults, &origins)?;
         cfg.apply(overrides)?;
         Ok(cfg)
     }
 
     /// Defaults plus TOML snippets layered in order; for tests and tools.
     pub fn from_toml_layers(layers: &[&str]) -> Result<Config, ConfigError> {
-        let mut value = parse_toml("defaults", DEFAULTS)?;
+        let defaults = parse_toml("defaults", DEFAULTS)?;
+        let mut value = defaults.clone();
+        let mut origins = problems::Origins::default();
         for (i, text) in layers.iter().enumerate() {
-            merge(&mut value, parse_toml(&format!("layer {i}"), text)?);
+            let layer = parse_toml(&format!("layer {i}"), text)?;
+            origins.layer(&layer, &format!("layer {i}"));
+            merge(&mut value, layer);
         }
-        raw::validate_value(value)
+        problems::validate(value, &defaults, &origins)
     }
 
     /// Defaults plus one TOML snippet.

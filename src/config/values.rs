@@ -9,10 +9,13 @@ use url::Url;
 use super::{ConfigError, invalid};
 
 pub(super) fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(v.trim()).map_err(|e| {
+    humantime::parse_duration(v.trim()).map_err(|_| {
         invalid(
             key,
-            format!("{v:?} is not a duration ({e}); write e.g. \"10s\""),
+            format!(
+                "{v:?} is not a duration: write a number and a unit, e.g. \"500ms\", \"10s\", \
+                 \"5m\", \"2h\" or \"7days\""
+            ),
         )
     })
 }

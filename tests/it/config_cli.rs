@@ -69,3 +69,46 @@ fn serve_refuses_bad_flags_and_env_before_binding() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("subscriptions.max_lease"));
 }
+
+#[test]
+fn every_problem_of_a_file_is_reported_with_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = check_config(
+        &dir,
+        "[delivery]\ntimeout = 10\nnope = 1\n[server]\nlisten = \"x\"\n[limits]\npings_per_client = \"lots\"\n",
+    );
+    assert_eq!(code, Some(64));
+    let file = dir.path().join("bad.toml").display().to_string();
+    for part in [
+        "4 problems",
+        "`delivery.timeout`",
+        "\"15s\"",
+        "`delivery.nope`",
+        "`server.listen`",
+        "`limits.pings_per_client`",
+    ] {
+        assert!(err.contains(part), "{part} missing in: {err}");
+    }
+    assert_eq!(
+        err.matches(&format!("set by file {file}")).count(),
+        4,
+        "{err}"
+    );
+
+    // A value from the environment says so.
+    let file = dir.path().join("ok.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = hubcast()
+        .arg("check-config")
+        .arg(&file)
+        .env("HUBCAST_FETCH__TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("set by environment variable HUBCAST_FETCH__TIMEOUT")
+            && err.contains("\"10s\"")
+            && !err.contains("expected number"),
+        "{err}"
+    );
+}
