@@ -19,6 +19,7 @@ mod logging;
 mod operations;
 mod ops_scene;
 mod process;
+mod properties;
 mod publishing;
 mod rate_limits;
 mod restart;
