@@ -84,16 +84,21 @@ pub async fn start_with_storage(
         ping_rate: crate::rate_limit::Limiter::new(cfg.limits.pings_per_client),
         engine: engine.clone(),
     });
+    let connections = crate::http::conn_limit::ConnLimit::new(cfg.max_connections_per_client);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(
                 crate::http::body_deadline::middleware,
             ))
             .wrap(actix_web::middleware::from_fn(
+                crate::http::conn_limit::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(
                 crate::http::request_id::middleware,
             ))
             .configure(configure(state.clone()))
     })
+    .on_connect(move |conn, data| connections.on_connect(conn, data))
     .workers(cfg.http_workers)
     .disable_signals()
     .shutdown_timeout(5)

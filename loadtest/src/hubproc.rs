@@ -63,6 +63,7 @@ impl HubProcess {
                 r#"[server]
 listen = "127.0.0.1:0"
 max_body = "4MiB"
+max_connections_per_client = 0
 engine_threads = {threads}
 [storage]
 data_dir = {data:?}

@@ -131,6 +131,8 @@ pub struct Config {
     pub max_body: usize,
     /// Time allowed to receive a whole request body once its headers are in.
     pub body_timeout: Duration,
+    /// Open connections from one client address (IPv6: one /64); 0: no cap.
+    pub max_connections_per_client: usize,
     pub http_workers: usize,
     pub engine_threads: usize,
     /// Time in-flight deliveries get to finish when the hub stops.

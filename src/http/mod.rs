@@ -4,6 +4,7 @@
 mod admin_api;
 pub mod admin_auth;
 pub mod body_deadline;
+pub mod conn_limit;
 mod fat_ping;
 mod hub_endpoint;
 mod ops;

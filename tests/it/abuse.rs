@@ -87,3 +87,33 @@ async fn form_values_that_are_not_utf8_are_refused_naming_the_parameter() {
     assert!(why.contains("hub.topic") && why.contains("UTF-8"), "{why}");
     assert!(hub.store().subs.intents().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn connections_beyond_a_clients_cap_are_refused_until_some_close() {
+    let hub = spawn_hub_with("[server]\nmax_connections_per_client = 3").await;
+    let addr = hub.url.trim_start_matches("http://").trim_end_matches('/');
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let health = format!("{}healthz", hub.url);
+    let r = poll_until("the idle connections to be counted", PATIENCE, || async {
+        let r = hub.client.get(&health).send().await.unwrap();
+        (r.status() == 429).then_some(r)
+    })
+    .await;
+    let why = r.text().await.unwrap();
+    assert!(why.contains("server.max_connections_per_client"), "{why}");
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(other.get(&health).send().await.unwrap().status(), 200);
+    drop(idle);
+    poll_until("a connection to be allowed again", PATIENCE, || async {
+        let r = hub.client.get(&health).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+}
