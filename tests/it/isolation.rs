@@ -118,3 +118,44 @@ async fn hanging_callback_hosts_do_not_delay_a_healthy_subscribers_verification(
     )
     .await;
 }
+
+#[tokio::test]
+async fn hanging_destinations_do_not_hold_every_delivery_place() {
+    let hub = spawn_hub_with(
+        r#"
+[delivery]
+max_in_flight = 8
+timeout = "30s"
+[[publishers]]
+name = "p"
+topics = ["http://127.0.0.1:1/"]
+token = "isolation-token"
+"#,
+    )
+    .await;
+    let (hang, ok) = ("http://127.0.0.1:1/hang", "http://127.0.0.1:1/ok");
+    // Four destination servers that accept deliveries and never answer, three subscribers
+    // each: their windows (2 each at first) would hold all 8 places of the global cap.
+    let mut hanging = Vec::new();
+    for host in 3..7 {
+        let s = Subscriber::start_on(&format!("127.0.0.{host}")).await;
+        s.usually_reply(0);
+        for path in ["/a", "/b", "/c"] {
+            hub.subscribed(hang, &s.callback(path)).await;
+        }
+        hanging.push(s);
+    }
+    let healthy = Subscriber::start_on("127.0.0.2").await;
+    hub.subscribed(ok, &healthy.callback("/cb")).await;
+    assert_eq!(
+        hub.fat_ping(hang, "isolation-token", "x").await.status(),
+        202
+    );
+    for s in &hanging {
+        s.wait_deliveries(1).await;
+    }
+    let asked = tokio::time::Instant::now();
+    assert_eq!(hub.fat_ping(ok, "isolation-token", "y").await.status(), 202);
+    healthy.wait_deliveries(1).await;
+    assert!(asked.elapsed() < PROMPTLY, "{:?}", asked.elapsed());
+}
