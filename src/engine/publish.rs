@@ -213,8 +213,8 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
     let mut attempt = 0;
     let origin = OriginLimit::origin_of(topic);
     let result = loop {
-        // A place among the fetches in flight, held for one attempt (not its backoff).
-        // The topic's rate (pings arriving meanwhile wait for the next fetch), then a place.
+        // The topic's rate (pings arriving meanwhile wait for the next fetch), then a place
+        // among the fetches in flight, held for one attempt (not its backoff).
         let place = tokio::select! {
             p = async {
                 fetcher.rate.until_ready(&topic.to_owned()).await;

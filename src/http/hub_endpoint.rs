@@ -55,40 +55,18 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         None => true, // a bare body is read as a form
     };
     // Body parameters first, then the query string: the first value of a key wins.
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let parsed = if is_form {
-        crate::form::parse(&body).map(|p| pairs.extend(p))
-    } else {
-        Ok(())
-    }
-    .and_then(|()| crate::form::parse(req.query_string().as_bytes()).map(|p| pairs.extend(p)));
-    if let Err(e) = parsed {
-        return text(StatusCode::BAD_REQUEST, e);
-    }
+    let pairs = match parameters(&req, is_form.then_some(&body[..])) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
 
     let request = match websub::parse(&pairs) {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
-    let client = req
-        .peer_addr()
-        .map(|a| crate::rate_limit::client_key(a.ip()));
-    let limited = match (&request, client) {
-        (HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_), Some(ip)) => state
-            .subscribe_rate
-            .check(&ip)
-            .err()
-            .map(|wait| (wait, "limits.subscriptions_per_client")),
-        // Fat pings are authenticated; light pings count each topic they name.
-        (HubRequest::Publish(topics), Some(ip)) if is_form || body.is_empty() => state
-            .ping_rate
-            .check_n(&ip, topics.len() as u32)
-            .err()
-            .map(|wait| (wait, "limits.pings_per_client")),
-        _ => None,
-    };
-    if let Some((wait, key)) = limited {
-        return too_many(wait, key);
+    let light = is_form || body.is_empty();
+    if let Some(refused) = over_rate(&state, &req, &request, light) {
+        return refused;
     }
     let ingest = &state.ingest;
     let result = match request {
@@ -110,6 +88,42 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             .map(|_| accepted("the hub will fetch the topic")),
     };
     result.unwrap_or_else(unavailable)
+}
+
+/// The form body's parameters (when it is a form), then the query string's.
+fn parameters(
+    req: &HttpRequest,
+    form_body: Option<&[u8]>,
+) -> Result<Vec<(String, String)>, crate::form::FormError> {
+    let mut pairs = match form_body {
+        Some(body) => crate::form::parse(body)?,
+        None => Vec::new(),
+    };
+    pairs.extend(crate::form::parse(req.query_string().as_bytes())?);
+    Ok(pairs)
+}
+
+/// `429` when the client is over its rate for this kind of request (subscription requests;
+/// light pings, counted per topic; fat pings are authenticated and not limited here).
+fn over_rate(
+    state: &AppState,
+    req: &HttpRequest,
+    request: &HubRequest,
+    light: bool,
+) -> Option<HttpResponse> {
+    let ip = crate::rate_limit::client_key(req.peer_addr()?.ip());
+    let (checked, key) = match request {
+        HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_) => (
+            state.subscribe_rate.check(&ip),
+            "limits.subscriptions_per_client",
+        ),
+        HubRequest::Publish(topics) if light => (
+            state.ping_rate.check_n(&ip, topics.len() as u32),
+            "limits.pings_per_client",
+        ),
+        HubRequest::Publish(_) => return None,
+    };
+    checked.err().map(|wait| too_many(wait, key))
 }
 
 /// A client over its rate: when to try again, and which setting says so.
