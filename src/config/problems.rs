@@ -43,17 +43,17 @@ impl Origins {
         self.0.insert(key.to_owned(), origin.to_owned());
     }
 
-    /// The layer of `key` (an array element's key is its array's).
+    /// The layer of `key` (an array element's key is its array's; a table's, the layer that
+    /// set a key inside it).
     fn of(&self, key: &str) -> String {
         let base = base_key(key);
+        let inside = format!("{base}.");
         self.0
             .get(base)
             .or_else(|| {
-                // A whole table set by a layer (e.g. `[[publishers]]`).
-                let top = base.split('.').next().unwrap_or(base);
                 self.0
                     .iter()
-                    .find(|(k, _)| k.split('.').next() == Some(top) && k.starts_with(top))
+                    .find(|(k, _)| k.starts_with(&inside))
                     .map(|(_, o)| o)
             })
             .cloned()
