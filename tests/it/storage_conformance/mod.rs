@@ -554,7 +554,14 @@ async fn sled_state_survives_reopening() {
             .unwrap();
         s.flush().await.unwrap();
     }
-    let s = Storage::new(Arc::new(SledStore::open(dir.path(), 8 << 20).unwrap()));
+    // sled's background threads let go of the directory's lock shortly after the drop.
+    let reopened = crate::helpers::poll_until(
+        "the closed store's lock to be released",
+        crate::helpers::PATIENCE,
+        || async { SledStore::open(dir.path(), 8 << 20).ok() },
+    )
+    .await;
+    let s = Storage::new(Arc::new(reopened));
     assert_eq!(s.subs.count_for_topic("http://t/").await.unwrap(), 1);
     assert_eq!(s.delivery.count_retries().await.unwrap(), 1);
     assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 0);
