@@ -32,6 +32,21 @@ pub enum Verification {
     Verified,
     Failed,
     Denied,
+    /// Dropped unverified: a newer request for the same subscription came.
+    Superseded,
+}
+
+/// Why a request was refused to protect the hub.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    /// `limits.subscriptions_per_client`.
+    SubscriptionRate,
+    /// `limits.pings_per_client`.
+    PingRate,
+    /// `server.max_connections_per_client`.
+    Connections,
+    /// `server.body_timeout`.
+    BodyTimeout,
 }
 
 /// Per-bucket counts (not cumulative: one increment per sample; `render` sums them up).
@@ -47,7 +62,8 @@ pub struct Metrics {
     deliveries: [AtomicU64; 4],
     latency: Histogram,
     fetches: [AtomicU64; 5],
-    verifications: [AtomicU64; 3],
+    verifications: [AtomicU64; 4],
+    refusals: [AtomicU64; 4],
     retries_scheduled: AtomicU64,
     dead_lettered: AtomicU64,
     coalesced: AtomicU64,
@@ -84,6 +100,10 @@ impl Metrics {
 
     pub fn verification(&self, v: Verification) {
         self.verifications[v as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused(&self, r: Refusal) {
+        self.refusals[r as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn retry_scheduled(&self) {
@@ -153,8 +173,21 @@ impl Metrics {
             ("hubcast_verifications_total", "counter"),
             "Verifications of intent by result.",
             "result",
-            &["verified", "failed", "denied"],
+            &["verified", "failed", "denied", "superseded"],
             &self.verifications.each_ref().map(get),
+        );
+        labeled(
+            &mut s,
+            ("hubcast_requests_refused_total", "counter"),
+            "Requests refused to protect the hub, by the limit they met.",
+            "limit",
+            &[
+                "subscriptions_per_client",
+                "pings_per_client",
+                "max_connections_per_client",
+                "body_timeout",
+            ],
+            &self.refusals.each_ref().map(get),
         );
         simple(
             &mut s,
@@ -341,5 +374,19 @@ mod tests {
         assert!(text.contains("hubcast_delivery_duration_seconds_count 2\n"));
         assert!(text.contains("hubcast_destinations{state=\"dead\"} 1\n"));
         assert!(text.contains("# TYPE hubcast_queued_jobs gauge\nhubcast_queued_jobs 2\n"));
+        m.refused(Refusal::PingRate);
+        let text = m.render(&Gauges {
+            queued_jobs: 0,
+            retries: 0,
+            destinations: [0, 0, 0],
+            log: crate::storage::LogBounds {
+                trail: 1,
+                lead: 0,
+                events: 0,
+                bytes: 0,
+            },
+            storage_errors: [0; 4],
+        });
+        assert!(text.contains("hubcast_requests_refused_total{limit=\"pings_per_client\"} 1\n"));
     }
 }

@@ -160,6 +160,7 @@ impl Verifier {
     async fn superseded(&self, intent: &Intent) {
         tracing::debug!(topic = %intent.topic, callback = %intent.callback,
             "a newer request for this subscription supersedes this one");
+        self.shared.metrics.verification(Verification::Superseded);
         self.record(intent, "superseded", None, None, None);
         if let Err(e) = self.shared.store.subs.remove_intent(intent.id).await {
             tracing::error!(error = %e, "cannot remove a superseded intent");

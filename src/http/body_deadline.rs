@@ -61,10 +61,10 @@ pub async fn middleware(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let timeout = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.cfg.body_timeout)
-        .unwrap_or(Duration::from_secs(10));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let timeout = state
+        .as_ref()
+        .map_or(Duration::from_secs(10), |s| s.cfg.body_timeout);
     let expired = Arc::new(AtomicBool::new(false));
     let payload = Deadline {
         inner: req.take_payload(),
@@ -78,6 +78,12 @@ pub async fn middleware(
     let res = next.call(req).await;
     if !expired.load(Ordering::Relaxed) {
         return res.map(ServiceResponse::map_into_boxed_body);
+    }
+    if let Some(state) = &state {
+        state
+            .engine
+            .metrics()
+            .refused(crate::metrics::Refusal::BodyTimeout);
     }
     let message = format!(
         "the request body was not received within {} (server.body_timeout)\n",

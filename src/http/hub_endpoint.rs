@@ -9,6 +9,7 @@ use super::fat_ping::{AuthError, authenticate};
 use super::{AppState, text};
 use crate::feed::essence;
 use crate::ingest::IngestError;
+use crate::metrics::Refusal;
 use crate::storage::{FatContent, IntentMode, StorageError};
 use crate::websub::{self, HubRequest};
 
@@ -112,18 +113,22 @@ fn over_rate(
     light: bool,
 ) -> Option<HttpResponse> {
     let ip = crate::rate_limit::client_key(req.peer_addr()?.ip());
-    let (checked, key) = match request {
+    let (checked, key, refusal) = match request {
         HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_) => (
             state.subscribe_rate.check(&ip),
             "limits.subscriptions_per_client",
+            Refusal::SubscriptionRate,
         ),
         HubRequest::Publish(topics) if light => (
             state.ping_rate.check_n(&ip, topics.len() as u32),
             "limits.pings_per_client",
+            Refusal::PingRate,
         ),
         HubRequest::Publish(_) => return None,
     };
-    checked.err().map(|wait| too_many(wait, key))
+    let wait = checked.err()?;
+    state.engine.metrics().refused(refusal);
+    Some(too_many(wait, key))
 }
 
 /// A client over its rate: when to try again, and which setting says so.

@@ -29,6 +29,19 @@ async fn subscription_requests_beyond_a_clients_rate_get_429() {
     assert!((1..=12).contains(&wait), "{wait}");
     let why = r.text().await.unwrap();
     assert!(why.contains("limits.subscriptions_per_client"), "{why}");
+    let metrics = hub
+        .client
+        .get(format!("{}metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hubcast_requests_refused_total{limit=\"subscriptions_per_client\"} 1\n"),
+        "{metrics}"
+    );
     hub.wait_intents_done().await;
     assert_eq!(
         sub.verifications().len(),
@@ -68,6 +81,19 @@ async fn many_requests_for_one_subscription_cost_one_verification_each_turn() {
     })
     .await;
     assert!(hub.is_subscribed(topic, &callback).await);
+    let metrics = hub
+        .client
+        .get(format!("{}metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("hubcast_verifications_total{result=\"superseded\"} 0\n"),
+        "superseded requests are counted: {metrics}"
+    );
     assert!(
         sub.verifications().len() <= 2,
         "{} verification requests",
