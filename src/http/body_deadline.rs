@@ -85,19 +85,14 @@ pub async fn middleware(
             .metrics()
             .refused(crate::metrics::Refusal::BodyTimeout);
     }
-    let message = format!(
-        "the request body was not received within {} (server.body_timeout)\n",
-        humantime::format_duration(timeout)
-    );
-    let answer = |req: actix_web::HttpRequest| {
-        let r = actix_web::HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
-            .content_type("text/plain; charset=utf-8")
-            .force_close()
-            .body(message.clone());
-        ServiceResponse::new(req, r)
-    };
-    match res {
-        Ok(r) => Ok(answer(r.request().clone())),
-        Err(e) => Err(e),
-    }
+    // Whatever the handler made of the failed read, the answer says what happened.
+    let request = res?.request().clone();
+    let answer = actix_web::HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
+        .content_type("text/plain; charset=utf-8")
+        .force_close()
+        .body(format!(
+            "the request body was not received within {} (server.body_timeout)\n",
+            humantime::format_duration(timeout)
+        ));
+    Ok(ServiceResponse::new(request, answer))
 }
