@@ -82,10 +82,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let Some(limiter) = &self.inner else {
             return Ok(());
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        self.counted(limiter);
         limiter
             .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
@@ -100,11 +97,19 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
-        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.counted(limiter);
         match limiter.check_key_n(key, n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now())),
             Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
+    /// Counts a check; every [`SWEEP_EVERY`] checks, forgets the keys back to full.
+    fn counted(&self, limiter: &DefaultKeyedRateLimiter<K>) {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
     }
 
@@ -113,11 +118,6 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         while let Err(wait) = self.check(key) {
             tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
-    }
-
-    /// Keys held now (for tests and metrics).
-    pub fn keys(&self) -> usize {
-        self.inner.as_ref().map_or(0, |l| l.len())
     }
 }
 

@@ -46,11 +46,6 @@ impl ConnLimit {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Connections open from `ip`'s client now.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.lock().get(&client_key(ip)).copied().unwrap_or(0)
-    }
-
     /// For `HttpServer::on_connect`: counts a new plain-TCP connection, or marks it over cap.
     pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
         if self.per_client == 0 {
