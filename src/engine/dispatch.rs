@@ -1,8 +1,8 @@
 //! Per-destination fan-out. Each destination server (callback scheme, host and port) has one
 //! queue of jobs (a FIFO per topic, topics taking turns), one worker and one adaptive
 //! concurrency window ([`super::window`]); a global cap bounds all deliveries in flight, a
-//! quarter of it kept for destinations with nothing else in flight (so destinations that hang
-//! cannot hold all of it). The
+//! quarter of it kept for destinations with nothing else in flight ([`super::delivery_cap`]).
+//! The
 //! worker runs jobs of different topics side by side (one per topic at a time, so each
 //! subscriber gets a topic's events in order); a topic whose job is still running when its next
 //! events arrive is behind there, and those are coalesced. A slow or dead destination only ever
@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use super::completion::{self, Completions};
 use super::deliver::{Outcome, Prepared, send, settle, signal};
+use super::delivery_cap::DeliveryCap;
 use super::history::{DeliveryRecord, History};
 use super::shared::Shared;
 use super::snapshot::Page;
@@ -45,10 +46,7 @@ pub struct Dispatcher {
     /// Where recent events are read from memory.
     stream: Arc<EventStream>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
-    global: Arc<Semaphore>,
-    /// Three quarters of the global cap: what a destination's second and later deliveries in
-    /// flight must fit in (the rest is kept for destinations with nothing in flight).
-    shared_part: Arc<Semaphore>,
+    global: DeliveryCap,
     window: WindowConfig,
     transports: Transports,
     history: History,
@@ -63,19 +61,8 @@ pub struct Destination {
     /// Tells the running worker a job was queued.
     wake: Notify,
     last_error: Mutex<Option<LastError>>,
-    /// Deliveries in flight (or about to be) to this destination.
+    /// Deliveries in flight (or waiting for a place of the global cap) to this destination.
     in_flight: std::sync::atomic::AtomicUsize,
-}
-
-/// Counts a delivery in its destination's `in_flight` while it lives.
-struct InFlight<'a>(&'a Destination);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// The most recent failed delivery to a destination.
@@ -128,10 +115,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             stream,
             destinations: Mutex::new(HashMap::new()),
-            global: Arc::new(Semaphore::new(shared.cfg.max_in_flight)),
-            shared_part: Arc::new(Semaphore::new(
-                (shared.cfg.max_in_flight - shared.cfg.max_in_flight / 4).max(1),
-            )),
+            global: DeliveryCap::new(shared.cfg.max_in_flight),
             window: shared.cfg.window.clone(),
             transports,
             history,
@@ -174,7 +158,7 @@ impl Dispatcher {
             .clone()
     }
 
-    pub fn global(&self) -> &Arc<Semaphore> {
+    pub fn global(&self) -> &DeliveryCap {
         &self.global
     }
 
@@ -626,27 +610,10 @@ pub async fn send_in_window(
         _ = stopping.cancelled() => return Outcome::Deferred,
         slot = dest.window.acquire() => slot,
     };
-    // Deliveries take a place of the shared part (three quarters of the cap) and of the global
-    // cap. A destination's second and later deliveries in flight wait for the shared part;
-    // only its first may, when the shared part is full, use the quarter kept in reserve.
-    let counted = InFlight(dest);
-    let busy = dest
-        .in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        > 0;
-    let share = if busy {
-        tokio::select! {
-            biased;
-            _ = stopping.cancelled() => return Outcome::Deferred,
-            s = d.shared_part.acquire() => s.ok(),
-        }
-    } else {
-        d.shared_part.try_acquire().ok()
-    };
-    let global = tokio::select! {
+    let places = tokio::select! {
         biased;
         _ = stopping.cancelled() => return Outcome::Deferred,
-        g = d.global().acquire() => g,
+        p = d.global().acquire(&dest.in_flight) => p,
     };
     if stopping.is_cancelled() {
         return Outcome::Deferred;
@@ -656,7 +623,7 @@ pub async fn send_in_window(
         o = send(d, prepared, sub) => o,
         _ = d.shared.abort.cancelled() => Outcome::Deferred,
     };
-    drop((global, share, counted));
+    drop(places);
     let took = started.elapsed();
     let m = &d.shared.metrics;
     match &outcome {

@@ -15,6 +15,7 @@ pub mod claims;
 pub mod client;
 pub mod completion;
 pub mod deliver;
+pub mod delivery_cap;
 pub mod dispatch;
 pub mod health;
 pub mod history;
