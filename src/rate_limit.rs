@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use ipnet::IpNet;
 
 /// A rate as configured: `count` per `per`, in bursts of up to `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,39 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address a request comes from: the connection's peer, or, when the peer is a trusted
+/// reverse proxy (`server.trusted_proxies`), the rightmost address of `X-Forwarded-For` that
+/// is not itself a trusted proxy (each proxy appends the address it got the request from, so
+/// entries left of that are whatever the client claimed).
+pub fn request_client(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(list) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for entry in list.rsplit(',') {
+        let Some(ip) = parse_forwarded_ip(entry.trim()) else {
+            break; // unreadable: trust nothing further left
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Seconds to put in `Retry-After` for a wait: at least one.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -176,6 +210,31 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
         let off: Limiter<&str> = Limiter::new(None);
         assert!((0..10_000).all(|_| off.check(&"a").is_ok()));
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let client = |peer: IpAddr, xff: Option<&str>, t: &[IpNet]| request_client(peer, xff, t);
+        let c: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(client(proxy, Some("203.0.113.7"), &trusted), c);
+        // What the client itself claimed, left of what the proxy saw, does not count.
+        assert_eq!(
+            client(proxy, Some("198.51.100.1, 203.0.113.7"), &trusted),
+            c
+        );
+        // Chained trusted proxies are skipped.
+        assert_eq!(client(proxy, Some("203.0.113.7, 10.0.0.9"), &trusted), c);
+        assert_eq!(
+            client(proxy, Some("[2001:db8::1]:4711"), &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        // Not behind a trusted proxy: the header is the client's own claim.
+        assert_eq!(client(c, Some("198.51.100.1"), &trusted), c);
+        assert_eq!(client(proxy, Some("198.51.100.1"), &[]), proxy);
+        assert_eq!(client(proxy, Some("garbage"), &trusted), proxy);
+        assert_eq!(client(proxy, None, &trusted), proxy);
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Open connections from one client address (IPv6: one /64); 0: no cap.
     pub max_connections_per_client: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the rate limits).
+    pub trusted_proxies: Vec<IpNet>,
     pub http_workers: usize,
     pub engine_threads: usize,
     /// Time in-flight deliveries get to finish when the hub stops.

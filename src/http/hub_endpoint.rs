@@ -112,7 +112,16 @@ fn over_rate(
     request: &HubRequest,
     light: bool,
 ) -> Option<HttpResponse> {
-    let ip = crate::rate_limit::client_key(req.peer_addr()?.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = crate::rate_limit::request_client(
+        req.peer_addr()?.ip(),
+        forwarded,
+        &state.cfg.trusted_proxies,
+    );
+    let ip = crate::rate_limit::client_key(client);
     let (checked, key, refusal) = match request {
         HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_) => (
             state.subscribe_rate.check(&ip),

@@ -147,3 +147,46 @@ async fn a_topic_is_fetched_at_most_at_its_rate() {
         "the pings wait"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
+    let limited = "[limits]\nsubscriptions_per_client = \"2/min\"";
+    let subscribe_as = |hub: &TestHub, client: &'static str, i: usize| {
+        let body = format!(
+            "hub.mode=subscribe&hub.topic=http%3A%2F%2F127.0.0.1%3A1%2Ft&hub.callback=http%3A%2F%2F127.0.0.1%3A2%2F{i}"
+        );
+        hub.client
+            .post(&hub.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", client)
+            .body(body)
+            .send()
+    };
+    // The hub's loopback peer is a trusted proxy: clients are told apart by the header.
+    let hub = spawn_hub_with(&format!(
+        "{limited}\n[server]\ntrusted_proxies = [\"127.0.0.0/8\"]"
+    ))
+    .await;
+    let statuses =
+        |rs: Vec<reqwest::Response>| rs.iter().map(|r| r.status().as_u16()).collect::<Vec<_>>();
+    let mut got = Vec::new();
+    for i in 0..3 {
+        got.push(subscribe_as(&hub, "203.0.113.1", i).await.unwrap());
+    }
+    got.push(
+        subscribe_as(&hub, "198.51.100.9, 203.0.113.2", 3)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(statuses(got), [202, 202, 429, 202]);
+    // Without trusted proxies the header is the client's own claim and changes nothing.
+    let hub = spawn_hub_with(limited).await;
+    let mut got = Vec::new();
+    for (i, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .into_iter()
+        .enumerate()
+    {
+        got.push(subscribe_as(&hub, client, i).await.unwrap());
+    }
+    assert_eq!(statuses(got), [202, 202, 429]);
+}
