@@ -351,6 +351,7 @@ mod tests {
         m.delivery(Delivery::Delivered, Some(Duration::from_millis(3)));
         m.delivery(Delivery::Failed, Some(Duration::from_secs(20)));
         m.delivery(Delivery::Expired, None);
+        m.refused(Refusal::PingRate);
         let text = m.render(&Gauges {
             queued_jobs: 2,
             retries: 1,
@@ -374,19 +375,6 @@ mod tests {
         assert!(text.contains("hubcast_delivery_duration_seconds_count 2\n"));
         assert!(text.contains("hubcast_destinations{state=\"dead\"} 1\n"));
         assert!(text.contains("# TYPE hubcast_queued_jobs gauge\nhubcast_queued_jobs 2\n"));
-        m.refused(Refusal::PingRate);
-        let text = m.render(&Gauges {
-            queued_jobs: 0,
-            retries: 0,
-            destinations: [0, 0, 0],
-            log: crate::storage::LogBounds {
-                trail: 1,
-                lead: 0,
-                events: 0,
-                bytes: 0,
-            },
-            storage_errors: [0; 4],
-        });
         assert!(text.contains("hubcast_requests_refused_total{limit=\"pings_per_client\"} 1\n"));
     }
 }

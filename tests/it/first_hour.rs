@@ -78,15 +78,7 @@ async fn a_loopback_callback_fails_as_blocked_with_the_setting_that_allows_it() 
     );
     // The page shows it too.
     let q: String = url::form_urlencoded::byte_serialize(callback.as_bytes()).collect();
-    let html = hub
-        .client
-        .get(format!("{}admin/callback?callback={q}", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = hub.get_text(&format!("admin/callback?callback={q}")).await;
     assert!(html.contains("Last verifications") && html.contains("ssrf.callback_allow"));
     assert!(sub.requests().is_empty());
 }

@@ -29,15 +29,7 @@ async fn subscription_requests_beyond_a_clients_rate_get_429() {
     assert!((1..=12).contains(&wait), "{wait}");
     let why = r.text().await.unwrap();
     assert!(why.contains("limits.subscriptions_per_client"), "{why}");
-    let metrics = hub
-        .client
-        .get(format!("{}metrics", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.get_text("metrics").await;
     assert!(
         metrics.contains("hubcast_requests_refused_total{limit=\"subscriptions_per_client\"} 1\n"),
         "{metrics}"
@@ -81,15 +73,7 @@ async fn many_requests_for_one_subscription_cost_one_verification_each_turn() {
     })
     .await;
     assert!(hub.is_subscribed(topic, &callback).await);
-    let metrics = hub
-        .client
-        .get(format!("{}metrics", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.get_text("metrics").await;
     assert!(
         !metrics.contains("hubcast_verifications_total{result=\"superseded\"} 0\n"),
         "superseded requests are counted: {metrics}"

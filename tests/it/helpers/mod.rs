@@ -273,6 +273,18 @@ impl TestHub {
         poll_until(what, PATIENCE, || async { check().await.then_some(()) }).await
     }
 
+    /// The body of `GET path` (relative to the hub URL, e.g. `metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn publish(&self, topic: &str) -> reqwest::Response {
         self.post_form(&[("hub.mode", "publish"), ("hub.url", topic)])
             .await
