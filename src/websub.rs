@@ -117,10 +117,6 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
 /// Topics of a publish ping: `hub.url` (repeatable), `hub.url[]`, or `hub.topic`. A value that
 /// is a comma-separated list of http(s) URLs (`http://a/,http://b/`) counts as several.
 fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestError> {
-    let too_many = || RequestError::Invalid {
-        param: "hub.url",
-        reason: format!("names more than {MAX_TOPICS_PER_PING} topics"),
-    };
     let mut topics: Vec<HttpUrl> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut any = false;
@@ -143,7 +139,10 @@ fn parse_publish(pairs: &[(String, String)]) -> Result<Vec<HttpUrl>, RequestErro
             if seen.insert(t.as_str().to_owned()) {
                 // Refused as soon as it is known: the rest is not parsed.
                 if topics.len() == MAX_TOPICS_PER_PING {
-                    return Err(too_many());
+                    return Err(RequestError::Invalid {
+                        param: "hub.url",
+                        reason: format!("names more than {MAX_TOPICS_PER_PING} topics"),
+                    });
                 }
                 topics.push(t);
             }

@@ -1,7 +1,7 @@
 //! Recent deliveries per callback, and recent verifications per callback and per topic, kept
 //! in memory for the status page and the admin API ("my subscription is verified but nothing
-//! arrives — why?", "I subscribed and nothing happened — why?"). Bounded twice: `per_callback`
-//! records per key, and `callbacks` keys (the one first seen longest ago is forgotten first).
+//! arrives — why?", "I subscribed and nothing happened — why?"). Bounded twice: `per_key`
+//! records per key, and `keys` keys (the one first seen longest ago is forgotten first).
 //! Nothing here is persisted: a restart starts with an empty history.
 
 use std::collections::{HashMap, VecDeque};
@@ -43,29 +43,29 @@ pub struct VerificationRecord {
     /// Why it failed or was denied.
     pub reason: Option<String>,
     /// The setting that would change the outcome, when one would.
-    pub hint: Option<String>,
+    pub hint: Option<&'static str>,
 }
 
 /// The newest records per key (a callback, a topic), bounded.
 pub struct History<R = DeliveryRecord> {
-    per_callback: usize,
-    callbacks: usize,
+    per_key: usize,
+    keys: usize,
     inner: Mutex<Inner<R>>,
 }
 
 struct Inner<R> {
-    by_callback: HashMap<String, VecDeque<R>>,
+    by_key: HashMap<String, VecDeque<R>>,
     /// Keys in the order they were first recorded, for eviction.
     order: VecDeque<String>,
 }
 
 impl<R: Clone> History<R> {
-    pub fn new(per_callback: usize, callbacks: usize) -> History<R> {
+    pub fn new(per_key: usize, keys: usize) -> History<R> {
         History {
-            per_callback,
-            callbacks,
+            per_key,
+            keys,
             inner: Mutex::new(Inner {
-                by_callback: HashMap::new(),
+                by_key: HashMap::new(),
                 order: VecDeque::new(),
             }),
         }
@@ -75,33 +75,32 @@ impl<R: Clone> History<R> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record(&self, callback: &str, record: R) {
-        if self.per_callback == 0 || self.callbacks == 0 {
+    pub fn record(&self, key: &str, record: R) {
+        if self.per_key == 0 || self.keys == 0 {
             return;
         }
         let mut g = self.lock();
-        if let Some(list) = g.by_callback.get_mut(callback) {
-            if list.len() >= self.per_callback {
+        if let Some(list) = g.by_key.get_mut(key) {
+            if list.len() >= self.per_key {
                 list.pop_front();
             }
             list.push_back(record);
             return;
         }
-        while g.order.len() >= self.callbacks {
+        while g.order.len() >= self.keys {
             if let Some(old) = g.order.pop_front() {
-                g.by_callback.remove(&old);
+                g.by_key.remove(&old);
             }
         }
-        g.order.push_back(callback.to_owned());
-        g.by_callback
-            .insert(callback.to_owned(), VecDeque::from([record]));
+        g.order.push_back(key.to_owned());
+        g.by_key.insert(key.to_owned(), VecDeque::from([record]));
     }
 
     /// The key's recent records, newest first.
-    pub fn recent(&self, callback: &str) -> Vec<R> {
+    pub fn recent(&self, key: &str) -> Vec<R> {
         self.lock()
-            .by_callback
-            .get(callback)
+            .by_key
+            .get(key)
             .map(|l| l.iter().rev().cloned().collect())
             .unwrap_or_default()
     }

@@ -43,6 +43,7 @@ pub struct OriginPermit {
 }
 
 /// What [`OriginLimit::snapshot`] shows.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub in_flight: usize,
@@ -101,7 +102,8 @@ impl OriginLimit {
         }
     }
 
-    pub fn snapshot(&self) -> Usage {
+    #[cfg(test)]
+    fn snapshot(&self) -> Usage {
         let s = self.lock();
         Usage {
             in_flight: s.in_flight,

@@ -141,7 +141,7 @@ impl Verifier {
             outcome,
             class,
             reason,
-            hint: hint.map(str::to_owned),
+            hint,
         };
         self.by_topic.record(&intent.topic, record.clone());
         self.by_callback.record(&intent.callback, record);

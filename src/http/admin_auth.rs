@@ -93,10 +93,6 @@ impl Gate {
         }
     }
 
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
-    }
-
     /// Is `host` (a `Host` header's value) one of this hub's names?
     fn host_allowed(&self, host: &str) -> bool {
         let name = host_name(host);

@@ -51,7 +51,9 @@ pub fn authenticate<'a>(
         .find(|p| {
             let token_holds = match (bearer, p.token.as_deref()) {
                 (None, _) => true,
-                (Some(given), Some(token)) => eq_ct(given.as_bytes(), token.as_bytes()),
+                (Some(given), Some(token)) => {
+                    signature::constant_time_eq(given.as_bytes(), token.as_bytes())
+                }
                 (Some(_), None) => false,
             };
             let signature_holds = match (sig, p.secret.as_deref()) {
@@ -62,8 +64,4 @@ pub fn authenticate<'a>(
             token_holds && signature_holds
         })
         .ok_or(AuthError::Refused("credentials do not match"))
-}
-
-fn eq_ct(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
