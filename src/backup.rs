@@ -65,6 +65,10 @@ pub enum Record {
         topic_seq: u64,
         #[serde(default)]
         origin: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        origin_seq: u64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
         content_type: String,
         created_ms: u64,
         body_base64: String,
@@ -76,6 +80,10 @@ pub enum Record {
     Job(Job),
     Retry(Retry),
     DeadLetter(DeadLetter),
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How many records of each kind were written or read.
@@ -200,6 +208,8 @@ pub async fn export<W: Write>(
                         topic: e.topic,
                         topic_seq: e.topic_seq,
                         origin: e.origin,
+                        origin_seq: e.origin_seq,
+                        path: e.path,
                         content_type: e.content_type,
                         created_ms: e.created_ms,
                         body_base64: B64.encode(&e.body),
@@ -437,6 +447,8 @@ async fn restore(
             topic,
             topic_seq,
             origin,
+            origin_seq,
+            path,
             content_type,
             created_ms,
             document,
@@ -451,6 +463,8 @@ async fn restore(
                 topic,
                 topic_seq,
                 origin,
+                origin_seq,
+                path,
                 content_type,
                 body: body.unwrap_or_default(),
                 created_ms,
@@ -510,6 +524,8 @@ mod tests {
                     content_type: "application/octet-stream".into(),
                     body: bytes::Bytes::from_static(&[0, 255, 10]),
                     created_ms: 5,
+                    origin_seq: 9,
+                    path: vec!["0123456789abcdef".into(), "fedcba9876543210".into()],
                 },
                 false,
             )

@@ -122,6 +122,9 @@ impl RunningHub {
     /// starts; deliveries in flight get `server.shutdown_deadline`, then are cut off and stay
     /// stored), flushes storage.
     pub async fn stop(self) {
+        // Peers' streams never end by themselves: end them, so the server's graceful stop
+        // does not wait for them.
+        self.engine.peer_streams().end_all();
         self.server.stop(true).await;
         let _ = self.server_task.await;
         self.engine.drain(self.shutdown_deadline).await;

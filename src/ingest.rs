@@ -127,10 +127,13 @@ impl Ingest {
         let now = self.clock.now_ms();
         let mut pings = Vec::new();
         for topic in topics {
-            // A topic nobody subscribed to costs one read and nothing more.
-            let n = self.store.subs.count_for_topic(topic.as_str()).await;
-            if self.reported("subscriber count", n)? == 0 {
-                continue;
+            // A topic nobody subscribed to costs one read and nothing more, unless a peer hub
+            // follows it (its subscribers may want it).
+            if !self.cfg.relay.followed(topic.as_str()) {
+                let n = self.store.subs.count_for_topic(topic.as_str()).await;
+                if self.reported("subscriber count", n)? == 0 {
+                    continue;
+                }
             }
             let id = self.reported("id allocation", self.store.next_id().await)?;
             pings.push(Ping {

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod progress;
 pub mod rate_limit;
+pub mod relay;
 pub mod signature;
 pub mod ssrf;
 pub mod storage;

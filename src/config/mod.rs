@@ -5,6 +5,7 @@
 mod layers;
 mod problems;
 mod raw;
+pub mod relay;
 mod values;
 
 use std::net::SocketAddr;
@@ -178,6 +179,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The stream served to peers and the upstreams followed.
+    pub relay: relay::RelayConfig,
 }
 
 /// What anonymous clients can make the hub do (`[limits]`); `None` is off.

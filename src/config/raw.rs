@@ -40,8 +40,13 @@ pub(super) struct RawConfig {
     cluster: RawCluster,
     limits: RawLimits,
     log: RawLog,
+    relay: super::relay::RawRelay,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
+    #[serde(default)]
+    peers: Vec<super::relay::PeerConfig>,
+    #[serde(default)]
+    upstreams: Vec<super::relay::UpstreamConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,7 +367,9 @@ impl RawConfig {
             )?,
             fetches_per_topic: rate("limits.fetches_per_topic", &l.fetches_per_topic)?,
         };
+        let relay = super::relay::validate(self.relay, self.peers, self.upstreams)?;
         Ok(Config {
+            relay,
             limits,
             retention,
             node_id,

@@ -416,6 +416,7 @@ async fn merge_events(
                 content_type,
                 body,
                 created_ms,
+                relayed: None,
             },
         )
         .await?;

@@ -21,6 +21,7 @@ pub mod health;
 pub mod history;
 pub mod keyed;
 pub mod origin_limit;
+pub mod peer_stream;
 pub mod planner;
 pub mod publish;
 pub mod retry;
@@ -30,6 +31,7 @@ pub mod stream;
 pub mod sweep;
 mod topic_queue;
 pub mod transport;
+pub mod upstream;
 pub mod verify;
 pub mod window;
 
@@ -141,6 +143,8 @@ pub struct Engine {
     pings: Arc<KeyedQueue<Ping>>,
     fetcher: Arc<publish::Fetcher>,
     verifier: Arc<verify::Verifier>,
+    peers: peer_stream::PeerStreams,
+    upstreams: Vec<Arc<upstream::Upstream>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +237,34 @@ impl Engine {
                 async move { fetcher.run(topic, batch).await }
             })
         };
+        let peers = peer_stream::PeerStreams::new(
+            stream.clone(),
+            shared.store.log.clone(),
+            shared.cfg.relay.heartbeat,
+            shared.cfg.relay.max_range,
+            shared.shutdown.child_token(),
+            tracker.clone(),
+        );
+        let upstreams: Vec<Arc<upstream::Upstream>> = shared
+            .cfg
+            .relay
+            .upstreams
+            .iter()
+            .cloned()
+            .map(upstream::Upstream::new)
+            .collect();
+        let follow = Arc::new(upstream::Follow {
+            shared: shared.clone(),
+            stream: stream.clone(),
+            clients: clients.clone(),
+            pings: pings.clone(),
+        });
+        for up in &upstreams {
+            tracker.spawn(upstream::run(follow.clone(), up.clone()));
+        }
         let engine = Arc::new(Engine {
+            upstreams,
+            peers,
             shared: shared.clone(),
             dispatcher: dispatcher.clone(),
             stream,
@@ -318,6 +349,36 @@ impl Engine {
             |j| self.dispatcher.enqueue(j),
         );
         Ok(intents.await? & pings.await? & jobs.await?)
+    }
+
+    /// The streams served to peer hubs.
+    pub fn peer_streams(&self) -> &peer_stream::PeerStreams {
+        &self.peers
+    }
+
+    /// The peers reading this hub's stream and the upstreams it follows.
+    pub fn relay_view(&self) -> crate::relay::view::RelayView {
+        let counts = self.peers.metrics.snapshot();
+        let peers = self
+            .shared
+            .cfg
+            .relay
+            .peers
+            .iter()
+            .map(|p| crate::relay::view::PeerView {
+                name: p.name.clone(),
+                topics: p.topics.clone(),
+                counts: counts
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        crate::relay::view::RelayView {
+            peers,
+            upstreams: self.upstreams.iter().map(|u| u.status()).collect(),
+        }
     }
 
     /// The store the engine works on.

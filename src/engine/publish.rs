@@ -202,7 +202,8 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
     let Some(subscribers) = fetcher.persist("subscriber count", count).await else {
         return;
     };
-    if subscribers == 0 {
+    let followed = fetcher.shared.cfg.relay.followed(topic);
+    if subscribers == 0 && !followed {
         // Nobody to tell: no fetch.
         finish(fetcher, topic, ping_ids, None).await;
         return;
@@ -390,17 +391,23 @@ async fn process(
     state.entries = diff.entries;
     let (event, destinations, subscribers) = match diff.deliver {
         Some(payload) => match fetcher
-            .persist("subscribers of a topic", || subscribers_of(fetcher, topic))
+            .persist("subscribers of a topic", || {
+                subscribers_of(&fetcher.shared, topic)
+            })
             .await
         {
             None => return Processed::Stopped,
-            // Nobody left to tell (everyone unsubscribed since the ping): no event.
-            Some((d, _)) if d.is_empty() => (None, d, None),
+            // Nobody left to tell (everyone unsubscribed since the ping): no event, unless
+            // peer hubs follow the topic.
+            Some((d, _)) if d.is_empty() && !fetcher.shared.cfg.relay.followed(topic) => {
+                (None, d, None)
+            }
             Some((d, subscribers)) => {
                 let event = NewEvent {
                     content_type: content_type.to_owned(),
                     body: payload,
                     created_ms: now,
+                    relayed: None,
                 };
                 (Some(event), d, subscribers)
             }
@@ -409,10 +416,11 @@ async fn process(
     };
     let commit = Commit {
         topic: topic.to_owned(),
-        state,
+        state: Some(state),
         ping_ids: ping_ids.to_vec(),
         event,
         destinations,
+        cursor: None,
     };
     // Appended with its jobs when it returns (the next diff sees the new state); the stream
     // flushes it before the planner, following the stream, hands the jobs to the dispatcher.
@@ -434,11 +442,11 @@ async fn process(
 
 /// The destination servers of `topic`'s subscribers and, when it has few enough to keep (at
 /// most [`snapshot::MAX_SUBSCRIBERS`]), the subscribers themselves, read in one pass.
-async fn subscribers_of(
-    fetcher: &Fetcher,
+pub(super) async fn subscribers_of(
+    shared: &Shared,
     topic: &str,
 ) -> Result<(Vec<String>, Option<Snapshot>), StorageError> {
-    let store = &fetcher.shared.store;
+    let store = &shared.store;
     let changes = store.sub_changes.of(topic);
     let subs = store
         .subs

@@ -177,7 +177,7 @@ impl EventStream {
         commit: Commit,
         subscribers: Option<Snapshot>,
     ) -> Result<Option<u64>, CommitError> {
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -186,6 +186,43 @@ impl EventStream {
                 subscribers,
                 reply,
             });
+        self.answer(answer).await
+    }
+
+    /// [`EventStream::commit`] for several commits, appended in their order (in one
+    /// transaction when they fit); returns once all are appended.
+    pub async fn commit_all(
+        &self,
+        commits: Vec<(Commit, Option<Snapshot>)>,
+    ) -> Result<Vec<Option<u64>>, CommitError> {
+        let answers: Vec<_> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            commits
+                .into_iter()
+                .map(|(commit, subscribers)| {
+                    let (reply, answer) = oneshot::channel();
+                    pending.push(Pending {
+                        commit,
+                        subscribers,
+                        reply,
+                    });
+                    answer
+                })
+                .collect()
+        };
+        let mut numbers = Vec::with_capacity(answers.len());
+        for answer in answers {
+            numbers.push(self.answer(answer).await?);
+        }
+        Ok(numbers)
+    }
+
+    /// Waits for a pending commit's answer, appending whatever is pending whenever nobody else
+    /// is.
+    async fn answer(
+        &self,
+        mut answer: oneshot::Receiver<Result<Option<u64>, StorageError>>,
+    ) -> Result<Option<u64>, CommitError> {
         loop {
             tokio::select! {
                 biased;
@@ -448,6 +485,7 @@ mod tests {
                 content_type: "text/plain".into(),
                 body: vec![0; bytes].into(),
                 created_ms: 0,
+                ..Default::default()
             },
             destinations: Some(Arc::from(vec!["http://d:80".to_owned()])),
             subscribers: None,

@@ -275,3 +275,12 @@ pub async fn events(
         Err(r) => r,
     }
 }
+
+/// The peers reading this hub's stream (with what each was sent) and the upstreams it follows
+/// (state, cursor, lag, errors).
+pub async fn relay(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(r) = read(&req, &state) {
+        return r;
+    }
+    HttpResponse::Ok().json(state.engine.relay_view())
+}

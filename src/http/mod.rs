@@ -8,6 +8,7 @@ pub mod conn_limit;
 mod fat_ping;
 mod hub_endpoint;
 mod ops;
+mod relay_stream;
 pub mod request_id;
 mod status_page;
 
@@ -51,6 +52,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .route("/metrics", web::get().to(ops::metrics))
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
+            .route("/relay/stream", web::get().to(relay_stream::stream))
+            .route("/relay/events", web::get().to(relay_stream::events))
             .route("/admin/page.js", web::get().to(status_page::script))
             .route("/admin/topic", web::get().to(status_page::topic))
             .route("/admin/callback", web::get().to(status_page::callback))
@@ -71,6 +74,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route("/callback", web::get().to(admin_api::callback))
                     .route("/subscriptions", web::get().to(admin_api::subscriptions))
                     .route("/events", web::get().to(admin_api::events))
+                    .route("/relay", web::get().to(admin_api::relay))
                     .route("/dead-letters", web::get().to(admin_api::dead_letters))
                     .route(
                         "/dead-letters/replay-all",

@@ -10,9 +10,13 @@ use super::{AppState, text};
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let engine = &state.engine;
     match engine.gauges().await {
-        Ok(gauges) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(engine.metrics().render(&gauges)),
+        Ok(gauges) => {
+            let mut text = engine.metrics().render(&gauges);
+            engine.relay_view().render_metrics(&mut text);
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                .body(text)
+        }
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}")),
     }
 }

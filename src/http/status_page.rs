@@ -274,6 +274,64 @@ fn destinations_html(list: &[DestinationInfo]) -> String {
     s
 }
 
+fn relay_html(r: &crate::relay::view::RelayView) -> String {
+    if r.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("<h2 id=relay>Relay</h2>");
+    if !r.peers.is_empty() {
+        s.push_str(
+            "<h3>Peers reading this hub's stream</h3><div class=scroll><table id=peers>\
+             <tr><th>peer</th><th>topics</th><th>streams open</th><th>events sent</th>\
+             <th>bytes sent</th><th>ranges served</th></tr>",
+        );
+        for p in &r.peers {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.name),
+                esc(&p.topics.join(" ")),
+                p.counts.streams_open,
+                p.counts.events_sent,
+                p.counts.bytes_sent,
+                p.counts.ranges_served
+            );
+        }
+        s.push_str("</table></div>");
+    }
+    if !r.upstreams.is_empty() {
+        s.push_str(
+            "<h3>Upstreams this hub follows</h3><div class=scroll><table id=upstreams>\
+             <tr><th>upstream</th><th>state</th><th>cursor</th><th>lag (events)</th>\
+             <th>lag (s)</th><th>events taken</th><th>loops refused</th><th>reconciles</th>\
+             <th>last error</th></tr>",
+        );
+        for u in &r.upstreams {
+            let error = match &u.last_error {
+                Some(e) => format!("{} ({})", esc(e), when(u.last_error_ms)),
+                None => String::new(),
+            };
+            let _ = write!(
+                s,
+                "<tr><td>{} <small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&u.name),
+                esc(&u.url),
+                u.state,
+                u.cursor,
+                u.lag_events,
+                u.lag_ms as f64 / 1000.0,
+                u.events_taken,
+                u.loops_refused,
+                u.reconciles,
+                error
+            );
+        }
+        s.push_str("</table></div>");
+    }
+    s
+}
+
 fn dead_letters_html(list: &[DeadLetter], total: u64) -> String {
     let mut s = format!("<h2 id=dead-letters>Dead letters ({total})</h2>");
     if list.is_empty() {
@@ -364,6 +422,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     body.push_str(&totals_html(&overview));
     body.push_str(&lookup_html("", ""));
     body.push_str(&destinations_html(&admin.destinations(LISTED)));
+    body.push_str(&relay_html(&state.engine.relay_view()));
     body.push_str(&dead_letters_html(&dead, overview.dead_letters));
     body.push_str(&debug_forms_html());
     page(StatusCode::OK, "hubcast status", &body)

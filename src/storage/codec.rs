@@ -76,8 +76,16 @@ struct EventHeader {
     topic_seq: u64,
     #[serde(default)]
     origin: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    origin_seq: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    path: Vec<String>,
     content_type: String,
     created_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub fn encode_event(e: &Event) -> Vec<u8> {
@@ -86,6 +94,8 @@ pub fn encode_event(e: &Event) -> Vec<u8> {
         topic: e.topic.clone(),
         topic_seq: e.topic_seq,
         origin: e.origin.clone(),
+        origin_seq: e.origin_seq,
+        path: e.path.clone(),
         content_type: e.content_type.clone(),
         created_ms: e.created_ms,
     };
@@ -99,6 +109,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, StorageError> {
         topic: h.topic,
         topic_seq: h.topic_seq,
         origin: h.origin,
+        origin_seq: h.origin_seq,
+        path: h.path,
         content_type: h.content_type,
         body: bytes::Bytes::copy_from_slice(body),
         created_ms: h.created_ms,
@@ -108,11 +120,23 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, StorageError> {
 /// An event's header, without copying its body.
 pub fn decode_event_summary(bytes: &[u8]) -> Result<EventSummary, StorageError> {
     let (h, body): (EventHeader, _) = decode(bytes)?;
+    let origin_seq = if h.origin_seq == 0 {
+        h.seq
+    } else {
+        h.origin_seq
+    };
+    let path = if h.path.is_empty() {
+        vec![h.origin.clone()]
+    } else {
+        h.path
+    };
     Ok(EventSummary {
         seq: h.seq,
         topic: h.topic,
         topic_seq: h.topic_seq,
         origin: h.origin,
+        origin_seq,
+        path,
         content_type: h.content_type,
         created_ms: h.created_ms,
         bytes: body.len(),
@@ -185,6 +209,8 @@ mod tests {
             content_type: "a/b".into(),
             body: bytes::Bytes::from_static(b"\x00body"),
             created_ms: 3,
+            origin_seq: 4,
+            path: vec!["a1b2".into(), "c3d4".into()],
         };
         assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
     }

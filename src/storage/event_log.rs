@@ -25,11 +25,15 @@ pub const DELIVERY_DOC: u64 = 1 << 63;
 #[derive(Debug, Clone)]
 pub struct Commit {
     pub topic: String,
-    pub state: TopicState,
+    /// The topic's new state; `None` leaves it as it is (a relayed event: its origin diffed it).
+    pub state: Option<TopicState>,
     pub ping_ids: Vec<u64>,
     pub event: Option<NewEvent>,
     /// Where the event goes: one job each.
     pub destinations: Vec<String>,
+    /// A consumer's cursor stored in the same transaction (a follower of another hub's stream
+    /// takes an event into this log and moves past it atomically).
+    pub cursor: Option<(String, u64)>,
 }
 
 /// How long the log keeps events: an event goes once it is older than `max_age_ms`, or, oldest

@@ -440,7 +440,12 @@ impl EventLog for MemoryStore {
         let mut g = self.lock();
         let mut numbers = Vec::with_capacity(commits.len());
         for c in commits {
-            g.topics.insert(c.topic.clone(), c.state.clone());
+            if let Some(state) = &c.state {
+                g.topics.insert(c.topic.clone(), state.clone());
+            }
+            if let Some((consumer, seq)) = &c.cursor {
+                g.cursors.insert(consumer.clone(), *seq);
+            }
             for id in &c.ping_ids {
                 g.pings.remove(id);
             }

@@ -160,7 +160,7 @@ pub struct TopicState {
 /// A piece of content to distribute to every subscriber of `topic`: an entry of the event log
 /// (`seq` is its number in the hub's stream), or a document merged for one lagging destination
 /// (`seq` has [`DELIVERY_DOC`] set; it is no log entry).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Event {
     pub seq: u64,
     pub topic: String,
@@ -168,6 +168,13 @@ pub struct Event {
     pub topic_seq: u64,
     /// Id of the hub where the update entered the network.
     pub origin: String,
+    /// The event's number in its origin's stream (`seq` for an event that entered here; 0 when
+    /// not recorded, by earlier versions).
+    pub origin_seq: u64,
+    /// The hubs the event passed through, its origin first and this hub last (empty when not
+    /// recorded, by earlier versions: then it is the origin alone). A relayed event whose path
+    /// already names this hub is refused, so mutual peers do not loop.
+    pub path: Vec<String>,
     pub content_type: String,
     pub body: bytes::Bytes,
     pub created_ms: u64,
@@ -180,9 +187,29 @@ impl Event {
             topic: self.topic.clone(),
             topic_seq: self.topic_seq,
             origin: self.origin.clone(),
+            origin_seq: self.origin_number(),
+            path: self.hops(),
             content_type: self.content_type.clone(),
             created_ms: self.created_ms,
             bytes: self.body.len(),
+        }
+    }
+
+    /// The hubs it passed through (see [`Event::path`]), never empty for a log entry.
+    pub fn hops(&self) -> Vec<String> {
+        if self.path.is_empty() {
+            vec![self.origin.clone()]
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// Its number in its origin's stream.
+    pub fn origin_number(&self) -> u64 {
+        if self.origin_seq == 0 {
+            self.seq
+        } else {
+            self.origin_seq
         }
     }
 }
@@ -194,6 +221,10 @@ pub struct EventSummary {
     pub topic: String,
     pub topic_seq: u64,
     pub origin: String,
+    /// Its number in its origin's stream.
+    pub origin_seq: u64,
+    /// The hubs it passed through, its origin first and this hub last.
+    pub path: Vec<String>,
     pub content_type: String,
     pub created_ms: u64,
     /// Size of the body.
@@ -263,21 +294,39 @@ pub struct DeadLetter {
     pub failed_ms: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewEvent {
     pub content_type: String,
     pub body: bytes::Bytes,
     pub created_ms: u64,
+    /// Set when the event comes from another hub's stream.
+    pub relayed: Option<Relayed>,
+}
+
+/// Where a relayed event comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub origin: String,
+    pub origin_seq: u64,
+    /// The hubs it passed through before this one, its origin first.
+    pub path: Vec<String>,
 }
 
 impl NewEvent {
-    /// The event as stored, once the backend has numbered it.
-    pub fn stored(self, seq: u64, topic: &str, topic_seq: u64, origin: &str) -> Event {
+    /// The event as stored by hub `hub_id`, once the backend has numbered it.
+    pub fn stored(self, seq: u64, topic: &str, topic_seq: u64, hub_id: &str) -> Event {
+        let (origin, origin_seq, mut path) = match self.relayed {
+            Some(r) => (r.origin, r.origin_seq, r.path),
+            None => (hub_id.to_owned(), seq, Vec::new()),
+        };
+        path.push(hub_id.to_owned());
         Event {
             seq,
             topic: topic.to_owned(),
             topic_seq,
-            origin: origin.to_owned(),
+            origin,
+            origin_seq,
+            path,
             content_type: self.content_type,
             body: self.body,
             created_ms: self.created_ms,

@@ -10,6 +10,7 @@ mod distribution;
 mod event_log;
 mod fat_ping;
 mod fetch_encoding;
+mod firehose;
 mod first_hour;
 mod helpers;
 mod isolation;

@@ -23,41 +23,49 @@ impl EventLog for SledStore {
             &self.events,
             &self.pings,
             &self.fanouts,
+            &self.cursors,
         );
         let (numbers, new_lead, added) = trees
-            .transaction(|(meta, topic_seqs, topics, events, pings, fanouts)| {
-                let mut next = lead;
-                let mut added = 0u64;
-                let mut numbers = Vec::with_capacity(commits.len());
-                for c in commits {
-                    topics.insert(c.topic.as_bytes(), json(&c.state))?;
-                    for id in &c.ping_ids {
-                        pings.remove(&be(*id))?;
+            .transaction(
+                |(meta, topic_seqs, topics, events, pings, fanouts, cursors)| {
+                    let mut next = lead;
+                    let mut added = 0u64;
+                    let mut numbers = Vec::with_capacity(commits.len());
+                    for c in commits {
+                        if let Some(state) = &c.state {
+                            topics.insert(c.topic.as_bytes(), json(state))?;
+                        }
+                        if let Some((consumer, seq)) = &c.cursor {
+                            cursors.insert(consumer.as_bytes(), &be(*seq))?;
+                        }
+                        for id in &c.ping_ids {
+                            pings.remove(&be(*id))?;
+                        }
+                        let Some(ev) = &c.event else {
+                            numbers.push(None);
+                            continue;
+                        };
+                        next += 1;
+                        let topic_seq = match topic_seqs.get(c.topic.as_bytes())? {
+                            Some(v) => read_be(&v).map_err(abort)? + 1,
+                            None => 1,
+                        };
+                        topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
+                        let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
+                        events.insert(&be(next), encode_event(&event))?;
+                        if !c.destinations.is_empty() {
+                            let jobs = super::jobs::Fanout::new(&c.topic, &c.destinations);
+                            fanouts.insert(&be(next), jobs.encode())?;
+                        }
+                        added += event.body.len() as u64;
+                        numbers.push(Some(event));
                     }
-                    let Some(ev) = &c.event else {
-                        numbers.push(None);
-                        continue;
-                    };
-                    next += 1;
-                    let topic_seq = match topic_seqs.get(c.topic.as_bytes())? {
-                        Some(v) => read_be(&v).map_err(abort)? + 1,
-                        None => 1,
-                    };
-                    topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
-                    let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
-                    events.insert(&be(next), encode_event(&event))?;
-                    if !c.destinations.is_empty() {
-                        let jobs = super::jobs::Fanout::new(&c.topic, &c.destinations);
-                        fanouts.insert(&be(next), jobs.encode())?;
+                    if next != lead {
+                        meta.insert(LEAD, &be(next))?;
                     }
-                    added += event.body.len() as u64;
-                    numbers.push(Some(event));
-                }
-                if next != lead {
-                    meta.insert(LEAD, &be(next))?;
-                }
-                Ok((numbers, next, added))
-            })
+                    Ok((numbers, next, added))
+                },
+            )
             .map_err(tx_err)?;
         counters.events += new_lead - lead;
         counters.bytes += added;

@@ -164,8 +164,19 @@ pub async fn start_with_storage(
     cfg: Config,
     store: hubcast::storage::Storage,
 ) -> TestHub {
-    LazyLock::force(&TRACING);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    start_on_listener(dir, cfg, store, listener).await
+}
+
+/// A hub on a listener the test bound first (so other hubs' configs can name its address
+/// before it starts).
+pub async fn start_on_listener(
+    dir: tempfile::TempDir,
+    cfg: Config,
+    store: hubcast::storage::Storage,
+    listener: TcpListener,
+) -> TestHub {
+    LazyLock::force(&TRACING);
     let hub = hubcast::hub::start_with_storage(cfg, listener, store)
         .await
         .expect("hub starts");

@@ -132,6 +132,7 @@ pub(super) async fn claims(s: Storage) {
                 content_type: "text/plain".into(),
                 body: bytes::Bytes::from_static(b"merged"),
                 created_ms: 1,
+                relayed: None,
             },
         )
         .await

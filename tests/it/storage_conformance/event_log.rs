@@ -34,6 +34,7 @@ pub(super) async fn publishing(s: Storage) {
         content_type: "text/plain".into(),
         body: Bytes::from_static(body),
         created_ms,
+        relayed: None,
     };
     let empty = s.log.bounds().await.unwrap();
     assert_eq!(
@@ -47,24 +48,27 @@ pub(super) async fn publishing(s: Storage) {
         .append(&[
             Commit {
                 topic: "http://t/".into(),
-                state: state.clone(),
+                state: Some(state.clone()),
                 ping_ids: vec![a],
                 event: Some(new_event(b"one", 100)),
                 destinations: vec!["http://x:80".into()],
+                cursor: None,
             },
             Commit {
                 topic: "http://u/".into(),
-                state: TopicState::default(),
+                state: Some(TopicState::default()),
                 ping_ids: vec![c],
                 event: None,
                 destinations: vec![],
+                cursor: None,
             },
             Commit {
                 topic: "http://t/".into(),
-                state: state.clone(),
+                state: Some(state.clone()),
                 ping_ids: vec![b],
                 event: Some(new_event(b"two", 200)),
                 destinations: vec!["http://x:80".into()],
+                cursor: None,
             },
         ])
         .await
@@ -90,10 +94,11 @@ pub(super) async fn publishing(s: Storage) {
         .log
         .append(&[Commit {
             topic: "http://u/".into(),
-            state: state.clone(),
+            state: Some(state.clone()),
             ping_ids: vec![],
             event: Some(new_event(b"three", 300)),
             destinations: vec!["http://x:80".into(), "http://y:80".into()],
+            cursor: None,
         }])
         .await
         .unwrap();
@@ -221,10 +226,11 @@ pub(super) async fn publishing(s: Storage) {
     s.log
         .append(&[Commit {
             topic: "http://t/".into(),
-            state,
+            state: Some(state),
             ping_ids: vec![],
             event: Some(new_event(b"four", 2_000)),
             destinations: vec![],
+            cursor: None,
         }])
         .await
         .unwrap();
@@ -253,4 +259,75 @@ pub(super) async fn publishing(s: Storage) {
         "an emptied log: trail = lead + 1"
     );
     s.publish.drop_ping(99, "http://t/", None).await.unwrap();
+}
+
+/// An event taken from another hub's stream: it keeps its origin, number and path (this hub
+/// added last), leaves the topic's state alone, and the follower's cursor moves in the same
+/// transaction.
+pub(super) async fn relayed(s: Storage) {
+    let state = TopicState {
+        content_hash: Some("local".into()),
+        ..Default::default()
+    };
+    s.publish
+        .put_topic_state("http://t/", state.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.log.cursor("upstream:a").await.unwrap(), None);
+    let relayed = |n: u64| Commit {
+        topic: "http://t/".into(),
+        state: None,
+        ping_ids: vec![],
+        event: Some(NewEvent {
+            content_type: "text/plain".into(),
+            body: Bytes::from(format!("from a {n}")),
+            created_ms: n,
+            relayed: Some(Relayed {
+                origin: "hub-a".into(),
+                origin_seq: 40 + n,
+                path: vec!["hub-a".into()],
+            }),
+        }),
+        destinations: vec!["http://x:80".into()],
+        cursor: Some(("upstream:a".into(), 40 + n)),
+    };
+    let stored = s.log.append(&[relayed(1), relayed(2)]).await.unwrap();
+    let e = stored[1].clone().unwrap();
+    let me = s.log.hub_id();
+    assert_eq!(
+        (e.origin.as_str(), e.origin_seq, e.path.clone()),
+        ("hub-a", 42, vec!["hub-a".to_owned(), me.clone()])
+    );
+    assert_eq!(
+        s.log.event(e.seq).await.unwrap(),
+        Some(e.clone()),
+        "as read"
+    );
+    assert_eq!(s.log.cursor("upstream:a").await.unwrap(), Some(42));
+    assert_eq!(
+        s.publish.topic_state("http://t/").await.unwrap(),
+        Some(state),
+        "the topic's state is untouched"
+    );
+    // A local event: its own origin, number and path.
+    let local = s
+        .log
+        .append(&[Commit {
+            event: Some(NewEvent {
+                relayed: None,
+                ..relayed(3).event.unwrap()
+            }),
+            cursor: None,
+            ..relayed(3)
+        }])
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (local.origin, local.origin_seq, local.path),
+        (me.clone(), local.seq, vec![me])
+    );
+    assert_eq!(s.log.cursor("upstream:a").await.unwrap(), Some(42));
+    s.flush().await.unwrap();
 }

@@ -198,6 +198,7 @@ async fn delivery(s: Storage) {
                 content_type: "text/plain".into(),
                 body: bytes::Bytes::from_static(b"both"),
                 created_ms: 5,
+                relayed: None,
             },
         )
         .await
@@ -285,6 +286,7 @@ fn event(seq: u64, topic: &str) -> Event {
         content_type: "text/plain".into(),
         body: Bytes::from(format!("event {seq}")),
         created_ms: seq,
+        ..Default::default()
     }
 }
 
@@ -508,6 +510,12 @@ macro_rules! conformance {
             async fn publishing_conforms() {
                 let (_guard, s) = $make;
                 event_log::publishing(s).await;
+            }
+
+            #[tokio::test]
+            async fn relayed_events_conform() {
+                let (_guard, s) = $make;
+                event_log::relayed(s).await;
             }
 
             #[tokio::test]

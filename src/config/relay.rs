@@ -1,0 +1,225 @@
+//! `[relay]`, `[[peers]]` and `[[upstreams]]`: the hub's stream served to peer hubs, and the
+//! streams of other hubs it follows.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::values::parse_duration;
+use super::{ConfigError, invalid};
+use crate::topic_prefix::TopicPrefix;
+
+/// The shortest token a peer may be given: it is the only thing guarding the stream.
+const MIN_TOKEN: usize = 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    heartbeat: String,
+    max_range: usize,
+    reconnect_max: String,
+    max_line: String,
+}
+
+/// A peer hub that may follow this hub's stream (`[[peers]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    pub token: String,
+    /// Topic URL prefixes it may read.
+    pub topics: Vec<String>,
+    #[serde(skip)]
+    pub prefixes: Vec<TopicPrefix>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    // The token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerConfig {
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.prefixes.iter().any(|p| p.covers(topic))
+    }
+}
+
+/// Another hub whose stream this hub follows (`[[upstreams]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Shown in the status page and metrics, and naming the stored cursor. Default: the URL's
+    /// host and port.
+    #[serde(default)]
+    pub name: String,
+    /// The upstream hub's base URL (its stream is `URL/relay/stream`).
+    pub url: String,
+    pub token: String,
+    /// Topic prefixes asked for; empty: everything the upstream lets this hub read.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(skip)]
+    pub base: Option<Url>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamConfig {
+    /// The upstream's base URL (validated).
+    pub fn base(&self) -> &Url {
+        self.base.as_ref().expect("validated upstream URL")
+    }
+
+    /// The name its cursor is stored under.
+    pub fn cursor_name(&self) -> String {
+        format!("upstream:{}", self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Longest quiet time on `/relay/stream` before a heartbeat line.
+    pub heartbeat: Duration,
+    /// Most events `/relay/events` answers at once.
+    pub max_range: usize,
+    /// Longest pause between a follower's reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Longest line a follower accepts from an upstream's stream.
+    pub max_line: usize,
+    pub peers: Vec<PeerConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl RelayConfig {
+    /// Whether a peer may read `topic`: then its updates enter the stream even without local
+    /// subscribers, because the peers' subscribers may want them.
+    pub fn followed(&self, topic: &str) -> bool {
+        self.peers.iter().any(|p| p.may_read(topic))
+    }
+}
+
+pub(super) fn validate(
+    raw: RawRelay,
+    mut peers: Vec<PeerConfig>,
+    mut upstreams: Vec<UpstreamConfig>,
+) -> Result<RelayConfig, ConfigError> {
+    let heartbeat = parse_duration("relay.heartbeat", &raw.heartbeat)?;
+    if heartbeat < Duration::from_millis(10) || heartbeat > Duration::from_secs(60) {
+        return Err(invalid("relay.heartbeat", "must be between 10ms and 60s"));
+    }
+    if !(1..=100_000).contains(&raw.max_range) {
+        return Err(invalid("relay.max_range", "must be between 1 and 100000"));
+    }
+    let reconnect_max = parse_duration("relay.reconnect_max", &raw.reconnect_max)?;
+    if reconnect_max < Duration::from_millis(100) {
+        return Err(invalid("relay.reconnect_max", "must be at least 100ms"));
+    }
+    let max_line = super::values::parse_size("relay.max_line", &raw.max_line)?;
+    if !(1024..=(64 << 20)).contains(&max_line) {
+        return Err(invalid("relay.max_line", "must be between 1KiB and 64MiB"));
+    }
+    let prefixes = |key: &str, topics: &[String]| -> Result<Vec<TopicPrefix>, ConfigError> {
+        topics
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                TopicPrefix::parse(t).map_err(|e| {
+                    invalid(
+                        &format!("{key}.topics[{j}]"),
+                        format!("must be an http(s) URL prefix: {e}"),
+                    )
+                })
+            })
+            .collect()
+    };
+    for (i, p) in peers.iter_mut().enumerate() {
+        let key = format!("peers[{i}]");
+        if p.name.trim().is_empty() {
+            return Err(invalid(&format!("{key}.name"), "must not be empty"));
+        }
+        if p.token.len() < MIN_TOKEN {
+            return Err(invalid(
+                &format!("{key}.token"),
+                format!("must be at least {MIN_TOKEN} characters"),
+            ));
+        }
+        if p.topics.is_empty() {
+            return Err(invalid(
+                &format!("{key}.topics"),
+                "must name at least one topic URL prefix it may read",
+            ));
+        }
+        p.prefixes = prefixes(&key, &p.topics)?;
+    }
+    for (i, p) in peers.iter().enumerate() {
+        if peers[..i].iter().any(|q| q.name == p.name) {
+            return Err(invalid(
+                &format!("peers[{i}].name"),
+                format!("{:?} is used by another peer", p.name),
+            ));
+        }
+        if peers[..i].iter().any(|q| q.token == p.token) {
+            return Err(invalid(
+                &format!("peers[{i}].token"),
+                "is the token of another peer; each peer needs its own",
+            ));
+        }
+    }
+    for (i, u) in upstreams.iter_mut().enumerate() {
+        let key = format!("upstreams[{i}]");
+        let url = Url::parse(&u.url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{key}.url"),
+                    format!("{:?} is not an http(s) URL", u.url),
+                )
+            })?;
+        if u.token.is_empty() {
+            return Err(invalid(&format!("{key}.token"), "must not be empty"));
+        }
+        prefixes(&key, &u.topics)?;
+        if u.name.trim().is_empty() {
+            u.name = format!(
+                "{}:{}",
+                url.host_str().unwrap_or_default(),
+                url.port_or_known_default().unwrap_or_default()
+            );
+        }
+        u.base = Some(url);
+    }
+    for (i, u) in upstreams.iter().enumerate() {
+        if upstreams[..i].iter().any(|q| q.name == u.name) {
+            return Err(invalid(
+                &format!("upstreams[{i}].name"),
+                format!(
+                    "{:?} names another upstream too; give each its own name",
+                    u.name
+                ),
+            ));
+        }
+    }
+    Ok(RelayConfig {
+        heartbeat,
+        max_range: raw.max_range,
+        reconnect_max,
+        max_line: max_line as usize,
+        peers,
+        upstreams,
+    })
+}

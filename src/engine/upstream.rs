@@ -1,0 +1,491 @@
+//! Following another hub's stream (`[[upstreams]]`): each event taken goes into this hub's own
+//! log, with this hub added to its path and the follower's cursor stored in the same
+//! transaction, so a crash at any moment loses nothing and takes nothing twice; its jobs go to
+//! this hub's subscribers of the topic as a fat ping's would (the origin already diffed it).
+//! An event whose path already names this hub is refused (mutual peers do not loop). The
+//! follower reconnects with jittered backoff; below the upstream's trail (`410`) it fetches
+//! the followed topics that have subscribers here (the light-ping path), so they converge.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::Rng;
+use serde::Serialize;
+
+use super::client::{Clients, classify};
+use super::keyed::KeyedQueue;
+use super::shared::Shared;
+use super::snapshot::Snapshot;
+use super::stream::{CommitError, EventStream};
+use crate::config::relay::UpstreamConfig;
+use crate::relay::wire::{self, EventLine, Line, MEDIA_TYPE};
+use crate::storage::{Commit, NewEvent, Ping, Relayed, StorageError};
+use crate::topic_prefix::TopicPrefix;
+
+/// The first pause before reconnecting; it doubles up to `relay.reconnect_max`.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Events committed at once (one group commit when the stream is idle).
+const BATCH: usize = 512;
+/// Most topics a reconciliation fetches.
+const MAX_RECONCILE: usize = 100_000;
+
+/// What a follower is doing, for operators.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub url: String,
+    /// "starting", "connecting", "streaming", "waiting" (to reconnect), "reconciling".
+    pub state: &'static str,
+    /// The last upstream event taken (or passed over).
+    pub cursor: u64,
+    /// The upstream's lead, from its last heartbeat.
+    pub upstream_lead: u64,
+    /// Events the upstream has that this hub has not yet taken (of any topic).
+    pub lag_events: u64,
+    /// Age of the last event taken when it was taken.
+    pub lag_ms: u64,
+    pub events_taken: u64,
+    pub bytes_taken: u64,
+    /// Events refused because their path already named this hub.
+    pub loops_refused: u64,
+    /// Times the follower fell below the upstream's trail and fetched its topics instead.
+    pub reconciles: u64,
+    pub connects: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: u64,
+}
+
+/// One upstream and its follower's state.
+pub struct Upstream {
+    pub cfg: UpstreamConfig,
+    status: Mutex<UpstreamStatus>,
+}
+
+impl Upstream {
+    pub fn new(cfg: UpstreamConfig) -> Arc<Upstream> {
+        let status = UpstreamStatus {
+            name: cfg.name.clone(),
+            url: cfg.url.clone(),
+            state: "starting",
+            cursor: 0,
+            upstream_lead: 0,
+            lag_events: 0,
+            lag_ms: 0,
+            events_taken: 0,
+            bytes_taken: 0,
+            loops_refused: 0,
+            reconciles: 0,
+            connects: 0,
+            last_error: None,
+            last_error_ms: 0,
+        };
+        Arc::new(Upstream {
+            cfg,
+            status: Mutex::new(status),
+        })
+    }
+
+    pub fn status(&self) -> UpstreamStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut UpstreamStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// What a follower needs from the engine.
+pub struct Follow {
+    pub shared: Arc<Shared>,
+    pub stream: Arc<EventStream>,
+    pub clients: Clients,
+    /// Where reconciliation's pings go (the fetcher's per-topic queue).
+    pub pings: Arc<KeyedQueue<Ping>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Http(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the hub is stopping")]
+    Stopping,
+}
+
+impl From<CommitError> for SessionError {
+    fn from(e: CommitError) -> SessionError {
+        match e {
+            CommitError::Storage(e) => SessionError::Storage(e),
+            CommitError::Stopping => SessionError::Stopping,
+        }
+    }
+}
+
+/// How a session ended without an error.
+enum Ended {
+    /// The upstream closed the stream (e.g. it is restarting).
+    Closed,
+    /// Below the trail: the topics were fetched and the cursor moved to the trail.
+    Reconciled,
+}
+
+/// Follows `up` until the hub stops.
+pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
+    let stop = follow.shared.shutdown.clone();
+    let max = follow.shared.cfg.relay.reconnect_max;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        up.update(|s| {
+            s.state = "connecting";
+            s.connects += 1;
+        });
+        let ended = tokio::select! {
+            r = session(&follow, &up) => r,
+            _ = stop.cancelled() => return,
+        };
+        match ended {
+            Ok(Ended::Reconciled) => {
+                pause = FIRST_PAUSE;
+                continue;
+            }
+            Ok(Ended::Closed) => {
+                tracing::info!(upstream = %up.cfg.name, "upstream closed its stream; reconnecting");
+                pause = FIRST_PAUSE;
+            }
+            Err(SessionError::Stopping) => return,
+            Err(e) => {
+                tracing::warn!(upstream = %up.cfg.name, error = %e, retry_in = ?pause,
+                    "following the upstream failed");
+                let now = follow.shared.clock.now_ms();
+                up.update(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.last_error_ms = now;
+                });
+            }
+        }
+        up.update(|s| s.state = "waiting");
+        // Full jitter on the upper half: followers of one upstream do not come back together.
+        let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = stop.cancelled() => return,
+        }
+        pause = (pause * 2).min(max);
+    }
+}
+
+async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> {
+    let s = &follow.shared;
+    let name = up.cfg.cursor_name();
+    let cursor = s
+        .health
+        .persist("upstream cursor", &s.shutdown, || s.store.log.cursor(&name))
+        .await
+        .ok_or(SessionError::Stopping)?
+        .unwrap_or(0);
+    up.update(|st| st.cursor = cursor);
+    let mut url = up.cfg.base().clone();
+    url.set_path(&format!(
+        "{}/relay/stream",
+        url.path().trim_end_matches('/')
+    ));
+    url.set_query(None);
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("after", &cursor.to_string());
+        for t in &up.cfg.topics {
+            q.append_pair("topic", t);
+        }
+    }
+    follow
+        .clients
+        .topic_policy
+        .check_literal(&url)
+        .map_err(|e| SessionError::Http(format!("blocked: {e} (see ssrf.topic_allow)")))?;
+    let resp = follow
+        .clients
+        .topics
+        .get(url)
+        .bearer_auth(&up.cfg.token)
+        .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+        .timeout(Duration::from_secs(365 * 24 * 3600))
+        .send()
+        .await
+        .map_err(|e| SessionError::Http(classify(&e).to_string()))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::GONE {
+        let body = resp.bytes().await.unwrap_or_default();
+        let trail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("trail")?.as_u64())
+            .ok_or_else(|| SessionError::Http("410 without a trail".into()))?;
+        reconcile(follow, up, cursor, trail).await?;
+        return Ok(Ended::Reconciled);
+    }
+    if !status.is_success() {
+        let body = resp.bytes().await.unwrap_or_default();
+        let why = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned();
+        return Err(SessionError::Http(format!("HTTP {status}: {why}")));
+    }
+    up.update(|st| st.state = "streaming");
+    tracing::info!(upstream = %up.cfg.name, after = cursor, "following the upstream's stream");
+    let mut taker = Taker {
+        follow,
+        up,
+        name,
+        position: cursor,
+        subscribers: HashMap::new(),
+    };
+    let idle = (s.cfg.relay.heartbeat * 5).max(Duration::from_secs(5));
+    let max_line = s.cfg.relay.max_line;
+    let mut resp = resp;
+    let mut buf = BytesMut::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
+            Err(_) => {
+                return Err(SessionError::Http(format!(
+                    "nothing from the upstream for {idle:?} (not even a heartbeat)"
+                )));
+            }
+            Ok(Err(e)) => return Err(SessionError::Http(classify(&e).to_string())),
+            Ok(Ok(None)) => return Ok(Ended::Closed),
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        buf.extend_from_slice(&chunk);
+        let mut lines = Vec::new();
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(end + 1);
+            lines.push(line.freeze());
+        }
+        if buf.len() > max_line {
+            return Err(SessionError::Http(format!(
+                "a line longer than relay.max_line ({max_line} bytes)"
+            )));
+        }
+        for chunk in lines.chunks(BATCH) {
+            taker.take(chunk).await?;
+        }
+    }
+}
+
+/// Takes lines into the log.
+struct Taker<'a> {
+    follow: &'a Follow,
+    up: &'a Upstream,
+    name: String,
+    position: u64,
+    /// Subscribers read per topic within one batch.
+    subscribers: HashMap<String, (Vec<String>, Option<Snapshot>)>,
+}
+
+impl Taker<'_> {
+    async fn take(&mut self, lines: &[bytes::Bytes]) -> Result<(), SessionError> {
+        let s = &self.follow.shared;
+        let me = s.store.log.hub_id();
+        let mut commits = Vec::new();
+        let mut taken = (0u64, 0u64);
+        let mut refused = 0u64;
+        let mut newest_created = None;
+        let mut beat = None;
+        self.subscribers.clear();
+        let mut position = self.position;
+        for line in lines {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            if text.is_empty() {
+                continue;
+            }
+            let line = wire::parse(text)
+                .map_err(|e| SessionError::Http(format!("after event {position}: {e}")))?;
+            match line {
+                Line::Heartbeat { heartbeat } => {
+                    if heartbeat.position > position {
+                        position = heartbeat.position;
+                    }
+                    beat = Some(heartbeat);
+                }
+                Line::Event(e) if e.seq <= position => {
+                    // Already taken (never sent twice by a correct upstream).
+                }
+                Line::Event(e) => {
+                    position = e.seq;
+                    if e.path.contains(&me) {
+                        refused += 1;
+                        continue;
+                    }
+                    taken.0 += 1;
+                    taken.1 += e.content.len() as u64;
+                    newest_created = Some(e.created_ms);
+                    let (destinations, snapshot) = self.subscribers(&e.topic).await?;
+                    commits.push((commit(e, destinations)?, snapshot));
+                }
+            }
+        }
+        if position > self.position {
+            // The cursor moves with the last commit; events refused or filtered out and
+            // heartbeats move it with a commit of their own.
+            match commits.last_mut() {
+                Some((c, _)) => c.cursor = Some((self.name.clone(), position)),
+                None => commits.push((
+                    Commit {
+                        topic: String::new(),
+                        state: None,
+                        ping_ids: Vec::new(),
+                        event: None,
+                        destinations: Vec::new(),
+                        cursor: Some((self.name.clone(), position)),
+                    },
+                    None,
+                )),
+            }
+            self.follow.stream.commit_all(commits).await?;
+            self.position = position;
+        }
+        let now = s.clock.now_ms();
+        self.up.update(|st| {
+            st.cursor = position;
+            st.events_taken += taken.0;
+            st.bytes_taken += taken.1;
+            st.loops_refused += refused;
+            if let Some(created) = newest_created {
+                st.lag_ms = now.saturating_sub(created);
+            }
+            if let Some(b) = beat {
+                st.upstream_lead = b.lead;
+                if b.position >= b.lead {
+                    st.lag_ms = 0;
+                }
+            }
+            st.upstream_lead = st.upstream_lead.max(position);
+            st.lag_events = st.upstream_lead - position;
+        });
+        if refused > 0 {
+            tracing::debug!(upstream = %self.up.cfg.name, refused,
+                "events refused: their path already names this hub");
+        }
+        Ok(())
+    }
+
+    async fn subscribers(
+        &mut self,
+        topic: &str,
+    ) -> Result<(Vec<String>, Option<Snapshot>), SessionError> {
+        if let Some(known) = self.subscribers.get(topic) {
+            return Ok(known.clone());
+        }
+        let s = &self.follow.shared;
+        let read = s
+            .health
+            .persist("subscribers of a topic", &s.shutdown, || {
+                super::publish::subscribers_of(s, topic)
+            })
+            .await
+            .ok_or(SessionError::Stopping)?;
+        self.subscribers.insert(topic.to_owned(), read.clone());
+        Ok(read)
+    }
+}
+
+/// The event as a commit into this hub's log (its cursor set by the caller).
+fn commit(e: EventLine, destinations: Vec<String>) -> Result<Commit, SessionError> {
+    let body = e
+        .body()
+        .map_err(|err| SessionError::Http(err.to_string()))?;
+    Ok(Commit {
+        topic: e.topic,
+        state: None,
+        ping_ids: Vec::new(),
+        event: Some(NewEvent {
+            content_type: e.content_type,
+            body,
+            created_ms: e.created_ms,
+            relayed: Some(Relayed {
+                origin: e.origin,
+                origin_seq: e.origin_seq,
+                path: e.path,
+            }),
+        }),
+        destinations,
+        cursor: None,
+    })
+}
+
+/// Below the upstream's trail: every topic with subscribers here that this follower asks for
+/// is fetched (a light ping each, through the fetcher), and the cursor moves to just below
+/// the trail.
+async fn reconcile(
+    follow: &Follow,
+    up: &Upstream,
+    cursor: u64,
+    trail: u64,
+) -> Result<(), SessionError> {
+    let s = &follow.shared;
+    up.update(|st| {
+        st.state = "reconciling";
+        st.reconciles += 1;
+    });
+    let prefixes: Vec<TopicPrefix> = up
+        .cfg
+        .topics
+        .iter()
+        .filter_map(|t| TopicPrefix::parse(t).ok())
+        .collect();
+    let mut topics: Vec<String> = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = s
+            .store
+            .subs
+            .scan(
+                None,
+                after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                1_000,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.topic.clone(), last.callback.clone()));
+        for sub in &page {
+            let wanted = prefixes.is_empty() || prefixes.iter().any(|p| p.covers(&sub.topic));
+            if wanted && topics.last() != Some(&sub.topic) {
+                topics.push(sub.topic.clone());
+            }
+        }
+        if page.len() < 1_000 || topics.len() >= MAX_RECONCILE {
+            break;
+        }
+    }
+    topics.dedup();
+    tracing::warn!(upstream = %up.cfg.name, cursor, trail, topics = topics.len(),
+        "fell below the upstream's trail: fetching the followed topics instead");
+    let now = s.clock.now_ms();
+    let mut pings = Vec::with_capacity(topics.len());
+    for topic in topics {
+        pings.push(Ping {
+            id: s.store.next_id().await?,
+            topic,
+            fat: None,
+            received_ms: now,
+        });
+    }
+    if !pings.is_empty() {
+        s.store.publish.put_pings(pings.clone()).await?;
+    }
+    // The pings and the cursor below the trail are durable together before going on.
+    s.store
+        .log
+        .put_cursor(&up.cfg.cursor_name(), trail - 1)
+        .await?;
+    s.store.flush().await?;
+    for p in pings {
+        follow.pings.submit(p);
+    }
+    up.update(|st| st.cursor = trail - 1);
+    Ok(())
+}

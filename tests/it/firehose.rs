@@ -1,0 +1,637 @@
+//! The peer firehose: `/relay/stream` and `/relay/events` for peers listed in `[[peers]]`, and
+//! followers (`[[upstreams]]`) taking another hub's stream into their own log, exactly once,
+//! in chains, without loops, and reconciling below the trail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+
+use base64::Engine as _;
+use hubcast::relay::wire::{self, EventLine, Line};
+
+use crate::helpers::*;
+use crate::process::*;
+
+const PUBLISHER_TOKEN: &str = "publisher-token-0123";
+const PEER_TOKEN: &str = "peer-token-for-b-0123";
+
+fn publisher() -> String {
+    format!(
+        "[[publishers]]\nname = \"pub\"\ntoken = \"{PUBLISHER_TOKEN}\"\ntopics = [\"http://127.0.0.1\"]\n"
+    )
+}
+
+fn peer(name: &str, token: &str, prefix: &str) -> String {
+    format!("[[peers]]\nname = \"{name}\"\ntoken = \"{token}\"\ntopics = [\"{prefix}\"]\n")
+}
+
+fn upstream(url: &str, token: &str) -> String {
+    format!("[[upstreams]]\nurl = \"{url}\"\ntoken = \"{token}\"\n")
+}
+
+const FAST_BEATS: &str = "[relay]\nheartbeat = \"50ms\"\nreconnect_max = \"500ms\"\n";
+
+/// Reads a stream's lines as they come.
+struct Lines {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    async fn open(url: &str, token: &str) -> Result<Lines, reqwest::Response> {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            return Err(resp);
+        }
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/vnd.hubcast.stream.v1+jsonl"
+        );
+        Ok(Lines {
+            resp,
+            buf: Vec::new(),
+        })
+    }
+
+    async fn next(&mut self) -> Line {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return wire::parse(&line[..i]).expect("a stream line");
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.resp.chunk())
+                .await
+                .expect("the stream goes on")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Events up to the first heartbeat whose position reaches `lead`.
+    async fn events_until(&mut self, lead: u64) -> Vec<EventLine> {
+        let mut events = Vec::new();
+        loop {
+            match self.next().await {
+                Line::Event(e) => events.push(e),
+                Line::Heartbeat { heartbeat } if heartbeat.position >= lead => return events,
+                Line::Heartbeat { .. } => {}
+            }
+        }
+    }
+}
+
+fn content(e: &EventLine) -> String {
+    String::from_utf8(e.body().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn peers_read_the_stream_and_ranges_of_what_they_may_read() {
+    let hub = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}",
+        publisher(),
+        peer("b", PEER_TOKEN, "http://127.0.0.1:1/open/")
+    ))
+    .await;
+    let stream = format!("{}relay/stream", hub.url);
+    // Strangers are refused, with the reason.
+    let r = reqwest::get(&stream).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = Lines::open(&stream, "not-a-peer-token-at-all")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("[[peers]]"));
+    // A closed topic with a subscriber here, an open one without: the open one still becomes
+    // events (the peer follows it), the closed one never reaches the peer.
+    let sub = Subscriber::start().await;
+    hub.subscribed("http://127.0.0.1:1/closed/x", &sub.callback("/cb"))
+        .await;
+    for (topic, body) in [
+        ("http://127.0.0.1:1/open/a", "one"),
+        ("http://127.0.0.1:1/closed/x", "secret"),
+        ("http://127.0.0.1:1/open/a", "two"),
+    ] {
+        assert_eq!(
+            hub.fat_ping(topic, PUBLISHER_TOKEN, body).await.status(),
+            202
+        );
+    }
+    let mut lines = Lines::open(&format!("{stream}?after=0"), PEER_TOKEN)
+        .await
+        .unwrap();
+    let got = lines.events_until(3).await;
+    let shape: Vec<(u64, String)> = got.iter().map(|e| (e.seq, content(e))).collect();
+    assert_eq!(shape, [(1, "one".to_owned()), (3, "two".to_owned())]);
+    let me = hub.store().log.hub_id();
+    assert_eq!(got[1].path, std::slice::from_ref(&me));
+    assert_eq!(
+        (got[1].origin.as_str(), got[1].origin_seq, got[1].topic_seq),
+        (me.as_str(), 3, 2)
+    );
+    // Live: a new event arrives on the open stream; heartbeats keep coming while it is quiet.
+    hub.fat_ping("http://127.0.0.1:1/open/b", PUBLISHER_TOKEN, "three")
+        .await;
+    let live = lines.events_until(4).await;
+    assert_eq!(content(&live[0]), "three");
+    let mut beats = 0;
+    while beats < 3 {
+        if let Line::Heartbeat { heartbeat } = lines.next().await {
+            assert_eq!(
+                (heartbeat.lead, heartbeat.trail, heartbeat.position),
+                (4, 1, 4)
+            );
+            beats += 1;
+        }
+    }
+    // Asking for less: a narrower prefix.
+    let mut narrow = Lines::open(
+        &format!("{stream}?after=0&topic=http://127.0.0.1:1/open/b"),
+        PEER_TOKEN,
+    )
+    .await
+    .unwrap();
+    let got = narrow.events_until(4).await;
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    // Bad requests.
+    let bad = |q: &str| {
+        let url = format!("{stream}?{q}");
+        async move { Lines::open(&url, PEER_TOKEN).await.err().unwrap() }
+    };
+    assert_eq!(bad("after=x").await.status(), 400);
+    assert_eq!(bad("topic=ftp://x/").await.status(), 400);
+    assert_eq!(bad("since=1").await.status(), 400);
+    let beyond = bad("after=99").await;
+    assert_eq!(beyond.status(), 409);
+    assert!(beyond.text().await.unwrap().contains("\"lead\":4"));
+    // Ranges: the same lines, how far they got, cacheable once settled.
+    let range = |q: &str| {
+        let url = format!("{}relay/events?{q}", hub.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(PEER_TOKEN)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = range("from=1&to=3").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-hubcast-through"], "3");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let body = r.bytes().await.unwrap();
+    let seqs: Vec<u64> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| match wire::parse(l).unwrap() {
+            Line::Event(e) => e.seq,
+            Line::Heartbeat { .. } => panic!("no heartbeats in a range"),
+        })
+        .collect();
+    assert_eq!(seqs, [1, 3]);
+    let r = range("from=2&to=1000").await;
+    assert_eq!(r.headers()["x-hubcast-through"], "4", "up to the lead");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(range("from=0&to=3").await.status(), 400);
+    assert_eq!(range("from=3&to=2").await.status(), 400);
+    assert_eq!(range("from=1").await.status(), 400);
+    // The admin API and the metrics count what the peer was sent.
+    let relay: serde_json::Value =
+        serde_json::from_str(&hub.get_text("admin/api/relay").await).unwrap();
+    assert_eq!(relay["peers"][0]["name"], "b");
+    assert!(relay["peers"][0]["events_sent"].as_u64().unwrap() >= 6);
+    assert_eq!(relay["peers"][0]["streams_open"], 2);
+    let metrics = hub.get_text("metrics").await;
+    assert!(
+        metrics.contains("hubcast_peer_streams_open{peer=\"b\"} 2"),
+        "{metrics}"
+    );
+    drop(lines);
+    drop(narrow);
+    // The stream's producers notice readers leaving.
+    hub.wait_for("the streams to close", || async {
+        let relay: serde_json::Value =
+            serde_json::from_str(&hub.get_text("admin/api/relay").await).unwrap();
+        relay["peers"][0]["streams_open"] == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn below_the_trail_a_peer_is_told_where_it_is() {
+    let hub = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}[events]\nmax_bytes = \"4\"\n",
+        publisher(),
+        peer("b", PEER_TOKEN, "http://127.0.0.1:1/")
+    ))
+    .await;
+    for body in ["aaaa", "bbbb", "cccc"] {
+        hub.fat_ping("http://127.0.0.1:1/t", PUBLISHER_TOKEN, body)
+            .await;
+    }
+    let engine = hub.running().engine.clone();
+    hub.wait_for("the log's retention to prune", || async {
+        engine.sweep_now().await.unwrap();
+        engine.log_bounds().await.unwrap().trail == 3
+    })
+    .await;
+    let r = Lines::open(&format!("{}relay/stream?after=0", hub.url), PEER_TOKEN)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["trail"], 3);
+    // Just below the trail is fine.
+    let mut ok = Lines::open(&format!("{}relay/stream?after=2", hub.url), PEER_TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(content(&ok.events_until(3).await[0]), "cccc");
+    let r = reqwest::Client::new()
+        .get(format!("{}relay/events?from=1&to=3", hub.url))
+        .bearer_auth(PEER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+}
+
+/// A hub config that follows `up` with `token`, and lets `peer` read everything.
+fn follower(up: &str, up_token: &str, peer_name: &str, peer_token: &str) -> String {
+    format!(
+        "{FAST_BEATS}{}{}",
+        upstream(up, up_token),
+        peer(peer_name, peer_token, "http://127.0.0.1")
+    )
+}
+
+/// Events of a hub's log, in order, as the admin API shows them.
+async fn log_of(hub: &TestHub) -> Vec<hubcast::storage::EventSummary> {
+    hub.store()
+        .log
+        .summaries(1, u64::MAX, 100_000)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chain_of_followers_delivers_to_each_hubs_subscribers() {
+    // A → B → C: each follows the one before; subscribers on B and C.
+    let a = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}",
+        publisher(),
+        peer("b", "token-a-gave-b-0123", "http://127.0.0.1")
+    ))
+    .await;
+    let b = spawn_hub_with(&follower(
+        &a.url,
+        "token-a-gave-b-0123",
+        "c",
+        "token-b-gave-c-0123",
+    ))
+    .await;
+    let c = spawn_hub_with(&follower(
+        &b.url,
+        "token-b-gave-c-0123",
+        "d",
+        "token-c-gave-d-0123",
+    ))
+    .await;
+    let (sb, sc) = (Subscriber::start().await, Subscriber::start().await);
+    let topic = "http://127.0.0.1:1/chain";
+    b.subscribed(topic, &sb.callback("/b")).await;
+    c.subscribed(topic, &sc.callback("/c")).await;
+    for n in 1..=20 {
+        let body = format!("update {n}");
+        assert_eq!(
+            a.fat_ping(topic, PUBLISHER_TOKEN, &body).await.status(),
+            202
+        );
+    }
+    for s in [&sb, &sc] {
+        s.wait("every update", |r| {
+            let got: BTreeSet<String> = r
+                .iter()
+                .filter(|r| r.method == "POST")
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect();
+            (1..=20).all(|n| got.contains(&format!("update {n}")))
+        })
+        .await;
+    }
+    // Every hub's log holds each update once, with its origin's number and the path so far.
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|h| h.store().log.hub_id())
+        .collect();
+    for (i, hub) in [&a, &b, &c].into_iter().enumerate() {
+        let log = log_of(hub).await;
+        assert_eq!(log.len(), 20, "hub {i}");
+        for (n, e) in log.iter().enumerate() {
+            assert_eq!(e.origin, ids[0]);
+            assert_eq!(e.origin_seq, n as u64 + 1);
+            assert_eq!(e.path, ids[..=i], "hub {i}, event {n}");
+        }
+    }
+    // The deliveries at C carry C's hub link and the topic.
+    let d = &sc.deliveries()[0];
+    assert!(d.headers_named("link").iter().any(|l| l.contains(&c.url)));
+    let relay: serde_json::Value =
+        serde_json::from_str(&c.get_text("admin/api/relay").await).unwrap();
+    let up = &relay["upstreams"][0];
+    assert_eq!(
+        (up["state"].as_str(), up["cursor"].as_u64()),
+        (Some("streaming"), Some(20))
+    );
+    assert_eq!(up["events_taken"], 20);
+    assert!(
+        c.get_text("metrics")
+            .await
+            .contains("hubcast_upstream_cursor{upstream=")
+    );
+    assert!(
+        c.get_text("").await.contains("id=upstreams"),
+        "the status page shows it"
+    );
+}
+
+#[tokio::test]
+async fn mutual_peers_do_not_loop() {
+    let (la, lb) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (ua, ub) = (
+        format!("http://{}/", la.local_addr().unwrap()),
+        format!("http://{}/", lb.local_addr().unwrap()),
+    );
+    let start = |listener, up: &str, extra: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            &dir,
+            &format!(
+                "{}{extra}",
+                follower(up, "mutual-token-0123456", "peer", "mutual-token-0123456")
+            ),
+        );
+        let store = hubcast::hub::open_storage(&cfg).unwrap();
+        start_on_listener(dir, cfg, store, listener)
+    };
+    let a = start(la, &ub, publisher()).await;
+    let b = start(lb, &ua, publisher()).await;
+    let (sa, sb) = (Subscriber::start().await, Subscriber::start().await);
+    let topic = "http://127.0.0.1:1/both";
+    a.subscribed(topic, &sa.callback("/a")).await;
+    b.subscribed(topic, &sb.callback("/b")).await;
+    a.fat_ping(topic, PUBLISHER_TOKEN, "from a").await;
+    b.fat_ping(topic, PUBLISHER_TOKEN, "from b").await;
+    for s in [&sa, &sb] {
+        s.wait("both updates", |r| {
+            let got: BTreeSet<String> = r
+                .iter()
+                .filter(|r| r.method == "POST")
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect();
+            got.contains("from a") && got.contains("from b")
+        })
+        .await;
+    }
+    // Each came back once to where it started and was refused there.
+    for hub in [&a, &b] {
+        hub.wait_for("the echo to be refused", || async {
+            let relay: serde_json::Value =
+                serde_json::from_str(&hub.get_text("admin/api/relay").await).unwrap();
+            relay["upstreams"][0]["loops_refused"] == 1 && relay["upstreams"][0]["cursor"] == 2
+        })
+        .await;
+        assert_eq!(
+            log_of(hub).await.len(),
+            2,
+            "two events, not an echo chamber"
+        );
+    }
+    assert_eq!(sa.deliveries().len(), 2);
+    assert_eq!(sb.deliveries().len(), 2);
+}
+
+#[tokio::test]
+async fn a_follower_below_the_trail_fetches_its_topics() {
+    let a = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}[events]\nmax_bytes = \"1\"\n",
+        publisher(),
+        peer("b", PEER_TOKEN, "http://127.0.0.1")
+    ))
+    .await;
+    let origin = Publisher::start().await;
+    let topic = origin.topic("/feed");
+    origin.set("/feed", "text/plain", "the current state");
+    for body in ["old 1", "old 2", "old 3"] {
+        a.fat_ping(&topic, PUBLISHER_TOKEN, body).await;
+    }
+    let engine = a.running().engine.clone();
+    a.wait_for("A's log to prune", || async {
+        engine.sweep_now().await.unwrap();
+        engine.log_bounds().await.unwrap().trail > 2
+    })
+    .await;
+    // B has a subscriber of the topic before it starts following A.
+    let sub = Subscriber::start().await;
+    let b = spawn_hub_on(persistent_backend(), "").await;
+    b.subscribed(&topic, &sub.callback("/cb")).await;
+    let dir = b.stop().await;
+    let cfg = config_on(
+        &dir,
+        persistent_backend(),
+        &format!("{FAST_BEATS}{}", upstream(&a.url, PEER_TOKEN)),
+    );
+    let b = start_in(dir, cfg).await;
+    let d = sub.wait_deliveries(1).await;
+    assert_eq!(
+        d[0].body, b"the current state",
+        "fetched, as a light ping would"
+    );
+    assert_eq!(origin.fetches().len(), 1);
+    let relay: serde_json::Value =
+        serde_json::from_str(&b.get_text("admin/api/relay").await).unwrap();
+    assert_eq!(relay["upstreams"][0]["reconciles"], 1);
+    assert!(
+        b.get_text("metrics")
+            .await
+            .contains("hubcast_upstream_reconciles_total{upstream=\"127.0.0.1:")
+    );
+}
+
+/// Process test: B follows A; B is killed with SIGKILL while A publishes 2,000 events and
+/// restarted; B's subscriber gets every event and B's log holds each exactly once.
+#[tokio::test]
+async fn a_follower_killed_midway_loses_and_repeats_nothing() {
+    const N: usize = 2_000;
+    let a = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}",
+        publisher(),
+        peer("b", PEER_TOKEN, "http://127.0.0.1")
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(
+        &dir,
+        persistent_backend(),
+        &format!("{FAST_BEATS}{}", upstream(&a.url, PEER_TOKEN)),
+    );
+    let sub = Subscriber::start().await;
+    let topics: Vec<String> = (0..10)
+        .map(|i| format!("http://127.0.0.1:1/stream/{i}"))
+        .collect();
+    let mut b = start_process(&config).await;
+    for t in &topics {
+        let form = [
+            ("hub.mode", "subscribe"),
+            ("hub.topic", t.as_str()),
+            ("hub.callback", &sub.callback("/cb")),
+        ];
+        assert_eq!(post(&b.url, &form).await, 202);
+    }
+    sub.wait_verifications(topics.len()).await;
+    for t in &topics {
+        wait_body(
+            &format!("{}admin/api/topic?topic={}", b.url, urlencode(t)),
+            |body| body.contains("\"subscribers\":1"),
+        )
+        .await;
+    }
+    // Each event is an Atom document with one new entry: coalescing keeps every entry.
+    let entry = |n: usize| {
+        format!(
+            "<?xml version=\"1.0\"?><feed xmlns=\"http://www.w3.org/2005/Atom\"><id>urn:f</id>\
+             <title>f</title><updated>2026-12-02T00:00:00Z</updated><entry><id>urn:e{n}</id>\
+             <title>e{n}</title><updated>2026-12-02T00:00:00Z</updated></entry></feed>"
+        )
+    };
+    let publish = {
+        let url = a.url.clone();
+        let topics = topics.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sent = 0;
+            for chunk in (0..N).collect::<Vec<_>>().chunks(8) {
+                let calls = chunk.iter().map(|&n| {
+                    let q = url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs([("hub.mode", "publish"), ("hub.url", &topics[n % 10])])
+                        .finish();
+                    client
+                        .post(format!("{url}?{q}"))
+                        .header("content-type", "application/atom+xml")
+                        .bearer_auth(PUBLISHER_TOKEN)
+                        .body(entry(n))
+                        .send()
+                });
+                for r in futures_util::future::join_all(calls).await {
+                    assert_eq!(r.unwrap().status(), 202);
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    // Kill B once it has taken a good part, while A goes on publishing.
+    let relay = format!("{}admin/api/relay", b.url);
+    poll_until("B to have taken a quarter", PATIENCE, || async {
+        let v: serde_json::Value = client().get(&relay).send().await.ok()?.json().await.ok()?;
+        (v["upstreams"][0]["cursor"].as_u64()? > N as u64 / 4).then_some(())
+    })
+    .await;
+    let engine = a.running().engine.clone();
+    assert!(
+        engine.log_bounds().await.unwrap().lead < N as u64,
+        "A is still publishing"
+    );
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    let b = start_process(&config).await;
+    assert_eq!(publish.await.unwrap(), N);
+    // Every entry reaches B's subscriber.
+    sub.wait("every entry at B's subscriber", |r| {
+        let got: BTreeSet<usize> = r
+            .iter()
+            .filter(|r| r.method == "POST")
+            .flat_map(|r| entries(&r.body))
+            .collect();
+        got.len() == N
+    })
+    .await;
+    // B's log holds each of A's events exactly once, in A's order.
+    let events = wait_body(&format!("{}admin/api/relay", b.url), |body| {
+        body.contains(&format!("\"cursor\":{N}"))
+    })
+    .await;
+    assert!(events.contains("\"events_taken\""));
+    let mut origin_seqs: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page: serde_json::Value = serde_json::from_str(
+            &wait_body(
+                &format!("{}admin/api/events?after={after}&limit=1000", b.url),
+                |_| true,
+            )
+            .await,
+        )
+        .unwrap();
+        let list = page["events"].as_array().unwrap();
+        if list.is_empty() {
+            break;
+        }
+        for e in list {
+            *origin_seqs
+                .entry(e["origin_seq"].as_u64().unwrap())
+                .or_default() += 1;
+            after = e["seq"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(origin_seqs.len(), N, "every event of A");
+    assert!(origin_seqs.values().all(|n| *n == 1), "none twice");
+    assert_eq!(
+        origin_seqs.keys().copied().collect::<Vec<_>>(),
+        (1..=N as u64).collect::<Vec<_>>()
+    );
+    stop_gracefully(b).await;
+}
+
+fn entries(body: &[u8]) -> Vec<usize> {
+    let text = String::from_utf8_lossy(body);
+    text.match_indices("<id>urn:e")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 9..];
+            rest[..rest.find('<')?].parse().ok()
+        })
+        .collect()
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[test]
+fn base64_is_standard_with_padding() {
+    // Other implementations of the format decode `content` as standard base64.
+    let e = hubcast::storage::Event {
+        body: bytes::Bytes::from_static(b"ab"),
+        ..Default::default()
+    };
+    assert_eq!(
+        EventLine::of(&e).content,
+        base64::engine::general_purpose::STANDARD.encode(b"ab")
+    );
+    assert_eq!(EventLine::of(&e).content, "YWI=");
+}
