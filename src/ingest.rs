@@ -103,7 +103,7 @@ impl Ingest {
     pub async fn subscription(&self, mode: IntentMode, s: SubRequest) -> Result<(), IngestError> {
         let lease_seconds = match mode {
             IntentMode::Subscribe => self.cfg.clamp_lease(s.lease_seconds),
-            IntentMode::Unsubscribe => 0,
+            _ => 0,
         };
         let id = self.reported("id allocation", self.store.next_id().await)?;
         let intent = Intent {
@@ -112,6 +112,33 @@ impl Ingest {
             topic: s.topic.to_string(),
             callback: s.callback.to_string(),
             secret: s.secret,
+            lease_seconds,
+            created_ms: self.clock.now_ms(),
+        };
+        let put = self.store.subs.put_intent(intent.clone()).await;
+        self.reported("pending verification", put)?;
+        self.flushed().await?;
+        self.intake.hand_off(Work::Intent(intent));
+        Ok(())
+    }
+
+    /// A relay registration (or its end), to be verified by the engine like a subscription.
+    pub async fn relay(
+        &self,
+        mode: IntentMode,
+        r: crate::websub::RelayRequest,
+    ) -> Result<(), IngestError> {
+        let lease_seconds = match mode {
+            IntentMode::Relay => self.cfg.clamp_lease(r.lease_seconds),
+            _ => 0,
+        };
+        let id = self.reported("id allocation", self.store.next_id().await)?;
+        let intent = Intent {
+            id,
+            mode,
+            topic: crate::storage::RELAY_TOPIC.to_owned(),
+            callback: r.callback.to_string(),
+            secret: r.secret,
             lease_seconds,
             created_ms: self.clock.now_ms(),
         };

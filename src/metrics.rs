@@ -65,6 +65,8 @@ pub struct Metrics {
     verifications: [AtomicU64; 4],
     refusals: [AtomicU64; 4],
     retries_scheduled: AtomicU64,
+    /// Relay batches: [taken, failed].
+    relay_batches: [AtomicU64; 2],
     dead_lettered: AtomicU64,
     coalesced: AtomicU64,
 }
@@ -80,6 +82,14 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// `n` deliveries settled by one relay batch that took `took`.
+    pub fn batch(&self, d: Delivery, n: u64, took: Duration) {
+        self.delivery(d, Some(took));
+        self.deliveries[d as usize].fetch_add(n.saturating_sub(1), Ordering::Relaxed);
+        let taken = matches!(d, Delivery::Delivered) as usize;
+        self.relay_batches[1 - taken].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn delivery(&self, d: Delivery, took: Option<Duration>) {
         self.deliveries[d as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(t) = took {
@@ -160,6 +170,14 @@ impl Metrics {
             get(&self.latency.sum_micros) as f64 / 1e6
         );
         let _ = writeln!(s, "hubcast_delivery_duration_seconds_count {count}");
+        labeled(
+            &mut s,
+            ("hubcast_relay_batches_total", "counter"),
+            "Batches sent to destinations' registered relays, by result (a batch carries up to relay.max_batch deliveries, counted in hubcast_deliveries_total).",
+            "result",
+            &["taken", "failed"],
+            &self.relay_batches.each_ref().map(get),
+        );
         labeled(
             &mut s,
             ("hubcast_topic_fetches_total", "counter"),

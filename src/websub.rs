@@ -13,6 +13,27 @@ pub enum HubRequest {
     Subscribe(SubRequest),
     Unsubscribe(SubRequest),
     Publish(Vec<HttpUrl>),
+    /// `hub.mode=relay`: the callback takes batches for every callback of its destination.
+    Relay(RelayRequest),
+    Unrelay(RelayRequest),
+}
+
+/// A relay registration (an extension of WebSub: one batch per destination server).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub callback: HttpUrl,
+    pub lease_seconds: Option<u64>,
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for RelayRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayRequest")
+            .field("callback", &self.callback)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("has_secret", &self.secret.is_some())
+            .finish()
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -41,7 +62,9 @@ pub enum RequestError {
     Missing(&'static str),
     #[error("{param} {reason}")]
     Invalid { param: &'static str, reason: String },
-    #[error("hub.mode {0:?} is not supported; use subscribe, unsubscribe or publish")]
+    #[error(
+        "hub.mode {0:?} is not supported; use subscribe, unsubscribe, publish, relay or unrelay"
+    )]
     UnknownMode(String),
 }
 
@@ -67,36 +90,29 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
         .filter(|m| !m.is_empty())
         .ok_or(RequestError::Missing("hub.mode"))?;
     match mode {
+        "relay" | "unrelay" => {
+            let callback = url_param(pairs, "hub.callback")?;
+            let relay = mode == "relay";
+            let (lease_seconds, secret) = lease_and_secret(pairs, relay)?;
+            if relay && secret.is_none() {
+                return Err(RequestError::Missing("hub.secret"));
+            }
+            let req = RelayRequest {
+                callback,
+                lease_seconds,
+                secret,
+            };
+            Ok(if relay {
+                HubRequest::Relay(req)
+            } else {
+                HubRequest::Unrelay(req)
+            })
+        }
         "subscribe" | "unsubscribe" => {
             let callback = url_param(pairs, "hub.callback")?;
             let topic = url_param(pairs, "hub.topic")?;
             let subscribe = mode == "subscribe";
-            // hub.lease_seconds and hub.secret mean nothing for unsubscribe: ignored.
-            let lease_seconds = match first(pairs, "hub.lease_seconds").filter(|_| subscribe) {
-                None | Some("") => None,
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Some(n),
-                    _ => {
-                        return Err(RequestError::Invalid {
-                            param: "hub.lease_seconds",
-                            reason: format!("must be a positive integer, not {v:?}"),
-                        });
-                    }
-                },
-            };
-            let secret = match first(pairs, "hub.secret").filter(|_| subscribe) {
-                None | Some("") => None,
-                Some(s) if s.len() > MAX_SECRET_BYTES => {
-                    return Err(RequestError::Invalid {
-                        param: "hub.secret",
-                        reason: format!(
-                            "must be less than 200 bytes; it has {} bytes (UTF-8)",
-                            s.len()
-                        ),
-                    });
-                }
-                Some(s) => Some(s.to_owned()),
-            };
+            let (lease_seconds, secret) = lease_and_secret(pairs, subscribe)?;
             let req = SubRequest {
                 topic,
                 callback,
@@ -112,6 +128,40 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
         "publish" => parse_publish(pairs).map(HubRequest::Publish),
         other => Err(RequestError::UnknownMode(other.to_owned())),
     }
+}
+
+/// `hub.lease_seconds` and `hub.secret`, read only when the request adds something
+/// (`subscribe`) and ignored otherwise (they mean nothing for `unsubscribe`).
+fn lease_and_secret(
+    pairs: &[(String, String)],
+    subscribe: bool,
+) -> Result<(Option<u64>, Option<String>), RequestError> {
+    let lease_seconds = match first(pairs, "hub.lease_seconds").filter(|_| subscribe) {
+        None | Some("") => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(RequestError::Invalid {
+                    param: "hub.lease_seconds",
+                    reason: format!("must be a positive integer, not {v:?}"),
+                });
+            }
+        },
+    };
+    let secret = match first(pairs, "hub.secret").filter(|_| subscribe) {
+        None | Some("") => None,
+        Some(s) if s.len() > MAX_SECRET_BYTES => {
+            return Err(RequestError::Invalid {
+                param: "hub.secret",
+                reason: format!(
+                    "must be less than 200 bytes; it has {} bytes (UTF-8)",
+                    s.len()
+                ),
+            });
+        }
+        Some(s) => Some(s.to_owned()),
+    };
+    Ok((lease_seconds, secret))
 }
 
 /// Topics of a publish ping: `hub.url` (repeatable), `hub.url[]`, or `hub.topic`. A value that
@@ -304,5 +354,31 @@ mod tests {
         assert!(matches!(r, HubRequest::Publish(v) if v.len() == 1));
         assert!(parse(&p(&[("hub.mode", "publish"), ("hub.url", "not a url")])).is_err());
         assert!(parse(&p(&[("hub.mode", "publish")])).is_err());
+    }
+
+    #[test]
+    fn relay_registrations_need_a_callback_and_a_secret() {
+        let r = parse(&p(&[
+            ("hub.mode", "relay"),
+            ("hub.callback", "http://d.example/relay"),
+            ("hub.secret", "s"),
+            ("hub.lease_seconds", "60"),
+        ]))
+        .unwrap();
+        let HubRequest::Relay(r) = r else {
+            panic!("a relay registration")
+        };
+        assert_eq!(
+            (r.lease_seconds, r.secret.as_deref()),
+            (Some(60), Some("s"))
+        );
+        let e = parse(&p(&[("hub.mode", "relay"), ("hub.callback", "http://d/")])).unwrap_err();
+        assert_eq!(e, RequestError::Missing("hub.secret"));
+        let r = parse(&p(&[
+            ("hub.mode", "unrelay"),
+            ("hub.callback", "http://d/"),
+        ]))
+        .unwrap();
+        assert!(matches!(r, HubRequest::Unrelay(_)));
     }
 }

@@ -17,6 +17,7 @@ const MIN_TOKEN: usize = 16;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRelay {
     heartbeat: String,
+    max_batch: usize,
     max_range: usize,
     reconnect_max: String,
     max_line: String,
@@ -94,6 +95,8 @@ impl UpstreamConfig {
 pub struct RelayConfig {
     /// Longest quiet time on `/relay/stream` before a heartbeat line.
     pub heartbeat: Duration,
+    /// Most deliveries in one batch to a destination's registered relay.
+    pub max_batch: usize,
     /// Most events `/relay/events` answers at once.
     pub max_range: usize,
     /// Longest pause between a follower's reconnection attempts.
@@ -120,6 +123,9 @@ pub(super) fn validate(
     let heartbeat = parse_duration("relay.heartbeat", &raw.heartbeat)?;
     if heartbeat < Duration::from_millis(10) || heartbeat > Duration::from_secs(60) {
         return Err(invalid("relay.heartbeat", "must be between 10ms and 60s"));
+    }
+    if !(1..=100_000).contains(&raw.max_batch) {
+        return Err(invalid("relay.max_batch", "must be between 1 and 100000"));
     }
     if !(1..=100_000).contains(&raw.max_range) {
         return Err(invalid("relay.max_range", "must be between 1 and 100000"));
@@ -216,6 +222,7 @@ pub(super) fn validate(
     }
     Ok(RelayConfig {
         heartbeat,
+        max_batch: raw.max_batch,
         max_range: raw.max_range,
         reconnect_max,
         max_line: max_line as usize,

@@ -21,6 +21,10 @@ pub struct Prepared {
     /// `None` when either is not a valid header value (each delivery then fails, saying so).
     pub http_headers: Option<[(HeaderName, HeaderValue); 2]>,
     pub body: Bytes,
+    /// `ORIGIN:SEQ`: the event where it entered the network (relay batches name it).
+    pub event_id: String,
+    /// The `Link` header value.
+    pub link: String,
 }
 
 impl Prepared {
@@ -39,6 +43,8 @@ impl Prepared {
             content_type: event.content_type.clone(),
             http_headers,
             body: event.body.clone(),
+            event_id: format!("{}:{}", event.origin, event.origin_number()),
+            link,
         }
     }
 }
@@ -72,6 +78,17 @@ impl Outcome {
 pub async fn send(d: &Dispatcher, p: &Prepared, sub: &Subscription) -> Outcome {
     if sub.expires_ms < d.shared().clock.now_ms() {
         return Outcome::Expired;
+    }
+    // A destination with a registered relay takes even a single delivery (a retry) as a batch.
+    match super::relay_batch::relay_of(d.shared(), &sub.destination).await {
+        Ok(Some(relay)) => {
+            let batch = d.batches();
+            let content = super::relay_batch::content(p);
+            let body = batch.body(&d.shared().hub_url, p, &content, &[sub]);
+            return batch.send(&relay, body).await.for_one(&sub.callback);
+        }
+        Ok(None) => {}
+        Err(e) => return Outcome::Failed(Failure::Other(format!("storage: {e}"))),
     }
     match d.transports().for_endpoint(&sub.callback) {
         Some(t) => t.send(p, sub).await,

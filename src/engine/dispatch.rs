@@ -49,6 +49,8 @@ pub struct Dispatcher {
     global: DeliveryCap,
     window: WindowConfig,
     transports: Transports,
+    /// Batches for destinations with a registered relay.
+    batches: super::relay_batch::BatchSender,
     history: History,
     /// Jobs done, removed from storage by event.
     completions: Arc<Completions>,
@@ -110,6 +112,7 @@ impl Dispatcher {
         shared: Arc<Shared>,
         stream: Arc<EventStream>,
         transports: Transports,
+        batches: super::relay_batch::BatchSender,
         history: History,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
@@ -118,6 +121,7 @@ impl Dispatcher {
             global: DeliveryCap::new(shared.cfg.max_in_flight),
             window: shared.cfg.window.clone(),
             transports,
+            batches,
             history,
             shared,
             completions: Arc::default(),
@@ -135,6 +139,10 @@ impl Dispatcher {
 
     pub fn transports(&self) -> &Transports {
         &self.transports
+    }
+
+    pub fn batches(&self) -> &super::relay_batch::BatchSender {
+        &self.batches
     }
 
     /// Recent deliveries per callback.
@@ -463,6 +471,9 @@ async fn run_job(
         return Ok(true);
     };
     let prepared = Prepared::new(&d.shared.hub_url, &event);
+    if let Some(relay) = super::relay_batch::relay_of(&d.shared, &dest.name).await? {
+        return run_batches(d, dest, &prepared, relay, kept, &mut job).await;
+    }
     let now_ms = d.shared.clock.now_ms();
     if let Some(subs) = kept
         .as_ref()
@@ -496,6 +507,138 @@ async fn run_job(
             return Ok(true); // done: no cursor needs to be kept
         }
     }
+}
+
+/// Runs a job as relay batches of at most `relay.max_batch` deliveries, one after the other
+/// through the destination's window, its cursor stored after each. `true` when done; `false`
+/// when the hub stops first (the cursor is where the next batch starts).
+async fn run_batches(
+    d: &Arc<Dispatcher>,
+    dest: &Destination,
+    prepared: &Prepared,
+    relay: Subscription,
+    kept: Option<Page>,
+    job: &mut Job,
+) -> Result<bool, StorageError> {
+    let store = &d.shared.store;
+    let max = d.batches.max_batch;
+    let content = super::relay_batch::content(prepared);
+    let now_ms = d.shared.clock.now_ms();
+    if let Some(subs) = kept
+        .as_ref()
+        .and_then(|p| p.current(&store.sub_changes, &prepared.topic, now_ms))
+        .filter(|subs| subs.len() <= max)
+    {
+        let page: Vec<Subscription> = subs.to_vec();
+        return send_batch(d, dest, prepared, &relay, &content, &page, job, true).await;
+    }
+    loop {
+        if d.shared.shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        let page = store
+            .subs
+            .page(&prepared.topic, &dest.name, job.cursor.as_deref(), max)
+            .await?;
+        let last = page.len() < max;
+        if !page.is_empty()
+            && !send_batch(d, dest, prepared, &relay, &content, &page, job, last).await?
+        {
+            return Ok(false);
+        }
+        if last {
+            return Ok(true);
+        }
+    }
+}
+
+/// One batch through the window: settled as a whole. Unless it was the last, the job's cursor
+/// moves past it (stored and flushed).
+#[allow(clippy::too_many_arguments)]
+async fn send_batch(
+    d: &Dispatcher,
+    dest: &Destination,
+    prepared: &Prepared,
+    relay: &Subscription,
+    content: &str,
+    page: &[Subscription],
+    job: &mut Job,
+    last: bool,
+) -> Result<bool, StorageError> {
+    let now = d.shared.clock.now_ms();
+    let (live, expired): (Vec<&Subscription>, Vec<&Subscription>) =
+        page.iter().partition(|s| s.expires_ms >= now);
+    for sub in &expired {
+        d.shared.metrics.delivery(metrics::Delivery::Expired, None);
+        d.shared
+            .store
+            .subs
+            .remove(&sub.topic, &sub.callback)
+            .await?;
+    }
+    if !live.is_empty() {
+        let stopping = &d.shared.shutdown;
+        let slot = tokio::select! {
+            biased;
+            _ = stopping.cancelled() => return Ok(false),
+            slot = dest.window.acquire() => slot,
+        };
+        let places = tokio::select! {
+            biased;
+            _ = stopping.cancelled() => return Ok(false),
+            p = d.global().acquire(&dest.in_flight) => p,
+        };
+        let body = d.batches.body(&d.shared.hub_url, prepared, content, &live);
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            o = d.batches.send(relay, body) => o,
+            _ = d.shared.abort.cancelled() => return Ok(false),
+        };
+        drop(places);
+        let took = started.elapsed();
+        let n = live.len() as u64;
+        let as_one = match &outcome {
+            super::relay_batch::BatchOutcome::Taken { .. } => Outcome::Delivered,
+            super::relay_batch::BatchOutcome::Failed(f) => Outcome::Failed(f.clone()),
+        };
+        match signal(&as_one) {
+            Some(s) => slot.done(s),
+            None => drop(slot),
+        }
+        match outcome {
+            super::relay_batch::BatchOutcome::Taken { gone } => {
+                d.shared
+                    .metrics
+                    .batch(metrics::Delivery::Delivered, n, took);
+                for g in &gone {
+                    if let Some(sub) = live.iter().find(|s| s.callback == *g) {
+                        tracing::info!(topic = %sub.topic, callback = %sub.callback,
+                            relay = %relay.callback, "gone (the relay says): subscription removed");
+                        d.shared
+                            .store
+                            .subs
+                            .remove(&sub.topic, &sub.callback)
+                            .await?;
+                    }
+                }
+            }
+            super::relay_batch::BatchOutcome::Failed(f) => {
+                d.shared.metrics.batch(metrics::Delivery::Failed, n, took);
+                tracing::debug!(relay = %relay.callback, failure = %f, deliveries = n,
+                    "relay batch failed; a retry for each delivery");
+                super::relay_batch::retry_each(&d.shared, prepared, &live, &f).await?;
+            }
+        }
+        for sub in &live {
+            remember(d, dest, prepared, sub, &as_one, took);
+        }
+    }
+    if !last {
+        job.cursor = page.last().map(|s| s.callback.clone());
+        d.shared.store.delivery.put_job(job.clone()).await?;
+        d.shared.store.flush().await?;
+    }
+    Ok(true)
 }
 
 /// Deliveries completed in callback order between two stored cursors.

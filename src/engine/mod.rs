@@ -24,6 +24,7 @@ pub mod origin_limit;
 pub mod peer_stream;
 pub mod planner;
 pub mod publish;
+pub mod relay_batch;
 pub mod retry;
 pub mod shared;
 pub mod snapshot;
@@ -189,17 +190,25 @@ impl Engine {
             shutdown.clone(),
         ));
         let follower = stream.follow(lead);
+        let lean = Arc::new(transport::lean::LeanClient::new(
+            clients.callback_policy.clone(),
+            cfg.connect_timeout,
+            cfg.per_destination,
+        )?);
         let transports =
             transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
-                transport::lean::LeanClient::new(
-                    clients.callback_policy.clone(),
-                    cfg.connect_timeout,
-                    cfg.per_destination,
-                )?,
+                lean.clone(),
                 clients.callback_policy.clone(),
                 cfg.delivery_timeout,
                 cfg.signature,
             ))]);
+        let batches = relay_batch::BatchSender::new(
+            lean,
+            clients.callback_policy.clone(),
+            cfg.delivery_timeout,
+            cfg.signature,
+            cfg.relay.max_batch,
+        );
         let history =
             history::History::new(cfg.admin.history_per_callback, cfg.admin.history_callbacks);
         let shared = Arc::new(Shared {
@@ -216,7 +225,8 @@ impl Engine {
             retry_wake: Notify::new(),
             planned: std::sync::atomic::AtomicU64::new(lead),
         });
-        let dispatcher = Dispatcher::new(shared.clone(), stream.clone(), transports, history);
+        let dispatcher =
+            Dispatcher::new(shared.clone(), stream.clone(), transports, batches, history);
         let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));
         let fetcher = Arc::new(publish::Fetcher::new(
             shared.clone(),

@@ -203,8 +203,10 @@ struct Refusal {
 
 /// Why a request accepted with 202 is refused by policy, if it is.
 async fn policy_refusal(v: &Verifier, intent: &Intent) -> Option<Refusal> {
-    if intent.mode == IntentMode::Unsubscribe {
-        return None; // unsubscriptions are never validated
+    if intent.mode != IntentMode::Subscribe {
+        // Unsubscriptions are never validated; a relay registration names no topic, and its
+        // verification goes to the destination's own origin.
+        return None;
     }
     let allowed = &v.shared.cfg.allowed_topics;
     if !allowed.is_empty() && !allowed.iter().any(|p| p.covers(&intent.topic)) {
@@ -273,12 +275,12 @@ async fn run(v: &Verifier, intent: Intent) {
 async fn verify(v: &Verifier, intent: &Intent) -> Result<(), Failure> {
     let challenge = challenge();
     let lease = intent.lease_seconds.to_string();
-    let mut params = vec![
-        ("hub.mode", intent.mode.as_str()),
-        ("hub.topic", intent.topic.as_str()),
-        ("hub.challenge", challenge.as_str()),
-    ];
-    if intent.mode == IntentMode::Subscribe {
+    let mut params = vec![("hub.mode", intent.mode.as_str())];
+    if !intent.mode.is_relay() {
+        params.push(("hub.topic", intent.topic.as_str()));
+    }
+    params.push(("hub.challenge", challenge.as_str()));
+    if intent.mode.adds() {
         params.push(("hub.lease_seconds", lease.as_str()));
     }
     let url =
@@ -313,7 +315,7 @@ async fn verify(v: &Verifier, intent: &Intent) -> Result<(), Failure> {
 
 async fn apply(v: &Verifier, intent: &Intent) -> crate::storage::Result<()> {
     match intent.mode {
-        IntentMode::Subscribe => {
+        IntentMode::Subscribe | IntentMode::Relay => {
             let now = v.shared.clock.now_ms();
             let sub = Subscription {
                 topic: intent.topic.clone(),
@@ -326,7 +328,7 @@ async fn apply(v: &Verifier, intent: &Intent) -> crate::storage::Result<()> {
             };
             v.shared.store.subs.upsert(sub).await?;
         }
-        IntentMode::Unsubscribe => {
+        IntentMode::Unsubscribe | IntentMode::Unrelay => {
             v.shared
                 .store
                 .subs

@@ -79,6 +79,14 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             .subscription(IntentMode::Unsubscribe, s)
             .await
             .map(|()| accepted("the hub will verify this unsubscribe request")),
+        HubRequest::Relay(r) => ingest
+            .relay(IntentMode::Relay, r)
+            .await
+            .map(|()| accepted("the hub will verify this relay registration")),
+        HubRequest::Unrelay(r) => ingest
+            .relay(IntentMode::Unrelay, r)
+            .await
+            .map(|()| accepted("the hub will verify the end of this relay registration")),
         HubRequest::Publish(topics) if !is_form && !body.is_empty() => {
             let ct = content_type.unwrap_or_default();
             return fat(&state, &req, topics, ct, body).await;
@@ -123,7 +131,10 @@ fn over_rate(
     );
     let ip = crate::rate_limit::client_key(client);
     let (checked, key, refusal) = match request {
-        HubRequest::Subscribe(_) | HubRequest::Unsubscribe(_) => (
+        HubRequest::Subscribe(_)
+        | HubRequest::Unsubscribe(_)
+        | HubRequest::Relay(_)
+        | HubRequest::Unrelay(_) => (
             state.subscribe_rate.check(&ip),
             "limits.subscriptions_per_client",
             Refusal::SubscriptionRate,

@@ -91,6 +91,10 @@ impl std::fmt::Debug for Subscription {
 pub enum IntentMode {
     Subscribe,
     Unsubscribe,
+    /// A relay registration: its callback speaks for every callback of its destination server
+    /// (stored as a subscription to [`RELAY_TOPIC`]).
+    Relay,
+    Unrelay,
 }
 
 impl IntentMode {
@@ -98,9 +102,24 @@ impl IntentMode {
         match self {
             IntentMode::Subscribe => "subscribe",
             IntentMode::Unsubscribe => "unsubscribe",
+            IntentMode::Relay => "relay",
+            IntentMode::Unrelay => "unrelay",
         }
     }
+
+    /// Whether it adds (or renews) a subscription or registration, rather than ending one.
+    pub fn adds(self) -> bool {
+        matches!(self, IntentMode::Subscribe | IntentMode::Relay)
+    }
+
+    pub fn is_relay(self) -> bool {
+        matches!(self, IntentMode::Relay | IntentMode::Unrelay)
+    }
 }
+
+/// The topic relay registrations are stored under, as subscriptions (lease, expiry, secret,
+/// destination): no topic URL can be equal to it.
+pub const RELAY_TOPIC: &str = "hubcast:relay";
 
 /// A (un)subscription request accepted with 202 and waiting for verification of intent.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ mod process;
 mod properties;
 mod publishing;
 mod rate_limits;
+mod relay_batches;
 mod restart;
 mod scheduler;
 mod security;

@@ -20,7 +20,7 @@ use crate::storage::Subscription;
 
 pub struct HttpTransport {
     /// The delivery client: no redirects, policy checked at connect time.
-    client: LeanClient,
+    client: std::sync::Arc<LeanClient>,
     policy: Policy,
     timeout: Duration,
     algorithm: Algorithm,
@@ -28,7 +28,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(
-        client: LeanClient,
+        client: std::sync::Arc<LeanClient>,
         policy: Policy,
         timeout: Duration,
         algorithm: Algorithm,
@@ -81,16 +81,24 @@ impl Transport for HttpTransport {
             Outcome::Delivered
         } else if status == StatusCode::GONE {
             Outcome::Gone
-        } else if status.is_redirection() {
-            Outcome::Failed(Failure::Redirect(status.as_u16()))
-        } else if let Some(retry_after) = retry_after(status, answer.retry_after.as_deref()) {
-            Outcome::Failed(Failure::Throttled {
-                status: status.as_u16(),
-                retry_after,
-            })
         } else {
-            Outcome::Failed(Failure::Status(status.as_u16()))
+            Outcome::Failed(failure_of(&answer))
         }
+    }
+}
+
+/// What an answer that is not a success says went wrong.
+pub fn failure_of(answer: &super::lean::Answer) -> Failure {
+    let status = answer.status;
+    if status.is_redirection() {
+        Failure::Redirect(status.as_u16())
+    } else if let Some(retry_after) = retry_after(status, answer.retry_after.as_deref()) {
+        Failure::Throttled {
+            status: status.as_u16(),
+            retry_after,
+        }
+    } else {
+        Failure::Status(status.as_u16())
     }
 }
 

@@ -121,6 +121,8 @@ fn ready(s: &Sender) -> bool {
 pub struct Answer {
     pub status: StatusCode,
     pub retry_after: Option<String>,
+    /// The answer's body, when it was read whole (at most 64 KiB).
+    pub body: Vec<u8>,
 }
 
 pub struct LeanClient {
@@ -211,16 +213,17 @@ impl LeanClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned());
         let mut body = resp.into_body();
-        let mut read = 0usize;
+        let mut read = Vec::new();
         let mut whole = true;
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
-                    read += f.data_ref().map_or(0, |d| d.len());
-                    if read > MAX_ANSWER_BODY {
+                    let data = f.data_ref().map_or(&[][..], |d| &d[..]);
+                    if read.len() + data.len() > MAX_ANSWER_BODY {
                         whole = false; // not worth reading: the connection goes
                         break;
                     }
+                    read.extend_from_slice(data);
                 }
                 Err(_) => {
                     whole = false;
@@ -230,10 +233,13 @@ impl LeanClient {
         }
         if whole {
             self.checkin(origin, sender);
+        } else {
+            read.clear();
         }
         Ok(Answer {
             status,
             retry_after,
+            body: read,
         })
     }
 

@@ -82,6 +82,8 @@ mod tests {
             content_type: "text/plain".into(),
             http_headers: None,
             body: bytes::Bytes::new(),
+            event_id: "o:1".into(),
+            link: String::new(),
         };
         let sub = |endpoint: &str| Subscription {
             topic: "http://t/".into(),

@@ -68,6 +68,11 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
             .collect()
     }
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -90,6 +95,8 @@ struct SubState {
     in_flight: usize,
     max_in_flight: usize,
     requests: Vec<Recorded>,
+    /// Body of the next successful delivery answer (then empty again).
+    answer_body: Option<String>,
 }
 
 /// A subscriber callback server.
@@ -116,6 +123,7 @@ impl Subscriber {
             in_flight: 0,
             max_in_flight: 0,
             requests: Vec::new(),
+            answer_body: None,
         }));
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
@@ -177,6 +185,11 @@ impl Subscriber {
     }
 
     /// Most deliveries ever in progress at once.
+    /// The next successful delivery answer carries this body (e.g. a relay's `{"gone": …}`).
+    pub fn answer_next_with(&self, body: &str) {
+        self.state.lock().unwrap().answer_body = Some(body.to_owned());
+    }
+
     pub fn max_concurrency(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -275,9 +288,20 @@ async fn answer(
         if let (429 | 503, Some(ra)) = (reply, retry_after) {
             r.insert_header(("retry-after", ra));
         }
-        st.lock().unwrap().in_flight -= 1;
+        let body = {
+            let mut s = st.lock().unwrap();
+            s.in_flight -= 1;
+            if (200..300).contains(&reply) {
+                s.answer_body.take()
+            } else {
+                None
+            }
+        };
         tx.send_modify(|v| *v += 1);
-        return r.finish();
+        return match body {
+            Some(b) => r.content_type("application/json").body(b),
+            None => r.finish(),
+        };
     }
     match verify {
         Verify::Echo => HttpResponse::Ok()
