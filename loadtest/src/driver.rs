@@ -185,6 +185,18 @@ pub async fn subscribe_all(
     topics: &TopicServer,
     deadline: Duration,
 ) -> anyhow::Result<Duration> {
+    subscribe_all_with(hub, topo, callbacks, topics, deadline, true).await
+}
+
+/// [`subscribe_all`], the subscribers with secrets or without.
+pub async fn subscribe_all_with(
+    hub: &str,
+    topo: &Topology,
+    callbacks: &Callbacks<'_>,
+    topics: &TopicServer,
+    deadline: Duration,
+    secrets: bool,
+) -> anyhow::Result<Duration> {
     let client = client();
     let n = topo.subscribers();
     let bar = progress(n as u64, "subscribing");
@@ -197,12 +209,14 @@ pub async fn subscribe_all(
     let verified_before = verified();
     let requests = futures_util::stream::iter(0..n).map(|i| {
         let client = &client;
-        let form = [
+        let mut form = vec![
             ("hub.mode", "subscribe".to_owned()),
             ("hub.topic", topics.url(topo.topic_of(i))),
             ("hub.callback", (callbacks.url)(topo.destination_of(i), i)),
-            ("hub.secret", payload::secret(i)),
         ];
+        if secrets {
+            form.push(("hub.secret", payload::secret(i)));
+        }
         // Subscribing again is harmless: retried on any failure.
         async move {
             retrying("subscribe", || async {

@@ -22,6 +22,9 @@ pub struct HubSettings {
     pub delivery_timeout: String,
     pub engine_threads: usize,
     pub page_size: usize,
+    /// More config, appended (e.g. `[[peers]]`, `[[upstreams]]`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub extra: String,
 }
 
 impl Default for HubSettings {
@@ -33,6 +36,7 @@ impl Default for HubSettings {
             delivery_timeout: "2s".into(),
             engine_threads: 2,
             page_size: 500,
+            extra: String::new(),
         }
     }
 }
@@ -92,7 +96,9 @@ fetches_per_topic = "off"
 name = "loadtest"
 topics = ["http://127.0.0.1"]
 token = "{PUBLISHER_TOKEN}"
+{extra}
 "#,
+                extra = s.extra,
                 threads = s.engine_threads,
                 data = data.display().to_string(),
                 timeout = s.delivery_timeout,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod payload;
 pub mod programs;
+pub mod relay;
 pub mod report;
 pub mod scenarios;
 pub mod sink;

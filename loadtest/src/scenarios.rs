@@ -50,6 +50,10 @@ pub enum Scenario {
     SubscribeStorm,
     /// 1M subscriptions stored: hub memory and disk per subscription.
     Scale,
+    /// Delegated delivery: 100k subscribers on 10 destinations, 10 events, delivered directly
+    /// and through a registered relay per destination (batches), with and without subscriber
+    /// secrets; then the firehose: hub B following hub A's stream of 20,000 1 KB events.
+    Relay,
     /// A seconds-long run of the fan-out and crash paths (CI keeps the tool from rotting).
     Smoke,
 }
@@ -234,6 +238,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
         Scenario::SubscribeStorm => o.topology(100_000, 100, 100, 1),
         Scenario::Scale => o.topology(1_000_000, 1_000, 100, 1),
         Scenario::Smoke => o.topology(300, 3, 6, 2),
+        Scenario::Relay => o.topology(100_000, 1, 10, 10),
     };
     let mut parameters = serde_json::json!({ "topology": topo, "options": o, "hub": o.settings() });
     if scenario == Scenario::Stream {
@@ -251,6 +256,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
             Scenario::DeadDestinations => dead_destinations(o, &topo, &mut report).await?,
             Scenario::Crash => crash(o, &topo, &mut report).await?,
             Scenario::SubscribeStorm | Scenario::Scale => storage(o, &topo, &mut report).await?,
+            Scenario::Relay => crate::relay::run(o, &topo, &mut report).await?,
             Scenario::Smoke => {
                 let mut p = versus_baseline(o, &topo, &mut report).await?;
                 p.extend(crash(o, &topo, &mut report).await?);
