@@ -71,6 +71,7 @@ pub async fn start_with_storage(
         intake,
         engine.clock(),
         engine.health().clone(),
+        engine.forwarder().clone(),
     );
     let state = web::Data::new(AppState {
         cfg: shared_cfg,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Intake;
+use crate::engine::forward::{ForwardError, Forwarder, TakenBatch};
 use crate::engine::health::Health;
 use crate::engine::{Busy, FatOutcome, Work, stream};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
@@ -50,6 +51,7 @@ pub struct Ingest {
     intake: Intake,
     clock: Clock,
     health: Arc<Health>,
+    forwarder: Arc<Forwarder>,
 }
 
 impl Ingest {
@@ -59,6 +61,7 @@ impl Ingest {
         intake: Intake,
         clock: Clock,
         health: Arc<Health>,
+        forwarder: Arc<Forwarder>,
     ) -> Ingest {
         Ingest {
             cfg,
@@ -66,6 +69,23 @@ impl Ingest {
             intake,
             clock,
             health,
+            forwarder,
+        }
+    }
+
+    /// A batch taken as another hub's relay: durable (its content and a delivery record per
+    /// callback) when this returns; the callbacks gone since that hub's last batch.
+    pub async fn forward(&self, batch: TakenBatch) -> Result<Vec<String>, IngestError> {
+        match self.forwarder.take(batch).await {
+            Ok(gone) => {
+                self.health.succeeded("relay batch");
+                Ok(gone)
+            }
+            Err(ForwardError::Stopping) => Err(IngestError::Stopping),
+            Err(ForwardError::Storage(e)) => {
+                self.health.failed("relay batch", &e);
+                Err(e.into())
+            }
         }
     }
 

@@ -67,6 +67,9 @@ pub struct Metrics {
     retries_scheduled: AtomicU64,
     /// Relay batches: [taken, failed].
     relay_batches: [AtomicU64; 2],
+    /// Batches this hub took as another hub's relay: [taken, refused]; their deliveries.
+    relay_received: [AtomicU64; 2],
+    forwarded: AtomicU64,
     dead_lettered: AtomicU64,
     coalesced: AtomicU64,
 }
@@ -88,6 +91,17 @@ impl Metrics {
         self.deliveries[d as usize].fetch_add(n.saturating_sub(1), Ordering::Relaxed);
         let taken = matches!(d, Delivery::Delivered) as usize;
         self.relay_batches[1 - taken].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch taken as another hub's relay, with `n` deliveries to forward.
+    pub fn forwarded(&self, n: u64) {
+        self.relay_received[0].fetch_add(1, Ordering::Relaxed);
+        self.forwarded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A batch refused at `POST /relay/batch` (bad signature, unknown hub, bad document).
+    pub fn batch_refused(&self) {
+        self.relay_received[1].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn delivery(&self, d: Delivery, took: Option<Duration>) {
@@ -177,6 +191,19 @@ impl Metrics {
             "result",
             &["taken", "failed"],
             &self.relay_batches.each_ref().map(get),
+        );
+        labeled(
+            &mut s,
+            ("hubcast_relay_batches_received_total", "counter"),
+            "Batches received at POST /relay/batch as another hub's relay, by result.",
+            "result",
+            &["taken", "refused"],
+            &self.relay_received.each_ref().map(get),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP hubcast_relay_forwarded_deliveries_total Deliveries taken in relay batches, to be forwarded.\n# TYPE hubcast_relay_forwarded_deliveries_total counter\nhubcast_relay_forwarded_deliveries_total {}",
+            get(&self.forwarded)
         );
         labeled(
             &mut s,

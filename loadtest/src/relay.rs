@@ -37,10 +37,17 @@ pub async fn run(o: &Options, topo: &Topology, r: &mut Report) -> anyhow::Result
     let mut phases = Vec::new();
     let result = async {
         for secrets in [true, false] {
-            let name = if secrets { "with_secrets" } else { "without_secrets" };
+            let name = if secrets {
+                "with_secrets"
+            } else {
+                "without_secrets"
+            };
             let direct = delivery_phase(o, topo, &lean, secrets, false).await?;
             let relayed = delivery_phase(o, topo, &lean, secrets, true).await?;
-            r.figure(&format!("direct_{name}_deliveries_per_second"), direct.per_second);
+            r.figure(
+                &format!("direct_{name}_deliveries_per_second"),
+                direct.per_second,
+            );
             r.figure(
                 &format!("relayed_{name}_logical_deliveries_per_second"),
                 relayed.per_second,
@@ -140,7 +147,11 @@ async fn register_relays(hub: &str, lean: &LeanSink, subscribers: u64) -> anyhow
         ];
         let r = client.post(hub).form(&form).send().await?;
         if r.status() != 202 {
-            bail!("relay registration answered {}: {}", r.status(), r.text().await?);
+            bail!(
+                "relay registration answered {}: {}",
+                r.status(),
+                r.text().await?
+            );
         }
     }
     let want = subscribers + lean.addrs().len() as u64;
@@ -227,7 +238,9 @@ async fn firehose(o: &Options, r: &mut Report) -> anyhow::Result<(Phase, Phase)>
     let bar = driver::progress(total, "following");
     let mut taken;
     loop {
-        taken = counter(&b.url, "hubcast_upstream_cursor{upstream=").await.unwrap_or(0);
+        taken = counter(&b.url, "hubcast_upstream_cursor{upstream=")
+            .await
+            .unwrap_or(0);
         bar.set_position(taken);
         if taken >= total {
             break;

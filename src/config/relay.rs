@@ -21,6 +21,60 @@ pub(super) struct RawRelay {
     max_range: usize,
     reconnect_max: String,
     max_line: String,
+    max_batch_bytes: String,
+    #[serde(default)]
+    register: Vec<RegisterConfig>,
+}
+
+/// A hub at which this hub registers itself as the relay of a destination server
+/// (`[[relay.register]]`), and whose batches it then takes at `POST /relay/batch`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// The hub's endpoint, where `hub.mode=relay` is sent.
+    pub hub: String,
+    /// This hub's `/relay/batch` as the destination server reaches it (the relay URL): the
+    /// hub verifies it there and delivers the destination's batches to it.
+    pub endpoint: String,
+    /// The secret the hub signs batches with.
+    pub secret: String,
+    /// Lease asked for, in seconds (the hub may clamp it); renewed well before it ends.
+    #[serde(default = "default_register_lease")]
+    pub lease_seconds: u64,
+    #[serde(skip)]
+    pub hub_url: Option<Url>,
+    #[serde(skip)]
+    pub endpoint_url: Option<Url>,
+}
+
+fn default_register_lease() -> u64 {
+    86_400
+}
+
+impl std::fmt::Debug for RegisterConfig {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterConfig")
+            .field("hub", &self.hub)
+            .field("endpoint", &self.endpoint)
+            .field("lease_seconds", &self.lease_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegisterConfig {
+    pub fn hub_url(&self) -> &Url {
+        self.hub_url.as_ref().expect("validated hub URL")
+    }
+
+    pub fn endpoint_url(&self) -> &Url {
+        self.endpoint_url.as_ref().expect("validated endpoint URL")
+    }
+
+    /// The destination server the registration speaks for (`scheme://host:port`).
+    pub fn destination(&self) -> String {
+        crate::urls::destination_of_endpoint(self.endpoint_url().as_str())
+    }
 }
 
 /// A peer hub that may follow this hub's stream (`[[peers]]`).
@@ -103,6 +157,10 @@ pub struct RelayConfig {
     pub reconnect_max: Duration,
     /// Longest line a follower accepts from an upstream's stream.
     pub max_line: usize,
+    /// Largest batch body `POST /relay/batch` takes.
+    pub max_batch_bytes: usize,
+    /// Hubs this hub registers at as a destination's relay.
+    pub register: Vec<RegisterConfig>,
     pub peers: Vec<PeerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -137,6 +195,50 @@ pub(super) fn validate(
     let max_line = super::values::parse_size("relay.max_line", &raw.max_line)?;
     if !(1024..=(64 << 20)).contains(&max_line) {
         return Err(invalid("relay.max_line", "must be between 1KiB and 64MiB"));
+    }
+    let max_batch_bytes = super::values::parse_size("relay.max_batch_bytes", &raw.max_batch_bytes)?;
+    if !(1024..=(256 << 20)).contains(&max_batch_bytes) {
+        return Err(invalid(
+            "relay.max_batch_bytes",
+            "must be between 1KiB and 256MiB",
+        ));
+    }
+    let mut register = raw.register;
+    for (i, r) in register.iter_mut().enumerate() {
+        let key = format!("relay.register[{i}]");
+        let http = |field: &str, v: &str| {
+            Url::parse(v)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{key}.{field}"),
+                        format!("{v:?} is not an http(s) URL"),
+                    )
+                })
+        };
+        r.hub_url = Some(http("hub", &r.hub)?);
+        r.endpoint_url = Some(http("endpoint", &r.endpoint)?);
+        if r.secret.len() < MIN_TOKEN || r.secret.len() > 200 {
+            return Err(invalid(
+                &format!("{key}.secret"),
+                format!("must be {MIN_TOKEN} to 200 characters"),
+            ));
+        }
+        if r.lease_seconds < 2 {
+            return Err(invalid(
+                &format!("{key}.lease_seconds"),
+                "must be at least 2",
+            ));
+        }
+    }
+    for (i, r) in register.iter().enumerate() {
+        if register[..i].iter().any(|q| q.secret == r.secret) {
+            return Err(invalid(
+                &format!("relay.register[{i}].secret"),
+                "is the secret of another registration; each hub needs its own",
+            ));
+        }
     }
     let prefixes = |key: &str, topics: &[String]| -> Result<Vec<TopicPrefix>, ConfigError> {
         topics
@@ -226,6 +328,8 @@ pub(super) fn validate(
         max_range: raw.max_range,
         reconnect_max,
         max_line: max_line as usize,
+        max_batch_bytes: max_batch_bytes as usize,
+        register,
         peers,
         upstreams,
     })

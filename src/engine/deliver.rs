@@ -7,6 +7,7 @@ use super::client::Failure;
 use super::dispatch::Dispatcher;
 use super::shared::Shared;
 use super::window::Signal;
+use crate::signature::{self, Algorithm};
 use crate::storage::{Event, Retry, Subscription};
 use bytes::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -25,6 +26,9 @@ pub struct Prepared {
     pub event_id: String,
     /// The `Link` header value.
     pub link: String,
+    /// The `X-Hub-Signature` to send instead of one computed with the subscriber's secret:
+    /// a delivery forwarded for another hub carries the origin's.
+    pub signature: Option<String>,
 }
 
 impl Prepared {
@@ -45,6 +49,38 @@ impl Prepared {
             body: event.body.clone(),
             event_id: format!("{}:{}", event.origin, event.origin_number()),
             link,
+            signature: None,
+        }
+    }
+
+    /// The delivery of `event` (a batch taken as a relay) that its origin hub prepared: its
+    /// `Link` header and signature as they came.
+    pub fn forwarded(event: &Event, forward: &crate::storage::Forward) -> Prepared {
+        let http_headers = match (
+            HeaderValue::from_str(&event.content_type),
+            HeaderValue::from_str(&forward.link),
+        ) {
+            (Ok(ct), Ok(link)) => Some([(header::CONTENT_TYPE, ct), (header::LINK, link)]),
+            _ => None,
+        };
+        Prepared {
+            event: event.seq,
+            topic: event.topic.clone(),
+            content_type: event.content_type.clone(),
+            http_headers,
+            body: event.body.clone(),
+            event_id: format!("{}:{}", event.origin, event.origin_number()),
+            link: forward.link.clone(),
+            signature: forward.signature.clone(),
+        }
+    }
+
+    /// The `X-Hub-Signature` value for a subscriber with `secret`, if any.
+    pub fn signature_for(&self, algorithm: Algorithm, secret: Option<&str>) -> Option<String> {
+        match (&self.signature, secret) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(k)) => Some(signature::sign(algorithm, k.as_bytes(), &self.body)),
+            (None, None) => None,
         }
     }
 }
@@ -163,6 +199,7 @@ pub async fn settle(
                 attempts,
                 due_ms: now,
                 last_error: failure.to_string(),
+                forward: previous.and_then(|r| r.forward.clone()),
             };
             let not_before = match &failure {
                 Failure::Throttled { retry_after, .. } => {

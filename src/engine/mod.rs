@@ -17,6 +17,7 @@ pub mod completion;
 pub mod deliver;
 pub mod delivery_cap;
 pub mod dispatch;
+pub mod forward;
 pub mod health;
 pub mod history;
 pub mod keyed;
@@ -25,6 +26,7 @@ pub mod peer_stream;
 pub mod planner;
 pub mod publish;
 pub mod relay_batch;
+pub mod relay_register;
 pub mod retry;
 pub mod shared;
 pub mod snapshot;
@@ -146,6 +148,8 @@ pub struct Engine {
     verifier: Arc<verify::Verifier>,
     peers: peer_stream::PeerStreams,
     upstreams: Vec<Arc<upstream::Upstream>>,
+    forwarder: Arc<forward::Forwarder>,
+    registrations: Arc<relay_register::Registrations>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +228,7 @@ impl Engine {
             claims,
             retry_wake: Notify::new(),
             planned: std::sync::atomic::AtomicU64::new(lead),
+            relay_gone: Default::default(),
         });
         let dispatcher =
             Dispatcher::new(shared.clone(), stream.clone(), transports, batches, history);
@@ -272,7 +277,14 @@ impl Engine {
         for up in &upstreams {
             tracker.spawn(upstream::run(follow.clone(), up.clone()));
         }
+        let forwarder = Arc::new(forward::Forwarder::new(shared.clone(), stream.clone()));
+        let registrations = Arc::new(relay_register::Registrations::new(
+            &shared.cfg.relay.register,
+        ));
+        relay_register::start(&shared, clients.topics.clone(), &registrations);
         let engine = Arc::new(Engine {
+            forwarder,
+            registrations,
             upstreams,
             peers,
             shared: shared.clone(),
@@ -361,13 +373,23 @@ impl Engine {
         Ok(intents.await? & pings.await? & jobs.await?)
     }
 
+    /// Takes batches as another hub's relay.
+    pub fn forwarder(&self) -> &Arc<forward::Forwarder> {
+        &self.forwarder
+    }
+
+    /// This hub's registrations as a relay (`[[relay.register]]`).
+    pub fn registrations(&self) -> &Arc<relay_register::Registrations> {
+        &self.registrations
+    }
+
     /// The streams served to peer hubs.
     pub fn peer_streams(&self) -> &peer_stream::PeerStreams {
         &self.peers
     }
 
     /// The peers reading this hub's stream and the upstreams it follows.
-    pub fn relay_view(&self) -> crate::relay::view::RelayView {
+    pub async fn relay_view(&self) -> crate::relay::view::RelayView {
         let counts = self.peers.metrics.snapshot();
         let peers = self
             .shared
@@ -388,7 +410,46 @@ impl Engine {
         crate::relay::view::RelayView {
             peers,
             upstreams: self.upstreams.iter().map(|u| u.status()).collect(),
+            relays: self.relays().await,
+            registrations: self.registrations.status(),
         }
+    }
+
+    /// Destinations with a registered relay (a storage failure shows none, and is logged).
+    async fn relays(&self) -> Vec<crate::relay::view::RelayEntry> {
+        let page = self
+            .shared
+            .store
+            .subs
+            .scan(
+                Some(crate::storage::RELAY_TOPIC),
+                None,
+                crate::relay::view::RELAYS_SHOWN,
+            )
+            .await;
+        let relays = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "registered relays could not be read");
+                return Vec::new();
+            }
+        };
+        relays
+            .into_iter()
+            .map(|r| {
+                let error = self
+                    .dispatcher
+                    .view_of(&r.destination)
+                    .and_then(|v| v.last_error);
+                crate::relay::view::RelayEntry {
+                    last_error: error.as_ref().map(|e| e.error.clone()),
+                    last_error_ms: error.map(|e| e.at_ms),
+                    destination: r.destination,
+                    relay: r.callback,
+                    expires_ms: r.expires_ms,
+                }
+            })
+            .collect()
     }
 
     /// The store the engine works on.

@@ -121,10 +121,7 @@ impl BatchSender {
             .iter()
             .map(|s| BatchDelivery {
                 callback: &s.callback,
-                signature: s
-                    .secret
-                    .as_ref()
-                    .map(|k| signature::sign(self.algorithm, k.as_bytes(), &p.body)),
+                signature: p.signature_for(self.algorithm, s.secret.as_deref()),
             })
             .collect();
         let batch = Batch {
@@ -215,6 +212,7 @@ pub async fn retry_each(
             attempts: 1,
             due_ms: now + delay.unwrap_or_default().max(not_before).as_millis() as u64,
             last_error: format!("relay batch: {failure}"),
+            forward: None,
         };
         if delay.is_none() {
             shared.store.delivery.dead_letter(&retry, now).await?;

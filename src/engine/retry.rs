@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::deliver::{Prepared, settle};
+use super::deliver::{Outcome, Prepared, settle};
 use super::dispatch::Dispatcher;
 use super::dispatch::send_in_window;
-use crate::storage::{Retry, WorkKey};
+use crate::storage::{Retry, Subscription, WorkKey};
 
 /// Retries taken per scan.
 const BATCH: usize = 256;
@@ -96,9 +96,14 @@ async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {
             return store.delivery.remove_retry(r).await;
         }
     }
-    let Some(sub) = store.subs.get(&r.topic, &r.callback).await? else {
-        // Unsubscribed since: nothing left to deliver.
-        return store.delivery.remove_retry(r).await;
+    let sub = match &r.forward {
+        // Forwarded for another hub: the origin holds the subscription.
+        Some(_) => forwarded_to(r),
+        None => match store.subs.get(&r.topic, &r.callback).await? {
+            Some(sub) => sub,
+            // Unsubscribed since: nothing left to deliver.
+            None => return store.delivery.remove_retry(r).await,
+        },
     };
     let Some(event) = store.log.event(r.event).await? else {
         // The log keeps what a retry refers to, so this is a lost record: say so where
@@ -118,7 +123,27 @@ async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {
         shared.metrics.dead_lettered();
         return Ok(());
     };
-    let prepared = Prepared::new(&shared.hub_url, &event);
+    let prepared = match &r.forward {
+        Some(f) => Prepared::forwarded(&event, f),
+        None => Prepared::new(&shared.hub_url, &event),
+    };
     let outcome = send_in_window(d, &dest, &prepared, &sub).await;
+    if let (Some(f), Outcome::Gone) = (&r.forward, &outcome) {
+        shared.relay_gone.add(&f.hub, &r.callback);
+    }
     settle(shared, &prepared, &sub, Some(r), outcome).await
+}
+
+/// The subscription a forwarded delivery stands for: no secret (the origin's signature
+/// travels with the delivery) and no lease of its own here.
+fn forwarded_to(r: &Retry) -> Subscription {
+    Subscription {
+        topic: r.topic.clone(),
+        callback: r.callback.clone(),
+        destination: r.destination.clone(),
+        secret: None,
+        lease_seconds: 0,
+        expires_ms: u64::MAX,
+        created_ms: 0,
+    }
 }

@@ -38,6 +38,8 @@ pub struct Shared {
     /// The last event whose jobs the planner has handed to the dispatcher: the log's
     /// retention does not prune past it.
     pub planned: AtomicU64,
+    /// Callbacks gone since each origin hub's last relay batch.
+    pub relay_gone: super::forward::GoneList,
 }
 
 impl Shared {

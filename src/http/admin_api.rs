@@ -282,5 +282,5 @@ pub async fn relay(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     if let Err(r) = read(&req, &state) {
         return r;
     }
-    HttpResponse::Ok().json(state.engine.relay_view())
+    HttpResponse::Ok().json(state.engine.relay_view().await)
 }

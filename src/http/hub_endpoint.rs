@@ -168,7 +168,7 @@ fn accepted(what: &str) -> HttpResponse {
 
 /// The store failed, or the hub could not take the work now: the publisher or subscriber
 /// may try again shortly.
-fn unavailable(e: IngestError) -> HttpResponse {
+pub(super) fn unavailable(e: IngestError) -> HttpResponse {
     match &e {
         IngestError::Storage(_) => {
             tracing::error!(error = %e, "storage failed while accepting a request")

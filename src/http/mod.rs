@@ -8,6 +8,7 @@ pub mod conn_limit;
 mod fat_ping;
 mod hub_endpoint;
 mod ops;
+mod relay_batch;
 mod relay_stream;
 pub mod request_id;
 mod status_page;
@@ -42,6 +43,7 @@ pub struct AppState {
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.cfg.max_body;
+        let batch_limit = state.cfg.relay.max_batch_bytes;
         cfg.app_data(state)
             .app_data(web::PayloadConfig::new(limit))
             .service(
@@ -52,6 +54,12 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .route("/metrics", web::get().to(ops::metrics))
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
+            .service(
+                web::resource("/relay/batch")
+                    .app_data(web::PayloadConfig::new(batch_limit))
+                    .route(web::post().to(relay_batch::post))
+                    .route(web::get().to(relay_batch::verify)),
+            )
             .route("/relay/stream", web::get().to(relay_stream::stream))
             .route("/relay/events", web::get().to(relay_stream::events))
             .route("/admin/page.js", web::get().to(status_page::script))

@@ -329,6 +329,50 @@ fn relay_html(r: &crate::relay::view::RelayView) -> String {
         }
         s.push_str("</table></div>");
     }
+    if !r.relays.is_empty() {
+        s.push_str(
+            "<h3>Destinations delivered through their relay</h3><div class=scroll>\
+             <table id=relays><tr><th>destination</th><th>relay</th><th>lease ends</th>\
+             <th>last error</th></tr>",
+        );
+        for d in &r.relays {
+            let error = match &d.last_error {
+                Some(e) => format!("{} ({})", esc(e), when(d.last_error_ms.unwrap_or_default())),
+                None => String::new(),
+            };
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.destination),
+                esc(&d.relay),
+                when(d.expires_ms),
+                error
+            );
+        }
+        s.push_str("</table></div>");
+    }
+    if !r.registrations.is_empty() {
+        s.push_str(
+            "<h3>This hub as a relay</h3><div class=scroll><table id=registrations>\
+             <tr><th>hub</th><th>endpoint</th><th>state</th><th>verified</th>\
+             <th>lease (s)</th><th>requests</th><th>last error</th></tr>",
+        );
+        for g in &r.registrations {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td></tr>",
+                esc(&g.hub),
+                esc(&g.endpoint),
+                g.state,
+                g.verified_ms.map(when).unwrap_or_default(),
+                g.lease_seconds.map(|l| l.to_string()).unwrap_or_default(),
+                g.requests,
+                esc(g.last_error.as_deref().unwrap_or_default())
+            );
+        }
+        s.push_str("</table></div>");
+    }
     s
 }
 
@@ -422,7 +466,7 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     body.push_str(&totals_html(&overview));
     body.push_str(&lookup_html("", ""));
     body.push_str(&destinations_html(&admin.destinations(LISTED)));
-    body.push_str(&relay_html(&state.engine.relay_view()));
+    body.push_str(&relay_html(&state.engine.relay_view().await));
     body.push_str(&dead_letters_html(&dead, overview.dead_letters));
     body.push_str(&debug_forms_html());
     page(StatusCode::OK, "hubcast status", &body)

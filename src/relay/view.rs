@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::engine::peer_stream::PeerCounts;
+use crate::engine::relay_register::RegistrationStatus;
 use crate::engine::upstream::UpstreamStatus;
 
 #[derive(Debug, Clone, Serialize)]
@@ -17,15 +18,36 @@ pub struct PeerView {
     pub counts: PeerCounts,
 }
 
+/// A destination server whose deliveries go to its registered relay as batches.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayEntry {
+    pub destination: String,
+    pub relay: String,
+    pub expires_ms: u64,
+    /// The destination's last failure (a batch's, or a direct delivery's before).
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayView {
     pub peers: Vec<PeerView>,
     pub upstreams: Vec<UpstreamStatus>,
+    /// Destinations with a relay registered at this hub (at most [`RELAYS_SHOWN`]).
+    pub relays: Vec<RelayEntry>,
+    /// This hub as other hubs' relay (`[[relay.register]]`).
+    pub registrations: Vec<RegistrationStatus>,
 }
+
+/// Most registered relays listed.
+pub const RELAYS_SHOWN: usize = 1000;
 
 impl RelayView {
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty() && self.upstreams.is_empty()
+        self.peers.is_empty()
+            && self.upstreams.is_empty()
+            && self.relays.is_empty()
+            && self.registrations.is_empty()
     }
 
     /// The relay's series, appended to `/metrics`.
@@ -107,6 +129,18 @@ impl RelayView {
             "Events taken from the upstream.",
             "upstream",
             ups(|u| u.events_taken),
+        );
+        let regs = self
+            .registrations
+            .iter()
+            .map(|r| (r.hub.as_str(), u64::from(r.state == "registered")))
+            .collect();
+        family(
+            "hubcast_relay_registered",
+            "gauge",
+            "1 while this hub's registration as a relay at the hub is verified ([[relay.register]]).",
+            "hub",
+            regs,
         );
         family(
             "hubcast_upstream_loops_refused_total",

@@ -390,6 +390,7 @@ impl DeliveryStore for MemoryStore {
             attempts: retry.attempts,
             last_error: retry.last_error.clone(),
             failed_ms,
+            forward: retry.forward.clone(),
         };
         let mut g = self.lock();
         g.retries.remove(&retry_key(retry));

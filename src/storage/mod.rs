@@ -121,6 +121,23 @@ impl IntentMode {
 /// destination): no topic URL can be equal to it.
 pub const RELAY_TOPIC: &str = "hubcast:relay";
 
+/// The topic of an event that holds a batch this hub took as another hub's relay: no
+/// subscription and no peer reads it; its deliveries are [`Retry`] records with a
+/// [`Forward`].
+pub const FORWARD_TOPIC: &str = "hubcast:forward";
+
+/// A delivery this hub makes for another hub that registered it as a relay: what the origin
+/// computed, sent byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The origin hub (the batch's `hub`), told when the callback is gone.
+    pub hub: String,
+    /// The origin's `Link` header.
+    pub link: String,
+    /// The origin's `X-Hub-Signature`, if the subscription has a secret.
+    pub signature: Option<String>,
+}
+
 /// A (un)subscription request accepted with 202 and waiting for verification of intent.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
@@ -284,6 +301,9 @@ pub struct Retry {
     pub attempts: u32,
     pub due_ms: u64,
     pub last_error: String,
+    /// Set for a delivery forwarded for another hub (its event is a [`FORWARD_TOPIC`] batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Forward>,
 }
 
 impl DeadLetter {
@@ -297,6 +317,7 @@ impl DeadLetter {
             attempts: 0,
             due_ms: now_ms,
             last_error: format!("replayed dead letter {}", self.id),
+            forward: self.forward.clone(),
         }
     }
 }
@@ -311,6 +332,8 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub last_error: String,
     pub failed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Forward>,
 }
 
 #[derive(Debug, Clone, Default)]

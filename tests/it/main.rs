@@ -24,6 +24,7 @@ mod properties;
 mod publishing;
 mod rate_limits;
 mod relay_batches;
+mod relay_node;
 mod restart;
 mod scheduler;
 mod security;

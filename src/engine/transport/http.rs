@@ -14,7 +14,7 @@ use super::Transport;
 use super::lean::LeanClient;
 use crate::engine::client::Failure;
 use crate::engine::deliver::{Outcome, Prepared};
-use crate::signature::{self, Algorithm};
+use crate::signature::Algorithm;
 use crate::ssrf::Policy;
 use crate::storage::Subscription;
 
@@ -62,8 +62,7 @@ impl Transport for HttpTransport {
         };
         let mut headers = Vec::with_capacity(3);
         headers.extend_from_slice(common);
-        if let Some(secret) = &sub.secret {
-            let sig = signature::sign(self.algorithm, secret.as_bytes(), &p.body);
+        if let Some(sig) = p.signature_for(self.algorithm, sub.secret.as_deref()) {
             match HeaderValue::from_str(&sig) {
                 Ok(v) => headers.push((HeaderName::from_static("x-hub-signature"), v)),
                 Err(_) => return Outcome::Failed(Failure::Other("bad signature header".into())),

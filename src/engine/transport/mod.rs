@@ -84,6 +84,7 @@ mod tests {
             body: bytes::Bytes::new(),
             event_id: "o:1".into(),
             link: String::new(),
+            signature: None,
         };
         let sub = |endpoint: &str| Subscription {
             topic: "http://t/".into(),

@@ -457,6 +457,7 @@ impl DeliveryStore for SledStore {
             attempts: retry.attempts,
             last_error: retry.last_error.clone(),
             failed_ms,
+            forward: retry.forward.clone(),
         };
         let rkey = retry_key(retry);
         let value = json(&dl);

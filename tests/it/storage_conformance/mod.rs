@@ -34,6 +34,7 @@ fn retry(event: u64, callback: &str, due_ms: u64) -> Retry {
         attempts: 1,
         due_ms,
         last_error: "HTTP 500".into(),
+        forward: None,
     }
 }
 
@@ -274,6 +275,30 @@ async fn delivery(s: Storage) {
         Some(dl)
     );
     assert!(s.delivery.dead_letters(10).await.unwrap().is_empty());
+
+    // A forwarded delivery keeps the origin's Link and signature through retry, dead letter
+    // and replay.
+    let forwarded = Retry {
+        topic: hubcast::storage::FORWARD_TOPIC.into(),
+        forward: Some(hubcast::storage::Forward {
+            hub: "http://origin/".into(),
+            link: "<http://origin/>; rel=\"hub\"".into(),
+            signature: Some("sha256=00ff".into()),
+        }),
+        ..retry(5, "http://c/9", 50)
+    };
+    s.delivery.put_retry(forwarded.clone()).await.unwrap();
+    assert!(
+        s.delivery
+            .due_retries(50, 10)
+            .await
+            .unwrap()
+            .contains(&forwarded)
+    );
+    let dl = s.delivery.dead_letter(&forwarded, 60).await.unwrap();
+    assert_eq!(dl.forward, forwarded.forward);
+    assert_eq!(dl.replayed(70).forward, forwarded.forward);
+    s.delivery.remove_dead_letter(dl.id).await.unwrap();
     s.flush().await.unwrap();
 }
 
@@ -434,6 +459,7 @@ async fn operations(s: Storage) {
         attempts: 6,
         last_error: "HTTP 500".into(),
         failed_ms: 10,
+        forward: None,
     };
     s.delivery.put_dead_letter(dl.clone()).await.unwrap();
     assert_eq!(s.delivery.count_dead_letters().await.unwrap(), 1);

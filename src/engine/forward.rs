@@ -1,0 +1,149 @@
+//! This hub as another hub's relay: a batch taken at `POST /relay/batch` is stored as one
+//! event of [`FORWARD_TOPIC`] (the content once) and one [`Retry`] record per delivery, due at
+//! once, carrying the origin's `Link` header and signature ([`Forward`]). The retry loop then
+//! sends each through the destination's window and retry schedule, like any other delivery,
+//! and a delivery that exhausts the schedule is a dead letter, replayable one by one.
+//!
+//! Callbacks that answer `410 Gone` are remembered per origin hub and listed in the answer to
+//! that hub's next batch (`{"gone": [...]}`), so the origin removes those subscriptions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::shared::Shared;
+use super::stream::{CommitError, EventStream};
+use crate::storage::{Commit, FORWARD_TOPIC, Forward, NewEvent, Relayed, Retry, StorageError};
+
+/// Gone callbacks remembered per origin hub until its next batch; beyond this the oldest are
+/// forgotten (the origin learns of them again on a later delivery).
+const MAX_GONE: usize = 10_000;
+
+/// A batch as validated by the HTTP door.
+#[derive(Debug, Clone)]
+pub struct TakenBatch {
+    /// The origin hub, as the batch names it.
+    pub hub: String,
+    /// `ORIGIN:SEQ` of the event.
+    pub event: String,
+    pub content_type: String,
+    pub link: String,
+    pub body: Bytes,
+    /// Callback and the signature its subscriber is to receive.
+    pub deliveries: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the hub is stopping; send the batch again shortly")]
+    Stopping,
+}
+
+impl From<CommitError> for ForwardError {
+    fn from(e: CommitError) -> ForwardError {
+        match e {
+            CommitError::Storage(e) => ForwardError::Storage(e),
+            CommitError::Stopping => ForwardError::Stopping,
+        }
+    }
+}
+
+/// Callbacks that answered `410 Gone` to forwarded deliveries, per origin hub.
+#[derive(Default)]
+pub struct GoneList {
+    by_hub: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl GoneList {
+    pub fn add(&self, hub: &str, callback: &str) {
+        let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
+        let list = by_hub.entry(hub.to_owned()).or_default();
+        if list.len() >= MAX_GONE {
+            list.remove(0);
+        }
+        if !list.iter().any(|c| c == callback) {
+            list.push(callback.to_owned());
+        }
+    }
+
+    /// The hub's gone callbacks, forgotten here once taken.
+    pub fn take(&self, hub: &str) -> Vec<String> {
+        let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
+        by_hub.remove(hub).unwrap_or_default()
+    }
+}
+
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    stream: Arc<EventStream>,
+}
+
+impl Forwarder {
+    pub fn new(shared: Arc<Shared>, stream: Arc<EventStream>) -> Forwarder {
+        Forwarder { shared, stream }
+    }
+
+    /// Stores the batch durably (its event, then a due delivery record for each callback) and
+    /// wakes the retry loop; returns the callbacks of the origin hub that have gone since its
+    /// last batch. An error leaves nothing to deliver: the origin sends the batch again.
+    pub async fn take(&self, batch: TakenBatch) -> Result<Vec<String>, ForwardError> {
+        let now = self.shared.clock.now_ms();
+        let relayed = batch
+            .event
+            .rsplit_once(':')
+            .and_then(|(origin, seq)| Some((origin, seq.parse::<u64>().ok()?)))
+            .filter(|(origin, _)| !origin.is_empty())
+            .map(|(origin, origin_seq)| Relayed {
+                origin: origin.to_owned(),
+                origin_seq,
+                path: vec![origin.to_owned()],
+            });
+        let commit = Commit {
+            topic: FORWARD_TOPIC.to_owned(),
+            state: None,
+            ping_ids: Vec::new(),
+            event: Some(NewEvent {
+                content_type: batch.content_type.clone(),
+                body: batch.body.clone(),
+                created_ms: now,
+                relayed,
+            }),
+            destinations: Vec::new(),
+            cursor: None,
+        };
+        let seq =
+            self.stream.commit(commit, None).await?.ok_or_else(|| {
+                StorageError::Permanent("the batch's event was not appended".into())
+            })?;
+        if !self.stream.durable(seq).await {
+            return Err(ForwardError::Stopping);
+        }
+        let store = &self.shared.store;
+        let n = batch.deliveries.len();
+        for (callback, signature) in batch.deliveries {
+            let retry = Retry {
+                event: seq,
+                topic: FORWARD_TOPIC.to_owned(),
+                destination: crate::urls::destination_of_endpoint(&callback),
+                callback,
+                attempts: 0,
+                due_ms: now,
+                last_error: String::new(),
+                forward: Some(Forward {
+                    hub: batch.hub.clone(),
+                    link: batch.link.clone(),
+                    signature,
+                }),
+            };
+            store.delivery.put_retry(retry).await?;
+        }
+        store.flush().await?;
+        self.shared.metrics.forwarded(n as u64);
+        self.shared.retry_wake.notify_one();
+        tracing::debug!(hub = %batch.hub, event = %batch.event, deliveries = n, "relay batch taken");
+        Ok(self.shared.relay_gone.take(&batch.hub))
+    }
+}
