@@ -72,6 +72,7 @@ pub async fn start_with_storage(
         engine.clock(),
         engine.health().clone(),
         engine.forwarder().clone(),
+        engine.chain().clone(),
     );
     let state = web::Data::new(AppState {
         cfg: shared_cfg,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Intake;
+use crate::engine::chain::{Chain, ChainError, Pushed};
 use crate::engine::forward::{ForwardError, Forwarder, TakenBatch};
 use crate::engine::health::Health;
 use crate::engine::{Busy, FatOutcome, Work, stream};
@@ -52,6 +53,7 @@ pub struct Ingest {
     clock: Clock,
     health: Arc<Health>,
     forwarder: Arc<Forwarder>,
+    chain: Arc<Chain>,
 }
 
 impl Ingest {
@@ -62,6 +64,7 @@ impl Ingest {
         clock: Clock,
         health: Arc<Health>,
         forwarder: Arc<Forwarder>,
+        chain: Arc<Chain>,
     ) -> Ingest {
         Ingest {
             cfg,
@@ -70,6 +73,37 @@ impl Ingest {
             clock,
             health,
             forwarder,
+            chain,
+        }
+    }
+
+    /// An upstream hub verifying this hub's subscription of `topic` (hub chaining): whether
+    /// to echo the challenge.
+    pub async fn chain_verification(
+        &self,
+        topic: &str,
+        mode: &str,
+        lease_seconds: Option<u64>,
+    ) -> Result<bool, IngestError> {
+        let r = self.chain.verification(topic, mode, lease_seconds).await;
+        self.reported("upstream subscription", r)
+    }
+
+    /// Content an upstream hub pushed for `topic`: durable when this returns `Taken`.
+    pub async fn chain_push(
+        &self,
+        topic: &str,
+        content_type: &str,
+        signature: Option<&str>,
+        body: bytes::Bytes,
+    ) -> Result<Pushed, IngestError> {
+        match self.chain.push(topic, content_type, signature, body).await {
+            Ok(p) => Ok(p),
+            Err(ChainError::Stopping) => Err(IngestError::Stopping),
+            Err(ChainError::Storage(e)) => {
+                self.health.failed("upstream push", &e);
+                Err(e.into())
+            }
         }
     }
 

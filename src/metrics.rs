@@ -70,6 +70,8 @@ pub struct Metrics {
     /// Batches this hub took as another hub's relay: [taken, refused]; their deliveries.
     relay_received: [AtomicU64; 2],
     forwarded: AtomicU64,
+    /// Hub chaining: [requests, verified, pushes taken, pushes with a bad signature].
+    chain: [AtomicU64; 4],
     dead_lettered: AtomicU64,
     coalesced: AtomicU64,
 }
@@ -97,6 +99,10 @@ impl Metrics {
     pub fn forwarded(&self, n: u64) {
         self.relay_received[0].fetch_add(1, Ordering::Relaxed);
         self.forwarded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn chain(&self, c: crate::engine::chain::ChainCount) {
+        self.chain[c as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch refused at `POST /relay/batch` (bad signature, unknown hub, bad document).
@@ -204,6 +210,14 @@ impl Metrics {
             s,
             "# HELP hubcast_relay_forwarded_deliveries_total Deliveries taken in relay batches, to be forwarded.\n# TYPE hubcast_relay_forwarded_deliveries_total counter\nhubcast_relay_forwarded_deliveries_total {}",
             get(&self.forwarded)
+        );
+        labeled(
+            &mut s,
+            ("hubcast_chain_total", "counter"),
+            "Hub chaining: requests sent to upstream hubs, subscriptions they verified, pushes taken, pushes ignored for a bad signature.",
+            "what",
+            &["requested", "verified", "pushed", "bad_signature"],
+            &self.chain.each_ref().map(get),
         );
         labeled(
             &mut s,

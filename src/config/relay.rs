@@ -22,6 +22,8 @@ pub(super) struct RawRelay {
     reconnect_max: String,
     max_line: String,
     max_batch_bytes: String,
+    chain: bool,
+    chain_lease: String,
     #[serde(default)]
     register: Vec<RegisterConfig>,
 }
@@ -161,6 +163,11 @@ pub struct RelayConfig {
     pub max_batch_bytes: usize,
     /// Hubs this hub registers at as a destination's relay.
     pub register: Vec<RegisterConfig>,
+    /// Hub chaining: a topic that advertises another hub is subscribed there once, for all
+    /// local subscribers.
+    pub chain: bool,
+    /// Lease asked for on those upstream subscriptions.
+    pub chain_lease: Duration,
     pub peers: Vec<PeerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -202,6 +209,10 @@ pub(super) fn validate(
             "relay.max_batch_bytes",
             "must be between 1KiB and 256MiB",
         ));
+    }
+    let chain_lease = parse_duration("relay.chain_lease", &raw.chain_lease)?;
+    if chain_lease < Duration::from_secs(2) {
+        return Err(invalid("relay.chain_lease", "must be at least 2s"));
     }
     let mut register = raw.register;
     for (i, r) in register.iter_mut().enumerate() {
@@ -330,6 +341,8 @@ pub(super) fn validate(
         max_line: max_line as usize,
         max_batch_bytes: max_batch_bytes as usize,
         register,
+        chain: raw.chain,
+        chain_lease,
         peers,
         upstreams,
     })

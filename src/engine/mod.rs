@@ -11,6 +11,7 @@
 //! sweeper ([`sweep`]) do the rest. At start, and after the hand-off channel overflowed, the engine claims pending work
 //! from storage ([`claims`]), so a crash loses nothing that was acknowledged.
 
+pub mod chain;
 pub mod claims;
 pub mod client;
 pub mod completion;
@@ -150,6 +151,7 @@ pub struct Engine {
     upstreams: Vec<Arc<upstream::Upstream>>,
     forwarder: Arc<forward::Forwarder>,
     registrations: Arc<relay_register::Registrations>,
+    chain: Arc<chain::Chain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,7 @@ impl Engine {
             retry_wake: Notify::new(),
             planned: std::sync::atomic::AtomicU64::new(lead),
             relay_gone: Default::default(),
+            chain_changed: Default::default(),
         });
         let dispatcher =
             Dispatcher::new(shared.clone(), stream.clone(), transports, batches, history);
@@ -282,7 +285,14 @@ impl Engine {
             &shared.cfg.relay.register,
         ));
         relay_register::start(&shared, clients.topics.clone(), &registrations);
+        let chain = Arc::new(chain::Chain::new(
+            shared.clone(),
+            stream.clone(),
+            clients.clone(),
+        ));
+        tracker.spawn(chain::run(chain.clone()));
         let engine = Arc::new(Engine {
+            chain,
             forwarder,
             registrations,
             upstreams,
@@ -378,6 +388,11 @@ impl Engine {
         &self.forwarder
     }
 
+    /// Hub chaining: upstream subscriptions and what their hubs push.
+    pub fn chain(&self) -> &Arc<chain::Chain> {
+        &self.chain
+    }
+
     /// This hub's registrations as a relay (`[[relay.register]]`).
     pub fn registrations(&self) -> &Arc<relay_register::Registrations> {
         &self.registrations
@@ -412,6 +427,14 @@ impl Engine {
             upstreams: self.upstreams.iter().map(|u| u.status()).collect(),
             relays: self.relays().await,
             registrations: self.registrations.status(),
+            chained: self
+                .chain
+                .views(crate::relay::view::RELAYS_SHOWN)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "upstream subscriptions could not be read");
+                    Vec::new()
+                }),
         }
     }
 

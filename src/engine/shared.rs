@@ -40,6 +40,8 @@ pub struct Shared {
     pub planned: AtomicU64,
     /// Callbacks gone since each origin hub's last relay batch.
     pub relay_gone: super::forward::GoneList,
+    /// Topics whose local subscribers changed, for hub chaining.
+    pub chain_changed: super::chain::Changed,
 }
 
 impl Shared {

@@ -336,7 +336,11 @@ async fn apply(v: &Verifier, intent: &Intent) -> crate::storage::Result<()> {
                 .await?;
         }
     }
-    v.shared.store.flush().await
+    v.shared.store.flush().await?;
+    if v.shared.cfg.relay.chain {
+        v.shared.chain_changed.note(&intent.topic);
+    }
+    Ok(())
 }
 
 /// Tells the subscriber its request was refused (`hub.mode=denied`), where policy lets the hub

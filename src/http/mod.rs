@@ -4,6 +4,7 @@
 mod admin_api;
 pub mod admin_auth;
 pub mod body_deadline;
+mod chain;
 pub mod conn_limit;
 mod fat_ping;
 mod hub_endpoint;
@@ -59,6 +60,11 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .app_data(web::PayloadConfig::new(batch_limit))
                     .route(web::post().to(relay_batch::post))
                     .route(web::get().to(relay_batch::verify)),
+            )
+            .service(
+                web::resource("/chain")
+                    .route(web::post().to(chain::push))
+                    .route(web::get().to(chain::verify)),
             )
             .route("/relay/stream", web::get().to(relay_stream::stream))
             .route("/relay/events", web::get().to(relay_stream::events))

@@ -351,6 +351,25 @@ fn relay_html(r: &crate::relay::view::RelayView) -> String {
         }
         s.push_str("</table></div>");
     }
+    if !r.chained.is_empty() {
+        s.push_str(
+            "<h3>Topics subscribed at the hub they advertise</h3><div class=scroll>\
+             <table id=chained><tr><th>topic</th><th>hub</th><th>verified</th>\
+             <th>lease (s)</th><th>lease ends</th></tr>",
+        );
+        for c in &r.chained {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.topic),
+                esc(&c.hub),
+                if c.verified { "yes" } else { "not yet" },
+                c.lease_seconds,
+                when(c.expires_ms)
+            );
+        }
+        s.push_str("</table></div>");
+    }
     if !r.registrations.is_empty() {
         s.push_str(
             "<h3>This hub as a relay</h3><div class=scroll><table id=registrations>\

@@ -37,6 +37,19 @@ pub struct RelayView {
     pub relays: Vec<RelayEntry>,
     /// This hub as other hubs' relay (`[[relay.register]]`).
     pub registrations: Vec<RegistrationStatus>,
+    /// Hub chaining: topics subscribed at the hub they advertise (at most [`RELAYS_SHOWN`]).
+    pub chained: Vec<ChainedView>,
+}
+
+/// One upstream subscription of hub chaining.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainedView {
+    pub topic: String,
+    pub hub: String,
+    /// `false` while the upstream hub has not verified it yet.
+    pub verified: bool,
+    pub lease_seconds: u64,
+    pub expires_ms: u64,
 }
 
 /// Most registered relays listed.
@@ -48,6 +61,7 @@ impl RelayView {
             && self.upstreams.is_empty()
             && self.relays.is_empty()
             && self.registrations.is_empty()
+            && self.chained.is_empty()
     }
 
     /// The relay's series, appended to `/metrics`.

@@ -2,6 +2,7 @@ mod abuse;
 mod admin;
 mod backup;
 mod browser;
+mod chaining;
 mod config_cli;
 mod delivery_client;
 mod destinations;
