@@ -530,31 +530,80 @@ async fn run_batches(
         .filter(|subs| subs.len() <= max)
     {
         let page: Vec<Subscription> = subs.to_vec();
-        return send_batch(d, dest, prepared, &relay, &content, &page, job, true).await;
+        return send_batch(d, dest, prepared, &relay, &content, &page).await;
     }
+    // Up to BATCHES_IN_FLIGHT batches at once (each through the window); the cursor is
+    // stored past the completed prefix while the next batches are on their way.
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut read_after = job.cursor.clone();
+    let mut exhausted = false;
+    let mut checkpoint: Option<futures_util::future::BoxFuture<'_, Result<(), StorageError>>> =
+        None;
+    let mut done_to: Option<String> = None;
     loop {
-        if d.shared.shutdown.is_cancelled() {
-            return Ok(false);
+        while !exhausted && in_flight.len() < BATCHES_IN_FLIGHT {
+            if d.shared.shutdown.is_cancelled() {
+                break;
+            }
+            let page = store
+                .subs
+                .page(&prepared.topic, &dest.name, read_after.as_deref(), max)
+                .await?;
+            exhausted = page.len() < max;
+            let Some(last) = page.last() else {
+                break;
+            };
+            read_after = Some(last.callback.clone());
+            let (relay, content) = (&relay, &content);
+            in_flight.push_back(async move {
+                let sent = send_batch(d, dest, prepared, relay, content, &page).await;
+                (sent, page.last().map(|s| s.callback.clone()))
+            });
         }
-        let page = store
-            .subs
-            .page(&prepared.topic, &dest.name, job.cursor.as_deref(), max)
-            .await?;
-        let last = page.len() < max;
-        if !page.is_empty()
-            && !send_batch(d, dest, prepared, &relay, &content, &page, job, last).await?
-        {
-            return Ok(false);
+        tokio::select! {
+            next = in_flight.next() => match next {
+                Some((Ok(true), last)) => done_to = last,
+                Some((Ok(false), _)) | None => break,
+                Some((Err(e), _)) => {
+                    if let Some(c) = checkpoint.take() {
+                        c.await?;
+                    }
+                    return Err(e);
+                }
+            },
+            r = async { checkpoint.as_mut().expect("guarded").await }, if checkpoint.is_some() => {
+                checkpoint = None;
+                r?;
+            }
         }
-        if last {
-            return Ok(true);
+        if checkpoint.is_none() && done_to.is_some() && !(exhausted && in_flight.is_empty()) {
+            job.cursor = done_to.take();
+            let at = job.clone();
+            checkpoint = Some(Box::pin(async move {
+                store.delivery.put_job(at).await?;
+                store.flush().await
+            }));
         }
     }
+    if let Some(c) = checkpoint {
+        c.await?;
+    }
+    if d.shared.shutdown.is_cancelled() || !in_flight.is_empty() {
+        // Stopping: what was not sent stays pending from the stored cursor.
+        if let Some(at) = done_to {
+            job.cursor = Some(at);
+            store.delivery.put_job(job.clone()).await?;
+            store.flush().await?;
+        }
+        return Ok(false);
+    }
+    Ok(exhausted)
 }
 
-/// One batch through the window: settled as a whole. Unless it was the last, the job's cursor
-/// moves past it (stored and flushed).
-#[allow(clippy::too_many_arguments)]
+/// Batches one job keeps on their way to a destination's relay at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// One batch through the window: settled as a whole (the caller moves the job's cursor).
 async fn send_batch(
     d: &Dispatcher,
     dest: &Destination,
@@ -562,8 +611,6 @@ async fn send_batch(
     relay: &Subscription,
     content: &str,
     page: &[Subscription],
-    job: &mut Job,
-    last: bool,
 ) -> Result<bool, StorageError> {
     let now = d.shared.clock.now_ms();
     let (live, expired): (Vec<&Subscription>, Vec<&Subscription>) =
@@ -632,11 +679,6 @@ async fn send_batch(
         for sub in &live {
             remember(d, dest, prepared, sub, &as_one, took);
         }
-    }
-    if !last {
-        job.cursor = page.last().map(|s| s.callback.clone());
-        d.shared.store.delivery.put_job(job.clone()).await?;
-        d.shared.store.flush().await?;
     }
     Ok(true)
 }

@@ -16,7 +16,8 @@ use super::shared::Shared;
 use super::stream::{CommitError, EventStream};
 use crate::storage::{Commit, FORWARD_TOPIC, Forward, NewEvent, Relayed, Retry, StorageError};
 
-/// Gone callbacks remembered per origin hub until its next batch; beyond this the oldest are
+/// Gone callbacks remembered per origin hub and topic until its next batch of that topic, and
+/// (hub, topic) pairs remembered; beyond this the oldest callbacks, or new pairs, are
 /// forgotten (the origin learns of them again on a later delivery).
 const MAX_GONE: usize = 10_000;
 
@@ -27,6 +28,7 @@ pub struct TakenBatch {
     pub hub: String,
     /// `ORIGIN:SEQ` of the event.
     pub event: String,
+    pub topic: String,
     pub content_type: String,
     pub link: String,
     pub body: Bytes,
@@ -51,16 +53,22 @@ impl From<CommitError> for ForwardError {
     }
 }
 
-/// Callbacks that answered `410 Gone` to forwarded deliveries, per origin hub.
+/// Callbacks that answered `410 Gone` to forwarded deliveries, per origin hub and topic (the
+/// origin removes a gone callback only when the batch answered lists it).
 #[derive(Default)]
 pub struct GoneList {
-    by_hub: Mutex<HashMap<String, Vec<String>>>,
+    by_hub: Mutex<HashMap<(String, String), Vec<String>>>,
 }
 
 impl GoneList {
-    pub fn add(&self, hub: &str, callback: &str) {
+    pub fn add(&self, hub: &str, topic: &str, callback: &str) {
         let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
-        let list = by_hub.entry(hub.to_owned()).or_default();
+        if by_hub.len() >= MAX_GONE && !by_hub.contains_key(&(hub.to_owned(), topic.to_owned())) {
+            return;
+        }
+        let list = by_hub
+            .entry((hub.to_owned(), topic.to_owned()))
+            .or_default();
         if list.len() >= MAX_GONE {
             list.remove(0);
         }
@@ -69,10 +77,12 @@ impl GoneList {
         }
     }
 
-    /// The hub's gone callbacks, forgotten here once taken.
-    pub fn take(&self, hub: &str) -> Vec<String> {
+    /// The gone callbacks of the hub's topic, forgotten here once taken.
+    pub fn take(&self, hub: &str, topic: &str) -> Vec<String> {
         let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
-        by_hub.remove(hub).unwrap_or_default()
+        by_hub
+            .remove(&(hub.to_owned(), topic.to_owned()))
+            .unwrap_or_default()
     }
 }
 
@@ -87,8 +97,8 @@ impl Forwarder {
     }
 
     /// Stores the batch durably (its event, then a due delivery record for each callback) and
-    /// wakes the retry loop; returns the callbacks of the origin hub that have gone since its
-    /// last batch. An error leaves nothing to deliver: the origin sends the batch again.
+    /// wakes the retry loop; returns the callbacks of the batch's topic that have gone since
+    /// the origin's last batch of that topic. An error leaves nothing to deliver: the origin sends the batch again.
     pub async fn take(&self, batch: TakenBatch) -> Result<Vec<String>, ForwardError> {
         let now = self.shared.clock.now_ms();
         let relayed = batch
@@ -134,6 +144,7 @@ impl Forwarder {
                 last_error: String::new(),
                 forward: Some(Forward {
                     hub: batch.hub.clone(),
+                    topic: batch.topic.clone(),
                     link: batch.link.clone(),
                     signature,
                 }),
@@ -144,6 +155,24 @@ impl Forwarder {
         self.shared.metrics.forwarded(n as u64);
         self.shared.retry_wake.notify_one();
         tracing::debug!(hub = %batch.hub, event = %batch.event, deliveries = n, "relay batch taken");
-        Ok(self.shared.relay_gone.take(&batch.hub))
+        Ok(self.shared.relay_gone.take(&batch.hub, &batch.topic))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gone_callbacks_wait_for_a_batch_of_their_topic() {
+        let g = GoneList::default();
+        g.add("http://o/", "http://t/a", "http://d/1");
+        g.add("http://o/", "http://t/a", "http://d/1");
+        g.add("http://o/", "http://t/b", "http://d/2");
+        assert!(g.take("http://o/", "http://t/c").is_empty());
+        assert!(g.take("http://other/", "http://t/a").is_empty());
+        assert_eq!(g.take("http://o/", "http://t/a"), vec!["http://d/1"]);
+        assert!(g.take("http://o/", "http://t/a").is_empty(), "taken once");
+        assert_eq!(g.take("http://o/", "http://t/b"), vec!["http://d/2"]);
     }
 }

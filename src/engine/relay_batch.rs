@@ -32,21 +32,24 @@ use crate::storage::{RELAY_TOPIC, Retry, StorageError, Subscription};
 /// The batch's media type; the version changes with the format.
 pub const MEDIA_TYPE: &str = "application/vnd.hubcast.batch+json";
 
-/// The relay registered for `destination`, unless there is none or its lease has ended.
+/// Relay registrations of one destination looked at for a live one.
+const RELAYS_PER_DESTINATION: usize = 16;
+
+/// The relay registered for `destination`, unless there is none whose lease runs.
 pub async fn relay_of(
     shared: &Shared,
     destination: &str,
 ) -> Result<Option<Subscription>, StorageError> {
     let now = shared.clock.now_ms();
+    // A destination may have registered more than one relay URL: the first whose lease runs.
     let found = shared
         .store
         .subs
-        .page(RELAY_TOPIC, destination, None, 1)
+        .page(RELAY_TOPIC, destination, None, RELAYS_PER_DESTINATION)
         .await?;
     Ok(found
         .into_iter()
-        .next()
-        .filter(|r| r.destination == destination && r.expires_ms >= now))
+        .find(|r| r.destination == destination && r.expires_ms >= now))
 }
 
 #[derive(Serialize)]

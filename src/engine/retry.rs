@@ -129,7 +129,7 @@ async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {
     };
     let outcome = send_in_window(d, &dest, &prepared, &sub).await;
     if let (Some(f), Outcome::Gone) = (&r.forward, &outcome) {
-        shared.relay_gone.add(&f.hub, &r.callback);
+        shared.relay_gone.add(&f.hub, &f.topic, &r.callback);
     }
     settle(shared, &prepared, &sub, Some(r), outcome).await
 }

@@ -162,6 +162,7 @@ fn validate(batch: Batch, destination: &str) -> Result<TakenBatch, (StatusCode, 
     Ok(TakenBatch {
         hub: batch.hub,
         event: batch.event,
+        topic: batch.topic,
         content_type: batch.content_type,
         link: batch.link,
         body: body.into(),

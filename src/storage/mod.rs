@@ -132,6 +132,10 @@ pub const FORWARD_TOPIC: &str = "hubcast:forward";
 pub struct Forward {
     /// The origin hub (the batch's `hub`), told when the callback is gone.
     pub hub: String,
+    /// The origin's topic (the batch's `topic`): a gone callback is reported with a batch of
+    /// that topic, whose deliveries the origin matches it against.
+    #[serde(default)]
+    pub topic: String,
     /// The origin's `Link` header.
     pub link: String,
     /// The origin's `X-Hub-Signature`, if the subscription has a secret.

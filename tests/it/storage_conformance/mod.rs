@@ -282,6 +282,7 @@ async fn delivery(s: Storage) {
         topic: hubcast::storage::FORWARD_TOPIC.into(),
         forward: Some(hubcast::storage::Forward {
             hub: "http://origin/".into(),
+            topic: "http://t/forwarded".into(),
             link: "<http://origin/>; rel=\"hub\"".into(),
             signature: Some("sha256=00ff".into()),
         }),
