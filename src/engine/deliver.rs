@@ -160,8 +160,17 @@ pub fn signal(outcome: &Outcome) -> Option<Signal> {
 
 /// Delay before attempt `failed + 1`, jittered by ±20%; `None` when the schedule is used up.
 pub fn backoff(schedule: &[Duration], failed: u32) -> Option<Duration> {
+    backoff_with(schedule, failed, jitter())
+}
+
+/// A jitter factor for [`backoff_with`]: ±20%.
+pub fn jitter() -> f64 {
+    rand::rng().random_range(0.8..1.2)
+}
+
+/// [`backoff`] with a given jitter factor (shared by the deliveries of one batch).
+pub fn backoff_with(schedule: &[Duration], failed: u32, jitter: f64) -> Option<Duration> {
     let base = *schedule.get(failed.checked_sub(1)? as usize)?;
-    let jitter = rand::rng().random_range(0.8..1.2);
     Some(base.mul_f64(jitter))
 }
 

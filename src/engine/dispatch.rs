@@ -37,7 +37,7 @@ use super::transport::Transports;
 use super::window::Window;
 use crate::config::WindowConfig;
 use crate::metrics;
-use crate::storage::{Job, NewEvent, StorageError, Subscription, WorkKey};
+use crate::storage::{Job, NewEvent, Retry, StorageError, Subscription, WorkKey};
 
 /// The dispatcher: one queue, worker and window per destination server, the global cap, the
 /// transports deliveries go through, and the recent deliveries of each callback.
@@ -612,73 +612,93 @@ async fn send_batch(
     content: &str,
     page: &[Subscription],
 ) -> Result<bool, StorageError> {
+    send_batch_of(d, dest, prepared, relay, content, page, &[]).await
+}
+
+/// [`send_batch`] of deliveries that may be retries: `previous[i]`, if any, is the retry record
+/// `page[i]` is attempted from, replaced by the outcome. `false`: not sent (stopping).
+pub(super) async fn send_batch_of(
+    d: &Dispatcher,
+    dest: &Destination,
+    prepared: &Prepared,
+    relay: &Subscription,
+    content: &str,
+    page: &[Subscription],
+    previous: &[Retry],
+) -> Result<bool, StorageError> {
     let now = d.shared.clock.now_ms();
-    let (live, expired): (Vec<&Subscription>, Vec<&Subscription>) =
-        page.iter().partition(|s| s.expires_ms >= now);
-    for sub in &expired {
-        d.shared.metrics.delivery(metrics::Delivery::Expired, None);
-        d.shared
-            .store
-            .subs
-            .remove(&sub.topic, &sub.callback)
-            .await?;
-    }
-    if !live.is_empty() {
-        let stopping = &d.shared.shutdown;
-        let slot = tokio::select! {
-            biased;
-            _ = stopping.cancelled() => return Ok(false),
-            slot = dest.window.acquire() => slot,
-        };
-        let places = tokio::select! {
-            biased;
-            _ = stopping.cancelled() => return Ok(false),
-            p = d.global().acquire(&dest.in_flight) => p,
-        };
-        let body = d.batches.body(&d.shared.hub_url, prepared, content, &live);
-        let started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            o = d.batches.send(relay, body) => o,
-            _ = d.shared.abort.cancelled() => return Ok(false),
-        };
-        drop(places);
-        let took = started.elapsed();
-        let n = live.len() as u64;
-        let as_one = match &outcome {
-            super::relay_batch::BatchOutcome::Taken { .. } => Outcome::Delivered,
-            super::relay_batch::BatchOutcome::Failed(f) => Outcome::Failed(f.clone()),
-        };
-        match signal(&as_one) {
-            Some(s) => slot.done(s),
-            None => drop(slot),
+    let store = &d.shared.store;
+    let mut live = Vec::with_capacity(page.len());
+    let mut live_previous = Vec::with_capacity(page.len());
+    for (i, sub) in page.iter().enumerate() {
+        let prev = previous.get(i);
+        if sub.expires_ms >= now {
+            live.push(sub);
+            live_previous.push(prev);
+            continue;
         }
-        match outcome {
-            super::relay_batch::BatchOutcome::Taken { gone } => {
-                d.shared
-                    .metrics
-                    .batch(metrics::Delivery::Delivered, n, took);
-                for g in &gone {
-                    if let Some(sub) = live.iter().find(|s| s.callback == *g) {
-                        tracing::info!(topic = %sub.topic, callback = %sub.callback,
-                            relay = %relay.callback, "gone (the relay says): subscription removed");
-                        d.shared
-                            .store
-                            .subs
-                            .remove(&sub.topic, &sub.callback)
-                            .await?;
-                    }
+        d.shared.metrics.delivery(metrics::Delivery::Expired, None);
+        store.subs.remove(&sub.topic, &sub.callback).await?;
+        if let Some(prev) = prev {
+            store.delivery.remove_retry(prev).await?;
+        }
+    }
+    if live.is_empty() {
+        return Ok(true);
+    }
+    let stopping = &d.shared.shutdown;
+    let slot = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => return Ok(false),
+        slot = dest.window.acquire() => slot,
+    };
+    let places = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => return Ok(false),
+        p = d.global().acquire(&dest.in_flight) => p,
+    };
+    let body = d.batches.body(&d.shared.hub_url, prepared, content, &live);
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::select! {
+        o = d.batches.send(relay, body) => o,
+        _ = d.shared.abort.cancelled() => return Ok(false),
+    };
+    drop(places);
+    let took = started.elapsed();
+    let n = live.len() as u64;
+    let as_one = match &outcome {
+        super::relay_batch::BatchOutcome::Taken { .. } => Outcome::Delivered,
+        super::relay_batch::BatchOutcome::Failed(f) => Outcome::Failed(f.clone()),
+    };
+    match signal(&as_one) {
+        Some(s) => slot.done(s),
+        None => drop(slot),
+    }
+    match outcome {
+        super::relay_batch::BatchOutcome::Taken { gone } => {
+            d.shared
+                .metrics
+                .batch(metrics::Delivery::Delivered, n, took);
+            for g in &gone {
+                if let Some(sub) = live.iter().find(|s| s.callback == *g) {
+                    tracing::info!(topic = %sub.topic, callback = %sub.callback,
+                        relay = %relay.callback, "gone (the relay says): subscription removed");
+                    store.subs.remove(&sub.topic, &sub.callback).await?;
                 }
             }
-            super::relay_batch::BatchOutcome::Failed(f) => {
-                d.shared.metrics.batch(metrics::Delivery::Failed, n, took);
-                tracing::debug!(relay = %relay.callback, failure = %f, deliveries = n,
-                    "relay batch failed; a retry for each delivery");
-                super::relay_batch::retry_each(&d.shared, prepared, &live, &f).await?;
+            for prev in live_previous.iter().flatten() {
+                store.delivery.remove_retry(prev).await?;
             }
         }
-        for sub in &live {
-            remember(d, dest, prepared, sub, &as_one, took);
+        super::relay_batch::BatchOutcome::Failed(f) => {
+            d.shared.metrics.batch(metrics::Delivery::Failed, n, took);
+            tracing::debug!(relay = %relay.callback, failure = %f, deliveries = n,
+                "relay batch failed; a retry for each delivery");
+            super::relay_batch::retry_each(&d.shared, prepared, &live, &live_previous, &f).await?;
         }
+    }
+    for sub in &live {
+        remember(d, dest, prepared, sub, &as_one, took);
     }
     Ok(true)
 }

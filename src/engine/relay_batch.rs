@@ -191,11 +191,14 @@ pub fn content(p: &Prepared) -> String {
 }
 
 /// Records the failure of a whole batch: a retry for each of its deliveries, made durable
-/// with one flush.
+/// with one flush. `previous[i]` is the retry record `subs[i]` was attempted from, if any (it
+/// is replaced). One jitter for the whole batch keeps its deliveries due together, so the
+/// retry loop sends them as one batch again.
 pub async fn retry_each(
     shared: &Shared,
     p: &Prepared,
     subs: &[&Subscription],
+    previous: &[Option<&Retry>],
     failure: &Failure,
 ) -> Result<(), StorageError> {
     let now = shared.clock.now_ms();
@@ -205,18 +208,24 @@ pub async fn retry_each(
         }
         _ => Duration::ZERO,
     };
-    for sub in subs {
-        let delay = super::deliver::backoff(&shared.cfg.retry_schedule, 1);
+    let jitter = super::deliver::jitter();
+    for (i, sub) in subs.iter().enumerate() {
+        let prev = previous.get(i).copied().flatten();
+        let attempts = prev.map_or(0, |r| r.attempts) + 1;
+        let delay = super::deliver::backoff_with(&shared.cfg.retry_schedule, attempts, jitter);
         let retry = Retry {
             event: p.event,
             topic: sub.topic.clone(),
             callback: sub.callback.clone(),
             destination: sub.destination.clone(),
-            attempts: 1,
+            attempts,
             due_ms: now + delay.unwrap_or_default().max(not_before).as_millis() as u64,
             last_error: format!("relay batch: {failure}"),
             forward: None,
         };
+        if let Some(prev) = prev {
+            shared.store.delivery.remove_retry(prev).await?;
+        }
         if delay.is_none() {
             shared.store.delivery.dead_letter(&retry, now).await?;
             shared.metrics.dead_lettered();

@@ -1,13 +1,13 @@
 //! Durable retries: records come due, are sent again through the destination's window, and are
 //! rescheduled, dead-lettered or removed by [`super::deliver::settle`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::deliver::{Outcome, Prepared, settle};
 use super::dispatch::Dispatcher;
-use super::dispatch::send_in_window;
+use super::dispatch::{send_batch_of, send_in_window};
 use crate::storage::{Retry, Subscription, WorkKey};
 
 /// Retries taken per scan.
@@ -38,29 +38,40 @@ pub async fn run(d: Arc<Dispatcher>) {
                 Vec::new()
             }
         };
+        let mut taken = Vec::with_capacity(due.len());
         for r in due {
-            if !in_flight
+            if in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key(&r))
             {
+                taken.push(r);
+            } else {
                 // The same delivery is being attempted from another record: not now.
                 shared.release(vec![WorkKey::retry(&r)]).await;
-                continue;
             }
+        }
+        for group in groups(taken) {
             let shared2 = shared.clone();
             let d = d.clone();
             let in_flight = in_flight.clone();
             shared.tracker.spawn(async move {
-                if let Err(e) = attempt(&d, &r).await {
+                let settled = match group.as_slice() {
+                    [one] => attempt(&d, one).await,
+                    many => attempt_group(&d, many).await,
+                };
+                if let Err(e) = settled {
                     shared2.health.failed("retry settlement", &e);
                 }
                 // Settled (a new record, if any, is claimed when due) or left as it was.
-                shared2.release(vec![WorkKey::retry(&r)]).await;
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key(&r));
+                shared2
+                    .release(group.iter().map(WorkKey::retry).collect())
+                    .await;
+                let mut held = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &group {
+                    held.remove(&key(r));
+                }
+                drop(held);
                 shared2.retry_wake.notify_one();
             });
         }
@@ -77,6 +88,58 @@ pub async fn run(d: Arc<Dispatcher>) {
             _ = tokio::time::sleep_until(wait) => {}
         }
     }
+}
+
+/// Retries of the same event to the same destination go together (a destination with a relay
+/// takes them as one batch); a forwarded delivery goes alone.
+fn groups(due: Vec<Retry>) -> Vec<Vec<Retry>> {
+    let mut by: HashMap<(u64, String), Vec<Retry>> = HashMap::new();
+    let mut out = Vec::new();
+    for r in due {
+        if r.forward.is_some() {
+            out.push(vec![r]);
+        } else {
+            by.entry((r.event, r.destination.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
+    out.extend(by.into_values());
+    out
+}
+
+/// Several retries of one event to one destination: one batch when the destination has a
+/// relay, one by one otherwise.
+async fn attempt_group(d: &Dispatcher, rs: &[Retry]) -> crate::storage::Result<()> {
+    let shared = d.shared();
+    let store = &shared.store;
+    let dest = d.destination(&rs[0].destination);
+    let relay = super::relay_batch::relay_of(shared, &rs[0].destination).await?;
+    let event = store.log.event(rs[0].event).await?;
+    let (Some(relay), Some(event), None) = (relay, event, dest.window.blocked_until()) else {
+        for r in rs {
+            attempt(d, r).await?;
+        }
+        return Ok(());
+    };
+    let (mut page, mut previous) = (Vec::new(), Vec::new());
+    for r in rs {
+        match store.subs.get(&r.topic, &r.callback).await? {
+            Some(sub) => {
+                page.push(sub);
+                previous.push(r.clone());
+            }
+            // Unsubscribed since: nothing left to deliver.
+            None => store.delivery.remove_retry(r).await?,
+        }
+    }
+    if page.is_empty() {
+        return Ok(());
+    }
+    let prepared = Prepared::new(&shared.hub_url, &event);
+    let content = super::relay_batch::content(&prepared);
+    send_batch_of(d, &dest, &prepared, &relay, &content, &page, &previous).await?;
+    Ok(())
 }
 
 async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {

@@ -192,13 +192,14 @@ async fn a_registered_relay_takes_one_batch_per_thousand_deliveries() {
 }
 
 #[tokio::test]
-async fn a_failed_batch_is_retried_per_delivery_and_a_lapsed_relay_means_direct_delivery() {
+async fn a_failed_batch_is_retried_as_a_batch_and_a_lapsed_relay_means_direct_delivery() {
     let hub = spawn_hub_with(&config()).await;
     let server = Subscriber::start_on("127.0.0.10").await;
     let topic = "http://127.0.0.1:1/small";
     let callbacks = subscribers(&hub, topic, &server, 30).await;
     let relay = register(&hub, &server).await;
-    // The relay fails the batch once: every delivery is retried (through the relay again).
+    // The relay fails the batch once: every delivery is retried (through the relay again, as
+    // one batch: they fall due together).
     server.reply_with(&[503]);
     hub.fat_ping(topic, TOKEN, "one").await;
     let all = |r: &[Recorded], body: &str| {
@@ -222,14 +223,19 @@ async fn a_failed_batch_is_retried_per_delivery_and_a_lapsed_relay_means_direct_
     server
         .wait("every delivery of the failed batch, retried", |r| {
             all(r, "one") == want
+                && r.iter()
+                    .filter(|r| r.path() == "/relay" && r.method == "POST")
+                    .count()
+                    >= 2
         })
         .await;
     hub.wait_retries_settled().await;
     let relayed = batches(&server);
-    assert_eq!(relayed[0].callbacks().len(), 30, "the first batch, refused");
-    assert!(
-        relayed[1..].iter().all(|b| b.callbacks().len() == 1),
-        "then one per retry"
+    let sizes: Vec<usize> = relayed.iter().map(|b| b.callbacks().len()).collect();
+    assert_eq!(
+        sizes,
+        vec![30, 30],
+        "the first batch, refused, then its retries due together, as one batch"
     );
     // The registration lapses: the next event goes to each callback directly.
     hub.end_lease(RELAY_TOPIC, &relay).await;
@@ -276,4 +282,59 @@ async fn unrelay_is_verified_and_a_relay_without_a_secret_is_refused() {
     .await;
     let asked = server.verifications();
     assert_eq!(asked.last().unwrap().param("hub.mode"), Some("unrelay"));
+}
+
+#[tokio::test]
+async fn a_batch_that_exhausts_the_schedule_is_one_dead_letter_per_delivery() {
+    let hub = spawn_hub_with(&config()).await;
+    let server = Subscriber::start_on("127.0.0.11").await;
+    let topic = "http://127.0.0.1:1/doomed";
+    let callbacks = subscribers(&hub, topic, &server, 10).await;
+    register(&hub, &server).await;
+    // The first attempt and both retries of the schedule (100ms, 200ms) fail.
+    server.reply_with(&[503, 503, 503]);
+    hub.fat_ping(topic, TOKEN, "doomed").await;
+    hub.wait_for("ten dead letters", || async {
+        hub.store().delivery.count_dead_letters().await.unwrap() == 10
+    })
+    .await;
+    hub.wait_retries_settled().await;
+    let sizes: Vec<usize> = batches(&server)
+        .iter()
+        .map(|b| b.callbacks().len())
+        .collect();
+    assert_eq!(sizes, vec![10, 10, 10], "each attempt one batch");
+    let dead = hub.store().delivery.dead_letters(100).await.unwrap();
+    let mut named: Vec<String> = dead.iter().map(|d| d.callback.clone()).collect();
+    named.sort();
+    assert_eq!(named, callbacks);
+    assert!(
+        dead.iter()
+            .all(|d| d.attempts == 3 && d.last_error.contains("503"))
+    );
+
+    // Replayed one by one: only that delivery goes again (as a batch of one, to the relay).
+    let r = hub
+        .client
+        .post(format!(
+            "{}admin/api/dead-letters/{}/replay",
+            hub.url, dead[0].id
+        ))
+        .header("origin", hub.url.trim_end_matches('/'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    server
+        .wait("the replayed delivery", |r| {
+            r.iter()
+                .filter(|r| r.path() == "/relay" && r.method == "POST")
+                .count()
+                == 4
+        })
+        .await;
+    hub.wait_retries_settled().await;
+    let last = batches(&server).pop().unwrap();
+    assert_eq!(last.callbacks(), vec![dead[0].callback.clone()]);
+    assert_eq!(hub.store().delivery.count_dead_letters().await.unwrap(), 9);
 }
