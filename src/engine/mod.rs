@@ -272,6 +272,7 @@ impl Engine {
             .map(upstream::Upstream::new)
             .collect();
         let follow = Arc::new(upstream::Follow {
+            seen: Default::default(),
             shared: shared.clone(),
             stream: stream.clone(),
             clients: clients.clone(),

@@ -6,7 +6,7 @@
 //! follower reconnects with jittered backoff; below the upstream's trail (`410`) it fetches
 //! the followed topics that have subscribers here (the light-ping path), so they converge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub struct UpstreamStatus {
     pub bytes_taken: u64,
     /// Events refused because their path already named this hub.
     pub loops_refused: u64,
+    /// Events passed over because another upstream brought the same origin event first.
+    pub duplicates: u64,
     /// Times the follower fell below the upstream's trail and fetched its topics instead.
     pub reconciles: u64,
     pub connects: u64,
@@ -76,6 +78,7 @@ impl Upstream {
             events_taken: 0,
             bytes_taken: 0,
             loops_refused: 0,
+            duplicates: 0,
             reconciles: 0,
             connects: 0,
             last_error: None,
@@ -106,6 +109,47 @@ pub struct Follow {
     pub clients: Clients,
     /// Where reconciliation's pings go (the fetcher's per-topic queue).
     pub pings: Arc<KeyedQueue<Ping>>,
+    /// Origin events recently taken from any upstream.
+    pub seen: Seen,
+}
+
+/// Origin events (origin, number) recently taken, shared by the followers of all upstreams:
+/// the same event reaching this hub by two paths (A → B → D and A → C → D) is taken once.
+/// Bounded and in memory: after a restart, or past [`SEEN`] newer events, a second copy is
+/// taken again.
+#[derive(Default)]
+pub struct Seen {
+    inner: Mutex<(HashSet<(String, u64)>, VecDeque<(String, u64)>)>,
+}
+
+/// Origin events remembered by [`Seen`].
+const SEEN: usize = 200_000;
+
+impl Seen {
+    /// Claims the event for the caller: `false` when another follower has it (taken, or
+    /// being taken).
+    fn claim(&self, origin: &str, seq: u64) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (origin.to_owned(), seq);
+        if !g.0.insert(k.clone()) {
+            return false;
+        }
+        g.1.push_back(k);
+        while g.1.len() > SEEN {
+            if let Some(old) = g.1.pop_front() {
+                g.0.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Lets go of claims whose events were not committed after all.
+    fn release(&self, claimed: &[(String, u64)]) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for k in claimed {
+            g.0.remove(k);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +337,8 @@ impl Taker<'_> {
         let mut commits = Vec::new();
         let mut taken = (0u64, 0u64);
         let mut refused = 0u64;
+        let mut duplicates = 0u64;
+        let mut origins = Vec::new();
         let mut newest_created = None;
         let mut beat = None;
         self.subscribers.clear();
@@ -320,14 +366,25 @@ impl Taker<'_> {
                         refused += 1;
                         continue;
                     }
-                    taken.0 += 1;
-                    taken.1 += e.content.len() as u64;
                     newest_created = Some(e.created_ms);
                     let (destinations, snapshot) = self.subscribers(&e.topic).await?;
                     commits.push((commit(e, destinations)?, snapshot));
                 }
             }
         }
+        // Claimed here, once nothing can fail before the commit but the commit itself.
+        commits.retain(|(c, _)| {
+            let Some(ev) = &c.event else { return true };
+            let Some(r) = &ev.relayed else { return true };
+            if !self.follow.seen.claim(&r.origin, r.origin_seq) {
+                duplicates += 1;
+                return false;
+            }
+            origins.push((r.origin.clone(), r.origin_seq));
+            taken.0 += 1;
+            taken.1 += ev.body.len() as u64;
+            true
+        });
         if position > self.position {
             // The cursor moves with the last commit; events refused or filtered out and
             // heartbeats move it with a commit of their own.
@@ -345,7 +402,10 @@ impl Taker<'_> {
                     None,
                 )),
             }
-            self.follow.stream.commit_all(commits).await?;
+            if let Err(e) = self.follow.stream.commit_all(commits).await {
+                self.follow.seen.release(&origins);
+                return Err(e.into());
+            }
             self.position = position;
         }
         let now = s.clock.now_ms();
@@ -354,6 +414,7 @@ impl Taker<'_> {
             st.events_taken += taken.0;
             st.bytes_taken += taken.1;
             st.loops_refused += refused;
+            st.duplicates += duplicates;
             if let Some(created) = newest_created {
                 st.lag_ms = now.saturating_sub(created);
             }

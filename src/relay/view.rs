@@ -164,6 +164,13 @@ impl RelayView {
             ups(|u| u.loops_refused),
         );
         family(
+            "hubcast_upstream_duplicates_total",
+            "counter",
+            "Events passed over because another upstream brought the same origin event first.",
+            "upstream",
+            ups(|u| u.duplicates),
+        );
+        family(
             "hubcast_upstream_reconciles_total",
             "counter",
             "Times the follower fell below the upstream's trail and fetched its topics.",

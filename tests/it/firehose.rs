@@ -635,3 +635,83 @@ fn base64_is_standard_with_padding() {
     );
     assert_eq!(EventLine::of(&e).content, "YWI=");
 }
+
+#[tokio::test]
+async fn an_event_reaching_a_hub_by_two_paths_is_taken_once() {
+    // A → B → D and A → C → D.
+    let a = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}{}",
+        publisher(),
+        peer("b", "token-a-gave-b-0123", "http://127.0.0.1"),
+        peer("c", "token-a-gave-c-0123", "http://127.0.0.1")
+    ))
+    .await;
+    let b = spawn_hub_with(&follower(
+        &a.url,
+        "token-a-gave-b-0123",
+        "d",
+        "token-b-gave-d-0123",
+    ))
+    .await;
+    let c = spawn_hub_with(&follower(
+        &a.url,
+        "token-a-gave-c-0123",
+        "d",
+        "token-c-gave-d-0123",
+    ))
+    .await;
+    let d = spawn_hub_with(&format!(
+        "{FAST_BEATS}{}{}",
+        upstream(&b.url, "token-b-gave-d-0123"),
+        upstream(&c.url, "token-c-gave-d-0123")
+    ))
+    .await;
+    let sd = Subscriber::start().await;
+    let topic = "http://127.0.0.1:1/diamond";
+    d.subscribed(topic, &sd.callback("/d")).await;
+    for n in 1..=30 {
+        let body = format!("update {n}");
+        assert_eq!(
+            a.fat_ping(topic, PUBLISHER_TOKEN, &body).await.status(),
+            202
+        );
+    }
+    // Both paths have brought every event to D.
+    d.wait_for("both upstreams followed to the end", || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.get_text("admin/api/relay").await).unwrap();
+        v["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["cursor"].as_u64() == Some(30))
+    })
+    .await;
+    d.wait_jobs_done().await;
+    let log = log_of(&d).await;
+    let numbers: Vec<u64> = log.iter().map(|e| e.origin_seq).collect();
+    let unique: BTreeSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(numbers.len(), 30, "each origin event once: {numbers:?}");
+    assert_eq!(unique, (1..=30).collect());
+    let got: Vec<String> = sd
+        .deliveries()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    // Never twice (a backlog of one topic may be coalesced into its newest update).
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), got.len(), "no update delivered twice: {got:?}");
+    assert!(got.contains(&"update 30".to_owned()));
+    let v: serde_json::Value = serde_json::from_str(&d.get_text("admin/api/relay").await).unwrap();
+    let (taken, dups) = v["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(t, du), u| {
+            (
+                t + u["events_taken"].as_u64().unwrap(),
+                du + u["duplicates"].as_u64().unwrap(),
+            )
+        });
+    assert_eq!((taken, dups), (30, 30));
+}
