@@ -119,8 +119,11 @@ pub struct Follow {
 /// taken again.
 #[derive(Default)]
 pub struct Seen {
-    inner: Mutex<(HashSet<(String, u64)>, VecDeque<(String, u64)>)>,
+    inner: Mutex<SeenSet>,
 }
+
+/// The origin events held, and their order of arrival (the oldest is forgotten first).
+type SeenSet = (HashSet<(String, u64)>, VecDeque<(String, u64)>);
 
 /// Origin events remembered by [`Seen`].
 const SEEN: usize = 200_000;
