@@ -371,7 +371,13 @@ impl Taker<'_> {
                     }
                     newest_created = Some(e.created_ms);
                     let (destinations, snapshot) = self.subscribers(&e.topic).await?;
-                    commits.push((commit(e, destinations)?, snapshot));
+                    // Each commit carries the cursor up to its event: however the stream
+                    // splits the commits into transactions, the stored cursor names exactly
+                    // what is stored.
+                    let seq = e.seq;
+                    let mut c = commit(e, destinations)?;
+                    c.cursor = Some((self.name.clone(), seq));
+                    commits.push((c, snapshot));
                 }
             }
         }
