@@ -697,8 +697,30 @@ pub(super) async fn send_batch_of(
             super::relay_batch::retry_each(&d.shared, prepared, &live, &live_previous, &f).await?;
         }
     }
-    for sub in &live {
-        remember(d, dest, prepared, sub, &as_one, took);
+    match &as_one {
+        // Taken: noted in the histories already followed (a relay's destination has many
+        // callbacks; each would push an older one out).
+        Outcome::Delivered => {
+            let at_ms = d.shared.clock.now_ms();
+            let latency_ms = Some((took.as_secs_f64() * 10_000.0).round() / 10.0);
+            d.history
+                .record_known(live.iter().map(|s| s.callback.as_str()), || {
+                    DeliveryRecord {
+                        at_ms,
+                        event: prepared.event,
+                        topic: prepared.topic.clone(),
+                        outcome: "delivered",
+                        class: None,
+                        error: None,
+                        latency_ms,
+                    }
+                });
+        }
+        _ => {
+            for sub in &live {
+                remember(d, dest, prepared, sub, &as_one, took);
+            }
+        }
     }
     Ok(true)
 }

@@ -75,6 +75,26 @@ impl<R: Clone> History<R> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records for keys already remembered only, taking one lock for all: a batch's
+    /// successes add to the histories operators are following without pushing older keys out.
+    pub fn record_known<'k>(&self, keys: impl Iterator<Item = &'k str>, record: impl Fn() -> R) {
+        if self.per_key == 0 || self.keys == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        if g.by_key.is_empty() {
+            return;
+        }
+        for key in keys {
+            if let Some(list) = g.by_key.get_mut(key) {
+                if list.len() >= self.per_key {
+                    list.pop_front();
+                }
+                list.push_back(record());
+            }
+        }
+    }
+
     pub fn record(&self, key: &str, record: R) {
         if self.per_key == 0 || self.keys == 0 {
             return;
@@ -109,6 +129,16 @@ impl<R: Clone> History<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_keys_only_are_added_to() {
+        let h: History<u32> = History::new(2, 10);
+        h.record("a", 1);
+        h.record_known(["a", "b"].into_iter(), || 2);
+        h.record_known(["a"].into_iter(), || 3);
+        assert_eq!(h.recent("a"), vec![3, 2], "newest first, two kept");
+        assert!(h.recent("b").is_empty(), "no new key");
+    }
 
     fn rec(event: u64) -> DeliveryRecord {
         DeliveryRecord {
