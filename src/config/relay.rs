@@ -10,6 +10,9 @@ use super::values::parse_duration;
 use super::{ConfigError, invalid};
 use crate::topic_prefix::TopicPrefix;
 
+/// The query parameter of a registered relay URL that names its `[[relay.register]]` entry.
+pub const RELAY_TOKEN_PARAM: &str = "hubcast_relay";
+
 /// The shortest token a peer may be given: it is the only thing guarding the stream.
 const MIN_TOKEN: usize = 16;
 
@@ -71,6 +74,26 @@ impl RegisterConfig {
 
     pub fn endpoint_url(&self) -> &Url {
         self.endpoint_url.as_ref().expect("validated endpoint URL")
+    }
+
+    /// The relay URL registered: the endpoint with `hubcast_relay=TOKEN` added to its query,
+    /// a token derived from the secret that the hub's verification carries back, so only the
+    /// hub this entry registers at can confirm it.
+    pub fn relay_url(&self) -> Url {
+        let mut url = self.endpoint_url().clone();
+        url.query_pairs_mut()
+            .append_pair(RELAY_TOKEN_PARAM, &self.token());
+        url
+    }
+
+    /// The entry's verification token.
+    pub fn token(&self) -> String {
+        let mac = crate::signature::sign(
+            crate::signature::Algorithm::Sha256,
+            self.secret.as_bytes(),
+            b"hubcast relay registration",
+        );
+        mac.trim_start_matches("sha256=")[..32].to_owned()
     }
 
     /// The destination server the registration speaks for (`scheme://host:port`).
@@ -230,10 +253,10 @@ pub(super) fn validate(
         };
         r.hub_url = Some(http("hub", &r.hub)?);
         r.endpoint_url = Some(http("endpoint", &r.endpoint)?);
-        if r.secret.len() < MIN_TOKEN || r.secret.len() > 200 {
+        if r.secret.len() < MIN_TOKEN || r.secret.len() >= 200 {
             return Err(invalid(
                 &format!("{key}.secret"),
-                format!("must be {MIN_TOKEN} to 200 characters"),
+                format!("must be {MIN_TOKEN} to 199 bytes (hubs refuse longer secrets)"),
             ));
         }
         if r.lease_seconds < 2 {

@@ -9,7 +9,7 @@
 //! the topic URL (so it is found by topic) and whose secret field holds `SECRET HUB_URL`
 //! (see [`Upstream`]); `lease_seconds == 0` marks one requested but not yet verified.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +98,9 @@ pub struct Chain {
     stream: Arc<EventStream>,
     clients: Clients,
     busy: Mutex<HashSet<String>>,
+    /// Requests sent and not yet verified, by topic: the mode and when. Only these are
+    /// echoed, so nobody else can confirm (or end) an upstream subscription.
+    requested: Mutex<HashMap<String, (&'static str, tokio::time::Instant)>>,
 }
 
 impl Chain {
@@ -107,6 +110,7 @@ impl Chain {
             stream,
             clients,
             busy: Mutex::default(),
+            requested: Mutex::default(),
         }
     }
 
@@ -131,13 +135,22 @@ impl Chain {
         lease_seconds: Option<u64>,
     ) -> Result<bool, StorageError> {
         let store = &self.shared.store;
+        let asked = lock(&self.requested)
+            .get(topic)
+            .is_some_and(|(m, at)| *m == mode && at.elapsed() < UNVERIFIED_RETRY);
+        if !asked {
+            return Ok(false);
+        }
         let Some(rec) = store.subs.get(CHAIN_TOPIC, topic).await? else {
             return Ok(false);
         };
+        lock(&self.requested).remove(topic);
         let wanted = store.subs.count_for_topic(topic).await? > 0;
         match (mode, wanted) {
             ("subscribe", true) => {
-                let lease = lease_seconds.unwrap_or(rec.lease_seconds).max(1);
+                // Never longer than asked for (the arithmetic below stays in range).
+                let asked = self.shared.cfg.relay.chain_lease.as_secs();
+                let lease = lease_seconds.unwrap_or(asked).clamp(1, asked);
                 let hub = Upstream::of(&rec).hub.to_owned();
                 let now = self.shared.clock.now_ms();
                 store
@@ -391,12 +404,17 @@ async fn discover(chain: &Chain, topic: &str) -> Option<String> {
         hubs = document_hubs(&body);
     }
     let own = s.hub_url.trim_end_matches('/');
-    let hub = hubs
+    let hubs: Vec<url::Url> = hubs
         .into_iter()
         .filter_map(|h| url.join(&h).ok())
-        .find(|h| {
-            matches!(h.scheme(), "http" | "https") && h.as_str().trim_end_matches('/') != own
-        })?;
+        .filter(|h| matches!(h.scheme(), "http" | "https"))
+        .collect();
+    // A topic that names this hub pings it itself: nothing to chain (and two hubs both named
+    // would otherwise subscribe at each other for good).
+    if hubs.iter().any(|h| h.as_str().trim_end_matches('/') == own) {
+        return None;
+    }
+    let hub = hubs.into_iter().next()?;
     tracing::info!(%topic, %hub, "topic advertises another hub: subscribing there");
     Some(hub.to_string())
 }
@@ -419,6 +437,12 @@ async fn request(chain: &Chain, rec: &Subscription, mode: &str) {
         }
         form.finish()
     };
+    let pending = if mode == "subscribe" {
+        "subscribe"
+    } else {
+        "unsubscribe"
+    };
+    lock(&chain.requested).insert(rec.callback.clone(), (pending, tokio::time::Instant::now()));
     let Ok(hub) = url::Url::parse(up.hub) else {
         return;
     };
@@ -449,6 +473,24 @@ async fn request(chain: &Chain, rec: &Subscription, mode: &str) {
                 "upstream hub not reached; trying again later");
         }
     }
+}
+
+/// An upstream subscription whose lease ended while the topic still has local subscribers
+/// (found by the sweep): kept, as requested and not verified, so it is asked for again.
+pub async fn lapsed(shared: &Shared, rec: &Subscription) -> Result<(), StorageError> {
+    let now = shared.clock.now_ms();
+    shared
+        .store
+        .subs
+        .upsert(Subscription {
+            lease_seconds: 0,
+            created_ms: 0,
+            expires_ms: now + 10 * UNVERIFIED_RETRY.as_millis() as u64,
+            ..rec.clone()
+        })
+        .await?;
+    shared.chain_changed.note(&rec.callback);
+    Ok(())
 }
 
 /// The `rel="hub"` targets of a `Link` header value.

@@ -110,13 +110,19 @@ impl Outcome {
 }
 
 /// Sends one delivery through the transport of the subscription's endpoint, unless its lease
-/// has ended.
-pub async fn send(d: &Dispatcher, p: &Prepared, sub: &Subscription) -> Outcome {
+/// has ended. `via_relay`: look for the destination's registered relay first (a job has
+/// looked already).
+pub async fn send(d: &Dispatcher, p: &Prepared, sub: &Subscription, via_relay: bool) -> Outcome {
     if sub.expires_ms < d.shared().clock.now_ms() {
         return Outcome::Expired;
     }
-    // A destination with a registered relay takes even a single delivery (a retry) as a batch.
-    match super::relay_batch::relay_of(d.shared(), &sub.destination).await {
+    // A destination with a registered relay takes even a single delivery (a retry) as a batch;
+    // a delivery forwarded for another hub never goes back to a relay (it could be this one).
+    let relay = match via_relay && p.signature.is_none() {
+        true => super::relay_batch::relay_of(d.shared(), &sub.destination).await,
+        false => Ok(None),
+    };
+    match relay {
         Ok(Some(relay)) => {
             let batch = d.batches();
             let content = super::relay_batch::content(p);

@@ -748,7 +748,7 @@ async fn deliver_page(
         .iter()
         .enumerate()
         .map(|(i, sub)| async move {
-            let outcome = send_in_window(d, dest, prepared, sub).await;
+            let outcome = send_in_window(d, dest, prepared, sub, false).await;
             let deferred = outcome == Outcome::Deferred;
             (
                 i,
@@ -831,6 +831,7 @@ pub async fn send_in_window(
     dest: &Destination,
     prepared: &Prepared,
     sub: &Subscription,
+    via_relay: bool,
 ) -> Outcome {
     let stopping = &d.shared.shutdown;
     let slot = tokio::select! {
@@ -848,7 +849,7 @@ pub async fn send_in_window(
     }
     let started = tokio::time::Instant::now();
     let outcome = tokio::select! {
-        o = send(d, prepared, sub) => o,
+        o = send(d, prepared, sub, via_relay) => o,
         _ = d.shared.abort.cancelled() => Outcome::Deferred,
     };
     drop(places);

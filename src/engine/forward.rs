@@ -7,7 +7,7 @@
 //! Callbacks that answer `410 Gone` are remembered per origin hub and listed in the answer to
 //! that hub's next batch (`{"gone": [...]}`), so the origin removes those subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -20,6 +20,9 @@ use crate::storage::{Commit, FORWARD_TOPIC, Forward, NewEvent, Relayed, Retry, S
 /// (hub, topic) pairs remembered; beyond this the oldest callbacks, or new pairs, are
 /// forgotten (the origin learns of them again on a later delivery).
 const MAX_GONE: usize = 10_000;
+/// Most gone callbacks in one answer (a hub reads a batch's answer to a bound: 64 KiB for
+/// hubcast).
+const MAX_ANSWERED: usize = 256;
 
 /// A batch as validated by the HTTP door.
 #[derive(Debug, Clone)]
@@ -77,12 +80,28 @@ impl GoneList {
         }
     }
 
-    /// The gone callbacks of the hub's topic, forgotten here once taken.
-    pub fn take(&self, hub: &str, topic: &str) -> Vec<String> {
+    /// The gone callbacks of the hub's topic among `listed` (the batch being answered: the
+    /// hub acts on those only), at most [`MAX_ANSWERED`]; forgotten here once taken, the
+    /// others kept for a later batch.
+    pub fn take(&self, hub: &str, topic: &str, listed: &HashSet<&str>) -> Vec<String> {
         let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
-        by_hub
-            .remove(&(hub.to_owned(), topic.to_owned()))
-            .unwrap_or_default()
+        let key = (hub.to_owned(), topic.to_owned());
+        let Some(list) = by_hub.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        list.retain(|c| {
+            if taken.len() < MAX_ANSWERED && listed.contains(c.as_str()) {
+                taken.push(c.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if list.is_empty() {
+            by_hub.remove(&key);
+        }
+        taken
     }
 }
 
@@ -133,6 +152,12 @@ impl Forwarder {
         }
         let store = &self.shared.store;
         let n = batch.deliveries.len();
+        let gone = {
+            let listed: HashSet<&str> = batch.deliveries.iter().map(|(c, _)| c.as_str()).collect();
+            self.shared
+                .relay_gone
+                .take(&batch.hub, &batch.topic, &listed)
+        };
         for (callback, signature) in batch.deliveries {
             let retry = Retry {
                 event: seq,
@@ -155,7 +180,7 @@ impl Forwarder {
         self.shared.metrics.forwarded(n as u64);
         self.shared.retry_wake.notify_one();
         tracing::debug!(hub = %batch.hub, event = %batch.event, deliveries = n, "relay batch taken");
-        Ok(self.shared.relay_gone.take(&batch.hub, &batch.topic))
+        Ok(gone)
     }
 }
 
@@ -164,15 +189,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gone_callbacks_wait_for_a_batch_of_their_topic() {
+    fn gone_callbacks_wait_for_a_batch_that_lists_them() {
         let g = GoneList::default();
+        let listed = |cs: &[&'static str]| cs.iter().copied().collect::<HashSet<&str>>();
         g.add("http://o/", "http://t/a", "http://d/1");
         g.add("http://o/", "http://t/a", "http://d/1");
+        g.add("http://o/", "http://t/a", "http://d/3");
         g.add("http://o/", "http://t/b", "http://d/2");
-        assert!(g.take("http://o/", "http://t/c").is_empty());
-        assert!(g.take("http://other/", "http://t/a").is_empty());
-        assert_eq!(g.take("http://o/", "http://t/a"), vec!["http://d/1"]);
-        assert!(g.take("http://o/", "http://t/a").is_empty(), "taken once");
-        assert_eq!(g.take("http://o/", "http://t/b"), vec!["http://d/2"]);
+        let all = listed(&["http://d/1", "http://d/2", "http://d/3"]);
+        assert!(g.take("http://o/", "http://t/c", &all).is_empty());
+        assert!(g.take("http://other/", "http://t/a", &all).is_empty());
+        assert_eq!(
+            g.take("http://o/", "http://t/a", &listed(&["http://d/1"])),
+            vec!["http://d/1"],
+            "only what the batch lists"
+        );
+        assert!(
+            g.take("http://o/", "http://t/a", &listed(&["http://d/1"]))
+                .is_empty()
+        );
+        assert_eq!(
+            g.take("http://o/", "http://t/a", &all),
+            vec!["http://d/3"],
+            "kept"
+        );
+        assert_eq!(g.take("http://o/", "http://t/b", &all), vec!["http://d/2"]);
     }
 }

@@ -285,7 +285,7 @@ impl Engine {
         let registrations = Arc::new(relay_register::Registrations::new(
             &shared.cfg.relay.register,
         ));
-        relay_register::start(&shared, clients.topics.clone(), &registrations);
+        relay_register::start(&shared, &clients, &registrations);
         let chain = Arc::new(chain::Chain::new(
             shared.clone(),
             stream.clone(),

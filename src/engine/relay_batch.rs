@@ -213,25 +213,28 @@ pub async fn retry_each(
         let prev = previous.get(i).copied().flatten();
         let attempts = prev.map_or(0, |r| r.attempts) + 1;
         let delay = super::deliver::backoff_with(&shared.cfg.retry_schedule, attempts, jitter);
+        let due_ms = now + delay.unwrap_or_default().max(not_before).as_millis() as u64;
         let retry = Retry {
             event: p.event,
             topic: sub.topic.clone(),
             callback: sub.callback.clone(),
             destination: sub.destination.clone(),
             attempts,
-            due_ms: now + delay.unwrap_or_default().max(not_before).as_millis() as u64,
+            due_ms,
             last_error: format!("relay batch: {failure}"),
             forward: None,
         };
-        if let Some(prev) = prev {
-            shared.store.delivery.remove_retry(prev).await?;
-        }
+        // The new record first: a crash between the two leaves one too many, never none.
         if delay.is_none() {
             shared.store.delivery.dead_letter(&retry, now).await?;
             shared.metrics.dead_lettered();
         } else {
             shared.store.delivery.put_retry(retry).await?;
             shared.metrics.retry_scheduled();
+        }
+        // (Unless the new record took the old one's key: then it replaced it.)
+        if let Some(prev) = prev.filter(|p| p.due_ms != due_ms || delay.is_none()) {
+            shared.store.delivery.remove_retry(prev).await?;
         }
     }
     shared.store.flush().await?;

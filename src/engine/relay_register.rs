@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::shared::Shared;
 use crate::config::relay::RegisterConfig;
+use crate::ssrf::Policy;
 
 /// How long a request waits for its verification before it is sent again.
 const VERIFY_WAIT: Duration = Duration::from_secs(30);
@@ -37,6 +38,8 @@ pub struct RegistrationStatus {
 
 struct Entry {
     cfg: RegisterConfig,
+    /// The verification token of the registered relay URL.
+    token: String,
     status: Mutex<RegistrationStatus>,
     /// Set while a request of this hub awaits its verification.
     awaiting: Mutex<Option<tokio::time::Instant>>,
@@ -63,6 +66,7 @@ impl Registrations {
                         requests: 0,
                         last_error: None,
                     }),
+                    token: c.token(),
                     cfg: c.clone(),
                     awaiting: Mutex::new(None),
                     verified: Notify::new(),
@@ -88,15 +92,15 @@ impl Registrations {
             .find(|c| crate::signature::verify(signature, c.secret.as_bytes(), body))
     }
 
-    /// Answers a verification of intent that reached `path`: `true` (echo the challenge)
-    /// when a `relay` request of this hub awaits it, and the registration is then recorded
-    /// with the lease the hub granted. The request names no hub, so the entry taken is the
-    /// one waiting longest, preferring those whose endpoint has this path (a reverse proxy
-    /// may map it). `unrelay` is never echoed: this hub does not send it.
+    /// Answers a verification of intent carrying `token` (the `hubcast_relay` parameter of
+    /// the registered relay URL): `true` (echo the challenge) when the entry with that token
+    /// has a `relay` request awaiting it; the registration is then recorded with the lease
+    /// granted (never more than asked for). `unrelay` is never echoed: this hub does not send
+    /// it.
     pub fn verification(
         &self,
         mode: &str,
-        path: &str,
+        token: &str,
         lease_seconds: Option<u64>,
         now_ms: u64,
     ) -> bool {
@@ -104,22 +108,24 @@ impl Registrations {
             return false;
         }
         let now = tokio::time::Instant::now();
-        let waiting = |e: &&Arc<Entry>| {
-            lock(&e.awaiting).filter(|since| now.duration_since(*since) < VERIFY_WAIT)
-        };
-        let chosen = self
+        let Some(e) = self
             .entries
             .iter()
-            .filter_map(|e| Some((e.cfg.endpoint_url().path() != path, waiting(&e)?, e)))
-            .min_by_key(|(other_path, since, _)| (*other_path, *since));
-        let Some((_, _, e)) = chosen else {
+            .find(|e| crate::signature::constant_time_eq(e.token.as_bytes(), token.as_bytes()))
+        else {
             return false;
         };
-        *lock(&e.awaiting) = None;
+        let mut awaiting = lock(&e.awaiting);
+        if !awaiting.is_some_and(|since| now.duration_since(since) < VERIFY_WAIT) {
+            return false;
+        }
+        *awaiting = None;
+        drop(awaiting);
+        let asked = e.cfg.lease_seconds;
         let mut s = lock(&e.status);
         s.state = "registered";
         s.verified_ms = Some(now_ms);
-        s.lease_seconds = lease_seconds.or(Some(e.cfg.lease_seconds));
+        s.lease_seconds = Some(lease_seconds.unwrap_or(asked).clamp(1, asked));
         s.last_error = None;
         drop(s);
         e.verified.notify_one();
@@ -137,18 +143,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts a task per registration.
-pub fn start(shared: &Arc<Shared>, client: reqwest::Client, regs: &Arc<Registrations>) {
+pub fn start(shared: &Arc<Shared>, clients: &super::client::Clients, regs: &Arc<Registrations>) {
     for e in &regs.entries {
-        shared
-            .tracker
-            .spawn(run(shared.clone(), client.clone(), e.clone()));
+        shared.tracker.spawn(run(
+            shared.clone(),
+            clients.topics.clone(),
+            clients.topic_policy.clone(),
+            e.clone(),
+        ));
     }
 }
 
-async fn run(shared: Arc<Shared>, client: reqwest::Client, e: Arc<Entry>) {
+async fn run(shared: Arc<Shared>, client: reqwest::Client, policy: Policy, e: Arc<Entry>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let wait = match register_once(&shared, &client, &e).await {
+        let wait = match register_once(&shared, &client, &policy, &e).await {
             Ok(lease) => {
                 backoff = FIRST_BACKOFF;
                 // Renewed when two thirds of the lease have passed.
@@ -177,12 +186,13 @@ async fn run(shared: Arc<Shared>, client: reqwest::Client, e: Arc<Entry>) {
 async fn register_once(
     shared: &Shared,
     client: &reqwest::Client,
+    policy: &Policy,
     e: &Entry,
 ) -> Result<Duration, String> {
     let cfg = &e.cfg;
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("hub.mode", "relay")
-        .append_pair("hub.callback", cfg.endpoint_url().as_str())
+        .append_pair("hub.callback", cfg.relay_url().as_str())
         .append_pair("hub.secret", &cfg.secret)
         .append_pair("hub.lease_seconds", &cfg.lease_seconds.to_string())
         .finish();
@@ -193,7 +203,12 @@ async fn register_once(
             s.state = "requesting";
         }
     }
+    if let Err(err) = policy.check_literal(cfg.hub_url()) {
+        return Err(format!("blocked: {err}"));
+    }
     *lock(&e.awaiting) = Some(tokio::time::Instant::now());
+    // A verification still counts only for this request.
+    let _ = futures_util::FutureExt::now_or_never(e.verified.notified());
     let sent = client
         .post(cfg.hub_url().clone())
         .header("Content-Type", "application/x-www-form-urlencoded")

@@ -51,7 +51,7 @@ pub async fn run(d: Arc<Dispatcher>) {
                 shared.release(vec![WorkKey::retry(&r)]).await;
             }
         }
-        for group in groups(taken) {
+        for group in groups(taken, shared.cfg.relay.max_batch) {
             let shared2 = shared.clone();
             let d = d.clone();
             let in_flight = in_flight.clone();
@@ -90,9 +90,9 @@ pub async fn run(d: Arc<Dispatcher>) {
     }
 }
 
-/// Retries of the same event to the same destination go together (a destination with a relay
-/// takes them as one batch); a forwarded delivery goes alone.
-fn groups(due: Vec<Retry>) -> Vec<Vec<Retry>> {
+/// Retries of the same event to the same destination go together, at most `max` (a
+/// destination with a relay takes them as one batch); a forwarded delivery goes alone.
+fn groups(due: Vec<Retry>, max: usize) -> Vec<Vec<Retry>> {
     let mut by: HashMap<(u64, String), Vec<Retry>> = HashMap::new();
     let mut out = Vec::new();
     for r in due {
@@ -104,7 +104,12 @@ fn groups(due: Vec<Retry>) -> Vec<Vec<Retry>> {
                 .push(r);
         }
     }
-    out.extend(by.into_values());
+    for group in by.into_values() {
+        let mut group = group.into_iter().peekable();
+        while group.peek().is_some() {
+            out.push(group.by_ref().take(max.max(1)).collect());
+        }
+    }
     out
 }
 
@@ -117,10 +122,10 @@ async fn attempt_group(d: &Dispatcher, rs: &[Retry]) -> crate::storage::Result<(
     let relay = super::relay_batch::relay_of(shared, &rs[0].destination).await?;
     let event = store.log.event(rs[0].event).await?;
     let (Some(relay), Some(event), None) = (relay, event, dest.window.blocked_until()) else {
-        for r in rs {
-            attempt(d, r).await?;
-        }
-        return Ok(());
+        // One by one, at once (each through the window, as any retry).
+        let each = rs.iter().map(|r| attempt(d, r));
+        let results = futures_util::future::join_all(each).await;
+        return results.into_iter().collect();
     };
     let (mut page, mut previous) = (Vec::new(), Vec::new());
     for r in rs {
@@ -190,7 +195,7 @@ async fn attempt(d: &Dispatcher, r: &Retry) -> crate::storage::Result<()> {
         Some(f) => Prepared::forwarded(&event, f),
         None => Prepared::new(&shared.hub_url, &event),
     };
-    let outcome = send_in_window(d, &dest, &prepared, &sub).await;
+    let outcome = send_in_window(d, &dest, &prepared, &sub, true).await;
     if let (Some(f), Outcome::Gone) = (&r.forward, &outcome) {
         shared.relay_gone.add(&f.hub, &f.topic, &r.callback);
     }

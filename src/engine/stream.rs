@@ -259,7 +259,13 @@ impl EventStream {
             let events = match self.writer.append(&commits, &self.stop).await {
                 Some(Ok(events)) => events,
                 Some(Err(e)) => {
-                    for reply in replies {
+                    // Everything pending fails with it: commits queued together (a follower's
+                    // group) must not be stored past one that was not.
+                    let rest: Vec<Pending> = {
+                        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        pending.drain(..).collect()
+                    };
+                    for reply in replies.into_iter().chain(rest.into_iter().map(|p| p.reply)) {
                         let _ = reply.send(Err(e.clone()));
                     }
                     continue;

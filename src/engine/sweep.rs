@@ -33,6 +33,14 @@ pub async fn sweep_once(shared: &Shared, collect: &[u64]) -> crate::storage::Res
     let store = &shared.store;
     let expired = store.subs.expired(now, SWEEP_BATCH).await?;
     for sub in &expired {
+        if sub.topic == super::chain::CHAIN_TOPIC
+            && store.subs.count_for_topic(&sub.callback).await? > 0
+        {
+            // An upstream subscription that lapsed while local subscribers remain: asked for
+            // again rather than forgotten.
+            super::chain::lapsed(shared, sub).await?;
+            continue;
+        }
         store.subs.remove(&sub.topic, &sub.callback).await?;
         tracing::info!(topic = %sub.topic, callback = %sub.callback, "lease expired: subscription removed");
     }

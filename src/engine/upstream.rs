@@ -550,12 +550,12 @@ async fn reconcile(
     // The pings and the cursor below the trail are durable together before going on.
     s.store
         .log
-        .put_cursor(&up.cfg.cursor_name(), trail - 1)
+        .put_cursor(&up.cfg.cursor_name(), trail.saturating_sub(1))
         .await?;
     s.store.flush().await?;
     for p in pings {
         follow.pings.submit(p);
     }
-    up.update(|st| st.cursor = trail - 1);
+    up.update(|st| st.cursor = trail.saturating_sub(1));
     Ok(())
 }

@@ -190,11 +190,12 @@ pub async fn verify(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
         );
     };
     let lease = get("hub.lease_seconds").and_then(|l| l.parse().ok());
+    let token = get(crate::config::relay::RELAY_TOKEN_PARAM).unwrap_or_default();
     let now = state.clock.now_ms();
     if state
         .engine
         .registrations()
-        .verification(mode, req.path(), lease, now)
+        .verification(mode, token, lease, now)
     {
         HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")

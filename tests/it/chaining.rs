@@ -69,6 +69,17 @@ async fn local_subscribers_share_one_upstream_subscription() {
     );
     assert!(up.secret.is_some());
     assert_eq!(up.lease_seconds, 3);
+    // A verification this hub did not ask for is not echoed.
+    let forged = hub
+        .client
+        .get(format!(
+            "{}&hub.mode=subscribe&hub.challenge=x&hub.lease_seconds=999999",
+            up.callback
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
 
     // What the upstream hub pushes reaches every local subscriber.
     publisher.set(

@@ -700,7 +700,11 @@ async fn an_event_reaching_a_hub_by_two_paths_is_taken_once() {
         .collect();
     // Never twice (a backlog of one topic may be coalesced into its newest update).
     let distinct: BTreeSet<&String> = got.iter().collect();
-    assert_eq!(distinct.len(), got.len(), "no update delivered twice: {got:?}");
+    assert_eq!(
+        distinct.len(),
+        got.len(),
+        "no update delivered twice: {got:?}"
+    );
     assert!(got.contains(&"update 30".to_owned()));
     let v: serde_json::Value = serde_json::from_str(&d.get_text("admin/api/relay").await).unwrap();
     let (taken, dups) = v["upstreams"]

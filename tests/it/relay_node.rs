@@ -133,8 +133,31 @@ async fn a_hubcast_node_relays_a_destination_end_to_end() {
     let store = hubcast::hub::open_storage(&cfg).unwrap();
     let relay = start_on_listener(dir, cfg, store, listener).await;
 
-    // The node registers itself; the origin verifies on the destination's own origin.
-    origin.wait_active(RELAY_TOPIC, &endpoint).await;
+    // The node registers itself (its endpoint with a token the verification carries back);
+    // the origin verifies on the destination's own origin.
+    origin
+        .wait_for("the relay registered", || async {
+            !origin
+                .store()
+                .subs
+                .scan(Some(RELAY_TOPIC), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await;
+    let registered = origin
+        .store()
+        .subs
+        .scan(Some(RELAY_TOPIC), None, 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .callback;
+    assert!(
+        registered.starts_with(&format!("{endpoint}?hubcast_relay=")),
+        "{registered}"
+    );
     let topic = "http://127.0.0.1:1/notes";
     let callbacks = subscribe(&origin, topic, &front, 20).await;
     // Two deliveries fail once at the subscriber: the relay node retries them itself.
@@ -237,7 +260,7 @@ async fn a_hubcast_node_relays_a_destination_end_to_end() {
     assert_eq!(v["registrations"][0]["lease_seconds"], 3);
     let o: serde_json::Value =
         serde_json::from_str(&origin.get_text("admin/api/relay").await).unwrap();
-    assert_eq!(o["relays"][0]["relay"], endpoint.as_str());
+    assert_eq!(o["relays"][0]["relay"], registered.as_str());
     assert_eq!(
         o["relays"][0]["destination"],
         destination_of(&endpoint).as_str()
@@ -332,7 +355,19 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
         .await,
         4
     );
-    // A verification nobody here asked for is not echoed.
+    // A verification nobody here asked for is not echoed, nor one without the entry's token.
+    for q in [
+        "hub.mode=unrelay&hub.challenge=abc",
+        "hub.mode=relay&hub.challenge=abc&hubcast_relay=0123456789abcdef0123456789abcdef",
+    ] {
+        let r = node
+            .client
+            .get(format!("{}relay/batch?{q}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{q}");
+    }
     let r = node
         .client
         .get(format!(
