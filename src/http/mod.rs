@@ -44,7 +44,6 @@ pub struct AppState {
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.cfg.max_body;
-        let batch_limit = state.cfg.relay.max_batch_bytes;
         cfg.app_data(state)
             .app_data(web::PayloadConfig::new(limit))
             .service(
@@ -57,7 +56,6 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .route("/readyz", web::get().to(ops::readyz))
             .service(
                 web::resource("/relay/batch")
-                    .app_data(web::PayloadConfig::new(batch_limit))
                     .route(web::post().to(relay_batch::post))
                     .route(web::get().to(relay_batch::verify)),
             )

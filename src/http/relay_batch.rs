@@ -37,7 +37,11 @@ struct Delivery {
     signature: Option<String>,
 }
 
-pub async fn post(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
     let refused = |status: StatusCode, why: String| {
         state.engine.metrics().batch_refused();
         tracing::warn!(status = status.as_u16(), reason = %why, "relay batch refused");
@@ -76,6 +80,18 @@ pub async fn post(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes
             "a relay batch needs X-Hub-Signature: sha256=HMAC(secret, body)".into(),
         );
     }
+    // Only now, with every check the headers allow made, is the body read (to its bound).
+    let limit = state.cfg.relay.max_batch_bytes;
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return refused(StatusCode::BAD_REQUEST, format!("reading the batch: {e}")),
+        Err(_) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a batch is at most relay.max_batch_bytes ({limit} bytes)"),
+            );
+        }
+    };
     let Some(signer) = regs.signer(&body, signature) else {
         return refused(
             StatusCode::FORBIDDEN,

@@ -293,8 +293,8 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
 
     let endpoint = "http://127.0.0.2:9/relay/batch";
     let node = spawn_hub_with(&format!(
-        "[[relay.register]]\nhub = \"http://127.0.0.1:9/\"\nendpoint = \"{endpoint}\"\n\
-         secret = \"{SECRET}\"\n"
+        "[relay]\nmax_batch_bytes = \"2KiB\"\n[[relay.register]]\nhub = \"http://127.0.0.1:9/\"\n\
+         endpoint = \"{endpoint}\"\nsecret = \"{SECRET}\"\n"
     ))
     .await;
     let batch = |callback: &str| {
@@ -347,13 +347,17 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
     );
     let r = post("{\"hub\": 1}".into(), ct, SECRET).await.unwrap();
     assert_eq!(r.status(), 400);
+    let r = post(format!("{{\"hub\": \"{}\"}}", "x".repeat(4096)), ct, SECRET)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "beyond relay.max_batch_bytes");
     assert_eq!(
         metric(
             &node,
             "hubcast_relay_batches_received_total{result=\"refused\"}"
         )
         .await,
-        4
+        5
     );
     // A verification nobody here asked for is not echoed, nor one without the entry's token.
     for q in [
