@@ -33,6 +33,9 @@ fn chromium_binary() -> PathBuf {
     panic!("the browser test needs Chromium: apt-get install chromium");
 }
 
+/// Longest wait for chromium to announce its DevTools address.
+const LAUNCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct Browser {
     process: tokio::process::Child,
     _profile: tempfile::TempDir,
@@ -63,7 +66,8 @@ impl Browser {
             .spawn()
             .expect("chromium starts");
         let mut lines = BufReader::new(process.stderr.take().unwrap()).lines();
-        let browser_ws = tokio::time::timeout(PATIENCE, async {
+        // A cold start while the rest of the suite keeps both cores busy can take a while.
+        let browser_ws = tokio::time::timeout(LAUNCH_PATIENCE, async {
             while let Some(l) = lines.next_line().await.unwrap() {
                 if let Some(url) = l.strip_prefix("DevTools listening on ") {
                     return url.trim().to_owned();
