@@ -34,6 +34,10 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(hub_url: &str, event: &Event) -> Prepared {
         let link = format!("<{hub_url}>; rel=\"hub\", <{}>; rel=\"self\"", event.topic);
+        Prepared::with(event, link, None)
+    }
+
+    fn with(event: &Event, link: String, signature: Option<String>) -> Prepared {
         let http_headers = match (
             HeaderValue::from_str(&event.content_type),
             HeaderValue::from_str(&link),
@@ -49,30 +53,14 @@ impl Prepared {
             body: event.body.clone(),
             event_id: format!("{}:{}", event.origin, event.origin_number()),
             link,
-            signature: None,
+            signature,
         }
     }
 
     /// The delivery of `event` (a batch taken as a relay) that its origin hub prepared: its
     /// `Link` header and signature as they came.
     pub fn forwarded(event: &Event, forward: &crate::storage::Forward) -> Prepared {
-        let http_headers = match (
-            HeaderValue::from_str(&event.content_type),
-            HeaderValue::from_str(&forward.link),
-        ) {
-            (Ok(ct), Ok(link)) => Some([(header::CONTENT_TYPE, ct), (header::LINK, link)]),
-            _ => None,
-        };
-        Prepared {
-            event: event.seq,
-            topic: event.topic.clone(),
-            content_type: event.content_type.clone(),
-            http_headers,
-            body: event.body.clone(),
-            event_id: format!("{}:{}", event.origin, event.origin_number()),
-            link: forward.link.clone(),
-            signature: forward.signature.clone(),
-        }
+        Prepared::with(event, forward.link.clone(), forward.signature.clone())
     }
 
     /// The `X-Hub-Signature` value for a subscriber with `secret`, if any.

@@ -530,7 +530,7 @@ async fn run_batches(
         .filter(|subs| subs.len() <= max)
     {
         let page: Vec<Subscription> = subs.to_vec();
-        return send_batch(d, dest, prepared, &relay, &content, &page).await;
+        return send_batch_of(d, dest, prepared, &relay, &content, &page, &[]).await;
     }
     // Up to BATCHES_IN_FLIGHT batches at once (each through the window); the cursor is
     // stored past the completed prefix while the next batches are on their way.
@@ -556,7 +556,7 @@ async fn run_batches(
             read_after = Some(last.callback.clone());
             let (relay, content) = (&relay, &content);
             in_flight.push_back(async move {
-                let sent = send_batch(d, dest, prepared, relay, content, &page).await;
+                let sent = send_batch_of(d, dest, prepared, relay, content, &page, &[]).await;
                 (sent, page.last().map(|s| s.callback.clone()))
             });
         }
@@ -603,20 +603,9 @@ async fn run_batches(
 /// Batches one job keeps on their way to a destination's relay at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// One batch through the window: settled as a whole (the caller moves the job's cursor).
-async fn send_batch(
-    d: &Dispatcher,
-    dest: &Destination,
-    prepared: &Prepared,
-    relay: &Subscription,
-    content: &str,
-    page: &[Subscription],
-) -> Result<bool, StorageError> {
-    send_batch_of(d, dest, prepared, relay, content, page, &[]).await
-}
-
-/// [`send_batch`] of deliveries that may be retries: `previous[i]`, if any, is the retry record
-/// `page[i]` is attempted from, replaced by the outcome. `false`: not sent (stopping).
+/// One batch through the window, settled as a whole (a job's caller moves its cursor). The
+/// deliveries may be retries: `previous[i]`, if any, is the retry record `page[i]` is
+/// attempted from, replaced by the outcome. `false`: not sent (stopping).
 pub(super) async fn send_batch_of(
     d: &Dispatcher,
     dest: &Destination,
