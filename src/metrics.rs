@@ -68,7 +68,7 @@ pub struct Metrics {
     /// Relay batches: [taken, failed].
     relay_batches: [AtomicU64; 2],
     /// Batches this hub took as another hub's relay: [taken, refused]; their deliveries.
-    relay_received: [AtomicU64; 2],
+    relay_received: [AtomicU64; 3],
     forwarded: AtomicU64,
     /// Hub chaining: [requests, verified, pushes taken, pushes with a bad signature].
     chain: [AtomicU64; 4],
@@ -103,6 +103,11 @@ impl Metrics {
 
     pub fn chain(&self, c: crate::engine::chain::ChainCount) {
         self.chain[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch taken before (the same body): answered again, not stored twice.
+    pub fn batch_repeated(&self) {
+        self.relay_received[2].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch refused at `POST /relay/batch` (bad signature, unknown hub, bad document).
@@ -203,7 +208,7 @@ impl Metrics {
             ("hubcast_relay_batches_received_total", "counter"),
             "Batches received at POST /relay/batch as another hub's relay, by result.",
             "result",
-            &["taken", "refused"],
+            &["taken", "refused", "repeated"],
             &self.relay_received.each_ref().map(get),
         );
         let _ = writeln!(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::bounded_set::BoundedSet;
 use super::shared::Shared;
 use super::stream::{CommitError, EventStream};
 use crate::storage::{Commit, FORWARD_TOPIC, Forward, NewEvent, Relayed, Retry, StorageError};
@@ -37,7 +38,13 @@ pub struct TakenBatch {
     pub body: Bytes,
     /// Callback and the signature its subscriber is to receive.
     pub deliveries: Vec<(String, Option<String>)>,
+    /// SHA-256 of the batch as received: a batch taken before (a resend after a lost answer,
+    /// or a replay) is answered again without being stored twice.
+    pub digest: [u8; 32],
 }
+
+/// Batches remembered as taken (their digests), newest last.
+const TAKEN_REMEMBERED: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -108,17 +115,46 @@ impl GoneList {
 pub struct Forwarder {
     shared: Arc<Shared>,
     stream: Arc<EventStream>,
+    /// Digests of the batches taken lately (in memory: after a restart a resend of a batch
+    /// taken before is taken again).
+    taken: Mutex<BoundedSet<[u8; 32]>>,
 }
 
 impl Forwarder {
     pub fn new(shared: Arc<Shared>, stream: Arc<EventStream>) -> Forwarder {
-        Forwarder { shared, stream }
+        Forwarder {
+            shared,
+            stream,
+            taken: Mutex::new(BoundedSet::new(TAKEN_REMEMBERED)),
+        }
+    }
+
+    fn seen(&self, digest: &[u8; 32]) -> bool {
+        let g = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        g.contains(digest)
+    }
+
+    fn remember(&self, digest: [u8; 32]) {
+        let mut g = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(digest);
     }
 
     /// Stores the batch durably (its event, then a due delivery record for each callback) and
     /// wakes the retry loop; returns the callbacks of the batch's topic that have gone since
     /// the origin's last batch of that topic. An error leaves nothing to deliver: the origin sends the batch again.
     pub async fn take(&self, batch: TakenBatch) -> Result<Vec<String>, ForwardError> {
+        let gone = {
+            let listed: HashSet<&str> = batch.deliveries.iter().map(|(c, _)| c.as_str()).collect();
+            self.shared
+                .relay_gone
+                .take(&batch.hub, &batch.topic, &listed)
+        };
+        if self.seen(&batch.digest) {
+            self.shared.metrics.batch_repeated();
+            tracing::info!(hub = %batch.hub, event = %batch.event,
+                "relay batch taken before: answered again, not stored twice");
+            return Ok(gone);
+        }
         let now = self.shared.clock.now_ms();
         let relayed = batch
             .event
@@ -152,12 +188,6 @@ impl Forwarder {
         }
         let store = &self.shared.store;
         let n = batch.deliveries.len();
-        let gone = {
-            let listed: HashSet<&str> = batch.deliveries.iter().map(|(c, _)| c.as_str()).collect();
-            self.shared
-                .relay_gone
-                .take(&batch.hub, &batch.topic, &listed)
-        };
         for (callback, signature) in batch.deliveries {
             let retry = Retry {
                 event: seq,
@@ -177,6 +207,7 @@ impl Forwarder {
             store.delivery.put_retry(retry).await?;
         }
         store.flush().await?;
+        self.remember(batch.digest);
         self.shared.metrics.forwarded(n as u64);
         self.shared.retry_wake.notify_one();
         tracing::debug!(hub = %batch.hub, event = %batch.event, deliveries = n, "relay batch taken");

@@ -11,6 +11,7 @@
 //! sweeper ([`sweep`]) do the rest. At start, and after the hand-off channel overflowed, the engine claims pending work
 //! from storage ([`claims`]), so a crash loses nothing that was acknowledged.
 
+pub mod bounded_set;
 pub mod chain;
 pub mod claims;
 pub mod client;

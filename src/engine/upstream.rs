@@ -6,7 +6,7 @@
 //! follower reconnects with jittered backoff; below the upstream's trail (`410`) it fetches
 //! the followed topics that have subscribers here (the light-ping path), so they converge.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use serde::Serialize;
 
+use super::bounded_set::BoundedSet;
 use super::client::{Clients, classify};
 use super::keyed::KeyedQueue;
 use super::shared::Shared;
@@ -117,40 +118,34 @@ pub struct Follow {
 /// the same event reaching this hub by two paths (A → B → D and A → C → D) is taken once.
 /// Bounded and in memory: after a restart, or past [`SEEN`] newer events, a second copy is
 /// taken again.
-#[derive(Default)]
 pub struct Seen {
-    inner: Mutex<SeenSet>,
+    inner: Mutex<BoundedSet<(String, u64)>>,
 }
-
-/// The origin events held, and their order of arrival (the oldest is forgotten first).
-type SeenSet = (HashSet<(String, u64)>, VecDeque<(String, u64)>);
 
 /// Origin events remembered by [`Seen`].
 const SEEN: usize = 200_000;
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            inner: Mutex::new(BoundedSet::new(SEEN)),
+        }
+    }
+}
 
 impl Seen {
     /// Claims the event for the caller: `false` when another follower has it (taken, or
     /// being taken).
     fn claim(&self, origin: &str, seq: u64) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let k = (origin.to_owned(), seq);
-        if !g.0.insert(k.clone()) {
-            return false;
-        }
-        g.1.push_back(k);
-        while g.1.len() > SEEN {
-            if let Some(old) = g.1.pop_front() {
-                g.0.remove(&old);
-            }
-        }
-        true
+        g.insert((origin.to_owned(), seq))
     }
 
     /// Lets go of claims whose events were not committed after all.
     fn release(&self, claimed: &[(String, u64)]) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for k in claimed {
-            g.0.remove(k);
+            g.remove(k);
         }
     }
 }

@@ -116,7 +116,8 @@ pub async fn post(
             ),
         );
     }
-    let taken = match validate(batch, &signer.destination()) {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
+    let taken = match validate(batch, &signer.destination(), digest) {
         Ok(t) => t,
         Err((status, why)) => return refused(status, why),
     };
@@ -128,7 +129,11 @@ pub async fn post(
 
 /// Checks every field a delivery will carry, and that every callback is on `destination`
 /// (the server this hub is the relay of).
-fn validate(batch: Batch, destination: &str) -> Result<TakenBatch, (StatusCode, String)> {
+fn validate(
+    batch: Batch,
+    destination: &str,
+    digest: [u8; 32],
+) -> Result<TakenBatch, (StatusCode, String)> {
     let bad = |why: String| (StatusCode::BAD_REQUEST, why);
     if HeaderValue::from_str(&batch.content_type).is_err() || batch.content_type.is_empty() {
         return Err(bad(format!(
@@ -183,6 +188,7 @@ fn validate(batch: Batch, destination: &str) -> Result<TakenBatch, (StatusCode, 
         link: batch.link,
         body: body.into(),
         deliveries,
+        digest,
     })
 }
 

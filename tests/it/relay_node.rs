@@ -359,6 +359,36 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
         .await,
         5
     );
+    // A batch taken is taken once: the same batch again (a resend after a lost answer, or a
+    // replay) is answered, not stored twice.
+    for _ in 0..2 {
+        let r = post(batch("http://127.0.0.2:9/inbox/1"), ct, SECRET)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "{\"gone\":[]}");
+    }
+    assert_eq!(
+        metric(
+            &node,
+            "hubcast_relay_batches_received_total{result=\"taken\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &node,
+            "hubcast_relay_batches_received_total{result=\"repeated\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(&node, "hubcast_relay_forwarded_deliveries_total").await,
+        1
+    );
+
     // A verification nobody here asked for is not echoed, nor one without the entry's token.
     for q in [
         "hub.mode=unrelay&hub.challenge=abc",
