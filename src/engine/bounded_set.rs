@@ -20,6 +20,10 @@ impl<K: Hash + Eq + Clone> BoundedSet<K> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     pub fn contains(&self, k: &K) -> bool {
         self.keys.contains(k)
     }

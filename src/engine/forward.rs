@@ -7,7 +7,7 @@
 //! Callbacks that answer `410 Gone` are remembered per origin hub and listed in the answer to
 //! that hub's next batch (`{"gone": [...]}`), so the origin removes those subscriptions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,10 +17,9 @@ use super::shared::Shared;
 use super::stream::{CommitError, EventStream};
 use crate::storage::{Commit, FORWARD_TOPIC, Forward, NewEvent, Relayed, Retry, StorageError};
 
-/// Gone callbacks remembered per origin hub and topic until its next batch of that topic, and
-/// (hub, topic) pairs remembered; beyond this the oldest callbacks, or new pairs, are
-/// forgotten (the origin learns of them again on a later delivery).
-const MAX_GONE: usize = 10_000;
+/// Gone callbacks remembered (over all origin hubs and topics) until a batch lists them; beyond
+/// this the oldest are forgotten (the origin learns of them again on a later delivery).
+const MAX_GONE: usize = 100_000;
 /// Most gone callbacks in one answer (a hub reads a batch's answer to a bound: 64 KiB for
 /// hubcast).
 const MAX_ANSWERED: usize = 256;
@@ -63,51 +62,47 @@ impl From<CommitError> for ForwardError {
     }
 }
 
-/// Callbacks that answered `410 Gone` to forwarded deliveries, per origin hub and topic (the
-/// origin removes a gone callback only when the batch answered lists it).
-#[derive(Default)]
+/// Callbacks that answered `410 Gone` to forwarded deliveries, by origin hub and topic (the
+/// origin removes a gone callback only when the batch answered lists it). The newest
+/// [`MAX_GONE`] are kept, over all hubs and topics.
 pub struct GoneList {
-    by_hub: Mutex<HashMap<(String, String), Vec<String>>>,
+    set: Mutex<BoundedSet<(String, String, String)>>,
+}
+
+impl Default for GoneList {
+    fn default() -> GoneList {
+        GoneList {
+            set: Mutex::new(BoundedSet::new(MAX_GONE)),
+        }
+    }
 }
 
 impl GoneList {
     pub fn add(&self, hub: &str, topic: &str, callback: &str) {
-        let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
-        if by_hub.len() >= MAX_GONE && !by_hub.contains_key(&(hub.to_owned(), topic.to_owned())) {
-            return;
-        }
-        let list = by_hub
-            .entry((hub.to_owned(), topic.to_owned()))
-            .or_default();
-        if list.len() >= MAX_GONE {
-            list.remove(0);
-        }
-        if !list.iter().any(|c| c == callback) {
-            list.push(callback.to_owned());
-        }
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert((hub.to_owned(), topic.to_owned(), callback.to_owned()));
     }
 
     /// The gone callbacks of the hub's topic among `listed` (the batch being answered: the
     /// hub acts on those only), at most [`MAX_ANSWERED`]; forgotten here once taken, the
     /// others kept for a later batch.
     pub fn take(&self, hub: &str, topic: &str, listed: &HashSet<&str>) -> Vec<String> {
-        let mut by_hub = self.by_hub.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (hub.to_owned(), topic.to_owned());
-        let Some(list) = by_hub.get_mut(&key) else {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        if set.is_empty() {
             return Vec::new();
-        };
-        let mut taken = Vec::new();
-        list.retain(|c| {
-            if taken.len() < MAX_ANSWERED && listed.contains(c.as_str()) {
-                taken.push(c.clone());
-                false
-            } else {
-                true
-            }
-        });
-        if list.is_empty() {
-            by_hub.remove(&key);
         }
+        let mut taken = Vec::new();
+        for callback in listed {
+            if taken.len() >= MAX_ANSWERED {
+                break;
+            }
+            let key = (hub.to_owned(), topic.to_owned(), (*callback).to_owned());
+            if set.contains(&key) {
+                set.remove(&key);
+                taken.push(key.2);
+            }
+        }
+        taken.sort();
         taken
     }
 }
