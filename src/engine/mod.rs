@@ -28,6 +28,7 @@ pub mod peer_stream;
 pub mod planner;
 pub mod publish;
 pub mod relay_batch;
+pub mod relay_dispatch;
 pub mod relay_register;
 pub mod retry;
 pub mod shared;

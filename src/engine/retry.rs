@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::deliver::{Outcome, Prepared, settle};
 use super::dispatch::Dispatcher;
-use super::dispatch::{send_batch_of, send_in_window};
+use super::dispatch::send_in_window;
+use super::relay_dispatch::send_batch_of;
 use crate::storage::{Retry, Subscription, WorkKey};
 
 /// Retries taken per scan.
