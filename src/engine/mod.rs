@@ -408,6 +408,22 @@ impl Engine {
 
     /// The peers reading this hub's stream and the upstreams it follows.
     pub async fn relay_view(&self) -> crate::relay::view::RelayView {
+        let mut view = self.relay_counts();
+        view.relays = self.relays().await;
+        view.chained = self
+            .chain
+            .views(crate::relay::view::RELAYS_SHOWN)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "upstream subscriptions could not be read");
+                Vec::new()
+            });
+        view
+    }
+
+    /// [`Engine::relay_view`] without the lists read from storage (relays, chained topics):
+    /// what `/metrics` renders, at no storage cost per scrape.
+    pub fn relay_counts(&self) -> crate::relay::view::RelayView {
         let counts = self.peers.metrics.snapshot();
         let peers = self
             .shared
@@ -428,16 +444,9 @@ impl Engine {
         crate::relay::view::RelayView {
             peers,
             upstreams: self.upstreams.iter().map(|u| u.status()).collect(),
-            relays: self.relays().await,
+            relays: Vec::new(),
             registrations: self.registrations.status(),
-            chained: self
-                .chain
-                .views(crate::relay::view::RELAYS_SHOWN)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "upstream subscriptions could not be read");
-                    Vec::new()
-                }),
+            chained: Vec::new(),
         }
     }
 

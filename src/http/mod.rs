@@ -13,6 +13,7 @@ mod relay_batch;
 mod relay_stream;
 pub mod request_id;
 mod status_page;
+mod status_relay;
 
 use std::sync::Arc;
 

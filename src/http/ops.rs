@@ -12,7 +12,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     match engine.gauges().await {
         Ok(gauges) => {
             let mut text = engine.metrics().render(&gauges);
-            engine.relay_view().await.render_metrics(&mut text);
+            engine.relay_counts().render_metrics(&mut text);
             HttpResponse::Ok()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
                 .body(text)
