@@ -17,16 +17,6 @@ fn feed(hub: &str, entries: &[(&str, &str)]) -> String {
     )
 }
 
-async fn counter(hub: &TestHub, series: &str) -> u64 {
-    hub.get_text("metrics")
-        .await
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn local_subscribers_share_one_upstream_subscription() {
     let upstream = spawn_hub_with("[subscriptions]\nmin_lease = \"2s\"\n").await;
@@ -104,10 +94,7 @@ async fn local_subscribers_share_one_upstream_subscription() {
             "this hub's Link"
         );
     }
-    assert_eq!(
-        counter(&hub, "hubcast_chain_total{what=\"pushed\"}").await,
-        1
-    );
+    assert_eq!(hub.metric("hubcast_chain_total{what=\"pushed\"}").await, 1);
 
     // A push without the right signature is acknowledged and ignored; an unknown topic is gone.
     let bad = hub
@@ -124,7 +111,8 @@ async fn local_subscribers_share_one_upstream_subscription() {
         .unwrap();
     assert_eq!(bad.status(), 202);
     assert_eq!(
-        counter(&hub, "hubcast_chain_total{what=\"bad_signature\"}").await,
+        hub.metric("hubcast_chain_total{what=\"bad_signature\"}")
+            .await,
         1
     );
     let unknown = hub
@@ -148,7 +136,7 @@ async fn local_subscribers_share_one_upstream_subscription() {
 
     // Renewed before its 3 s lease ends, still one subscription.
     hub.wait_for("a renewal", || async {
-        counter(&hub, "hubcast_chain_total{what=\"verified\"}").await >= 2
+        hub.metric("hubcast_chain_total{what=\"verified\"}").await >= 2
     })
     .await;
     assert_eq!(

@@ -13,6 +13,7 @@ mod fat_ping;
 mod fetch_encoding;
 mod firehose;
 mod first_hour;
+mod followers;
 mod helpers;
 mod isolation;
 mod jobs_done;

@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use hubcast::signature::{Algorithm, sign, verify};
-use hubcast::storage::{RELAY_TOPIC, Subscription};
-use hubcast::urls::destination_of_endpoint as destination_of;
+use hubcast::storage::RELAY_TOPIC;
 
 use crate::helpers::*;
 
@@ -23,25 +22,10 @@ fn config() -> String {
 
 /// `n` subscribers of `topic` at the destination server `server`, each with its own secret.
 async fn subscribers(hub: &TestHub, topic: &str, server: &Subscriber, n: usize) -> Vec<String> {
-    let now = hub.running().engine.clock().now_ms();
-    let mut callbacks = Vec::new();
-    for i in 0..n {
-        let callback = server.callback(&format!("/inbox/{i:05}"));
-        hub.store()
-            .subs
-            .upsert(Subscription {
-                topic: topic.to_owned(),
-                destination: destination_of(&callback),
-                callback: callback.clone(),
-                secret: Some(format!("secret-{i}")),
-                lease_seconds: 3600,
-                expires_ms: now + 3_600_000,
-                created_ms: now,
-            })
-            .await
-            .unwrap();
-        callbacks.push(callback);
-    }
+    let callbacks: Vec<String> = (0..n)
+        .map(|i| server.callback(&format!("/inbox/{i:05}")))
+        .collect();
+    hub.store_subscriptions(topic, &callbacks).await;
     callbacks
 }
 

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use hubcast::signature::{Algorithm, sign, verify};
-use hubcast::storage::{RELAY_TOPIC, Subscription};
+use hubcast::storage::RELAY_TOPIC;
 use hubcast::urls::destination_of_endpoint as destination_of;
 
 use crate::helpers::*;
@@ -79,34 +79,10 @@ fn proxy(relay: String, subscriber: String) -> String {
 
 /// Subscribers of `topic` on the destination, each with its own secret, and one that is gone.
 async fn subscribe(hub: &TestHub, topic: &str, front: &str, n: usize) -> Vec<String> {
-    let now = hub.running().engine.clock().now_ms();
     let mut callbacks: Vec<String> = (0..n).map(|i| format!("{front}/inbox/{i:03}")).collect();
     callbacks.push(format!("{front}/inbox/gone"));
-    for (i, cb) in callbacks.iter().enumerate() {
-        hub.store()
-            .subs
-            .upsert(Subscription {
-                topic: topic.to_owned(),
-                destination: destination_of(cb),
-                callback: cb.clone(),
-                secret: Some(format!("secret-{i}")),
-                lease_seconds: 3600,
-                expires_ms: now + 3_600_000,
-                created_ms: now,
-            })
-            .await
-            .unwrap();
-    }
+    hub.store_subscriptions(topic, &callbacks).await;
     callbacks
-}
-
-async fn metric(hub: &TestHub, series: &str) -> u64 {
-    let text = hub.get_text("metrics").await;
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -206,23 +182,27 @@ async fn a_hubcast_node_relays_a_destination_end_to_end() {
     );
     // One batch from the origin (no direct delivery to the destination), taken by the node.
     assert_eq!(
-        metric(&origin, "hubcast_relay_batches_total{result=\"taken\"}").await,
+        origin
+            .metric("hubcast_relay_batches_total{result=\"taken\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(
-            &relay,
-            "hubcast_relay_batches_received_total{result=\"taken\"}"
-        )
-        .await,
+        relay
+            .metric("hubcast_relay_batches_received_total{result=\"taken\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(&relay, "hubcast_relay_forwarded_deliveries_total").await,
+        relay
+            .metric("hubcast_relay_forwarded_deliveries_total")
+            .await,
         21
     );
     assert_eq!(
-        metric(&relay, "hubcast_deliveries_total{outcome=\"gone\"}").await,
+        relay
+            .metric("hubcast_deliveries_total{outcome=\"gone\"}")
+            .await,
         1
     );
 
@@ -352,11 +332,8 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
         .unwrap();
     assert_eq!(r.status(), 413, "beyond relay.max_batch_bytes");
     assert_eq!(
-        metric(
-            &node,
-            "hubcast_relay_batches_received_total{result=\"refused\"}"
-        )
-        .await,
+        node.metric("hubcast_relay_batches_received_total{result=\"refused\"}")
+            .await,
         5
     );
     // A batch taken is taken once: the same batch again (a resend after a lost answer, or a
@@ -369,23 +346,18 @@ async fn batches_are_refused_unless_signed_by_a_registered_hub_for_its_destinati
         assert_eq!(r.text().await.unwrap(), "{\"gone\":[]}");
     }
     assert_eq!(
-        metric(
-            &node,
-            "hubcast_relay_batches_received_total{result=\"taken\"}"
-        )
-        .await,
+        node.metric("hubcast_relay_batches_received_total{result=\"taken\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(
-            &node,
-            "hubcast_relay_batches_received_total{result=\"repeated\"}"
-        )
-        .await,
+        node.metric("hubcast_relay_batches_received_total{result=\"repeated\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(&node, "hubcast_relay_forwarded_deliveries_total").await,
+        node.metric("hubcast_relay_forwarded_deliveries_total")
+            .await,
         1
     );
 

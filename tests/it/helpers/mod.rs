@@ -284,6 +284,39 @@ impl TestHub {
         poll_until(what, PATIENCE, || async { check().await.then_some(()) }).await
     }
 
+    /// Stores an hour-long subscription of `topic` for each callback, the i-th with the
+    /// secret `secret-i`, straight into the store (no verification: for tests of delivery).
+    pub async fn store_subscriptions(&self, topic: &str, callbacks: &[String]) {
+        let now = self.running().engine.clock().now_ms();
+        for (i, cb) in callbacks.iter().enumerate() {
+            self.store()
+                .subs
+                .upsert(hubcast::storage::Subscription {
+                    topic: topic.to_owned(),
+                    destination: hubcast::urls::destination_of_endpoint(cb),
+                    callback: cb.clone(),
+                    secret: Some(format!("secret-{i}")),
+                    lease_seconds: 3600,
+                    expires_ms: now + 3_600_000,
+                    created_ms: now,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The value of the first `/metrics` sample whose line starts with `series` (name and
+    /// labels as written), 0 when there is none.
+    pub async fn metric(&self, series: &str) -> u64 {
+        self.get_text("metrics")
+            .await
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     /// The body of `GET path` (relative to the hub URL, e.g. `metrics`).
     pub async fn get_text(&self, path: &str) -> String {
         self.client
