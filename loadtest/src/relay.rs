@@ -188,7 +188,7 @@ async fn lead(hub: &str) -> anyhow::Result<u64> {
 }
 
 /// Hub A takes the events, then hub B follows A from the start: both rates.
-async fn firehose(o: &Options, r: &mut Report) -> anyhow::Result<(Phase, Phase)> {
+pub async fn firehose(o: &Options, r: &mut Report) -> anyhow::Result<(Phase, Phase)> {
     let topo = Topology {
         topics: o.topics.unwrap_or(100),
         subs_per_topic: 0,

@@ -54,6 +54,9 @@ pub enum Scenario {
     /// and through a registered relay per destination (batches), with and without subscriber
     /// secrets; then the firehose: hub B following hub A's stream of 20,000 1 KB events.
     Relay,
+    /// The firehose alone: hub A takes `--topics` (100) × `--events` (200) fat pings of
+    /// `--payload` (1 KB), then hub B follows A's stream from the start.
+    Firehose,
     /// A seconds-long run of the fan-out and crash paths (CI keeps the tool from rotting).
     Smoke,
 }
@@ -239,6 +242,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
         Scenario::Scale => o.topology(1_000_000, 1_000, 100, 1),
         Scenario::Smoke => o.topology(300, 3, 6, 2),
         Scenario::Relay => o.topology(100_000, 1, 10, 10),
+        Scenario::Firehose => o.topology(0, 100, 1, 200),
     };
     let mut parameters = serde_json::json!({ "topology": topo, "options": o, "hub": o.settings() });
     if scenario == Scenario::Stream {
@@ -257,6 +261,10 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
             Scenario::Crash => crash(o, &topo, &mut report).await?,
             Scenario::SubscribeStorm | Scenario::Scale => storage(o, &topo, &mut report).await?,
             Scenario::Relay => crate::relay::run(o, &topo, &mut report).await?,
+            Scenario::Firehose => {
+                let (origin, follow) = crate::relay::firehose(o, &mut report).await?;
+                vec![origin, follow]
+            }
             Scenario::Smoke => {
                 let mut p = versus_baseline(o, &topo, &mut report).await?;
                 p.extend(crash(o, &topo, &mut report).await?);

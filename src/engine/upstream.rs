@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::bounded_set::BoundedSet;
 use super::client::{Clients, classify};
@@ -21,7 +22,7 @@ use super::shared::Shared;
 use super::snapshot::Snapshot;
 use super::stream::{CommitError, EventStream};
 use crate::config::relay::UpstreamConfig;
-use crate::relay::wire::{self, EventLine, Line, MEDIA_TYPE};
+use crate::relay::wire::{self, Beat, EventLine, Line, LineError, MEDIA_TYPE};
 use crate::storage::{Commit, NewEvent, Ping, Relayed, StorageError};
 use crate::topic_prefix::TopicPrefix;
 
@@ -287,35 +288,132 @@ async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> 
         subscribers: HashMap::new(),
     };
     let idle = (s.cfg.relay.heartbeat * 5).max(Duration::from_secs(5));
-    let max_line = s.cfg.relay.max_line;
-    let mut resp = resp;
+    // Lines are read and decoded on a task of their own while the previous group commits.
+    let (lines, mut read) = mpsc::channel(READ_AHEAD);
+    let reader = AbortOnDrop(tokio::spawn(read_lines(
+        resp,
+        idle,
+        s.cfg.relay.max_line,
+        cursor,
+        lines,
+    )));
+    let ended = loop {
+        let Some(first) = read.recv().await else {
+            break Ok(Ended::Closed);
+        };
+        let mut items = match first {
+            Ok(items) => items,
+            Err(e) => break Err(e),
+        };
+        let mut failed = None;
+        while items.len() < BATCH {
+            match read.try_recv() {
+                Ok(Ok(more)) => items.extend(more),
+                Ok(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // What was read before a failure is still taken.
+        taker.take(items).await?;
+        if let Some(e) = failed {
+            break Err(e);
+        }
+    };
+    drop(reader);
+    ended
+}
+
+/// Lines read ahead of the commits, in groups of up to a chunk's lines.
+const READ_AHEAD: usize = 64;
+
+/// A line as the reader hands it over: a heartbeat, or an event with its content decoded.
+enum Item {
+    Beat(Beat),
+    Event(EventLine, Bytes),
+}
+
+/// Aborts the task when dropped (a session ending stops its reader).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the stream's lines, parses and decodes them, and hands them over in the order read;
+/// ends (dropping `out`) when the upstream closes the stream, after handing over an error.
+async fn read_lines(
+    mut resp: reqwest::Response,
+    idle: Duration,
+    max_line: usize,
+    mut position: u64,
+    out: mpsc::Sender<Result<Vec<Item>, SessionError>>,
+) {
     let mut buf = BytesMut::new();
     loop {
         let chunk = match tokio::time::timeout(idle, resp.chunk()).await {
-            Err(_) => {
-                return Err(SessionError::Http(format!(
-                    "nothing from the upstream for {idle:?} (not even a heartbeat)"
-                )));
+            Err(_) => Err(SessionError::Http(format!(
+                "nothing from the upstream for {idle:?} (not even a heartbeat)"
+            ))),
+            Ok(Err(e)) => Err(SessionError::Http(classify(&e).to_string())),
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(chunk))) => Ok(chunk),
+        };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = out.send(Err(e)).await;
+                return;
             }
-            Ok(Err(e)) => return Err(SessionError::Http(classify(&e).to_string())),
-            Ok(Ok(None)) => return Ok(Ended::Closed),
-            Ok(Ok(Some(chunk))) => chunk,
         };
         buf.extend_from_slice(&chunk);
-        let mut lines = Vec::new();
+        let mut items = Vec::new();
+        let mut failed = None;
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(end + 1);
-            lines.push(line.freeze());
+            let text = &line[..end];
+            if text.is_empty() {
+                continue;
+            }
+            match decode(text) {
+                Ok(Item::Event(e, body)) => {
+                    position = position.max(e.seq);
+                    items.push(Item::Event(e, body));
+                }
+                Ok(beat) => items.push(beat),
+                Err(e) => {
+                    failed = Some(SessionError::Http(format!("after event {position}: {e}")));
+                    break;
+                }
+            }
         }
-        if buf.len() > max_line {
-            return Err(SessionError::Http(format!(
+        if failed.is_none() && buf.len() > max_line {
+            failed = Some(SessionError::Http(format!(
                 "a line longer than relay.max_line ({max_line} bytes)"
             )));
         }
-        for chunk in lines.chunks(BATCH) {
-            taker.take(chunk).await?;
+        if !items.is_empty() && out.send(Ok(items)).await.is_err() {
+            return;
+        }
+        if let Some(e) = failed {
+            let _ = out.send(Err(e)).await;
+            return;
         }
     }
+}
+
+fn decode(text: &[u8]) -> Result<Item, LineError> {
+    Ok(match wire::parse(text)? {
+        Line::Heartbeat { heartbeat } => Item::Beat(heartbeat),
+        Line::Event(e) => {
+            let body = e.body()?;
+            Item::Event(e, body)
+        }
+    })
 }
 
 /// Takes lines into the log.
@@ -329,7 +427,7 @@ struct Taker<'a> {
 }
 
 impl Taker<'_> {
-    async fn take(&mut self, lines: &[bytes::Bytes]) -> Result<(), SessionError> {
+    async fn take(&mut self, items: Vec<Item>) -> Result<(), SessionError> {
         let s = &self.follow.shared;
         let me = s.store.log.hub_id();
         let mut commits = Vec::new();
@@ -341,24 +439,18 @@ impl Taker<'_> {
         let mut beat = None;
         self.subscribers.clear();
         let mut position = self.position;
-        for line in lines {
-            let text = line.strip_suffix(b"\n").unwrap_or(line);
-            if text.is_empty() {
-                continue;
-            }
-            let line = wire::parse(text)
-                .map_err(|e| SessionError::Http(format!("after event {position}: {e}")))?;
-            match line {
-                Line::Heartbeat { heartbeat } => {
+        for item in items {
+            match item {
+                Item::Beat(heartbeat) => {
                     if heartbeat.position > position {
                         position = heartbeat.position;
                     }
                     beat = Some(heartbeat);
                 }
-                Line::Event(e) if e.seq <= position => {
+                Item::Event(e, _) if e.seq <= position => {
                     // Already taken (never sent twice by a correct upstream).
                 }
-                Line::Event(e) => {
+                Item::Event(e, body) => {
                     position = e.seq;
                     if e.path.contains(&me) {
                         refused += 1;
@@ -370,7 +462,7 @@ impl Taker<'_> {
                     // splits the commits into transactions, the stored cursor names exactly
                     // what is stored.
                     let seq = e.seq;
-                    let mut c = commit(e, destinations)?;
+                    let mut c = commit(e, body, destinations);
                     c.cursor = Some((self.name.clone(), seq));
                     commits.push((c, snapshot));
                 }
@@ -459,11 +551,8 @@ impl Taker<'_> {
 }
 
 /// The event as a commit into this hub's log (its cursor set by the caller).
-fn commit(e: EventLine, destinations: Vec<String>) -> Result<Commit, SessionError> {
-    let body = e
-        .body()
-        .map_err(|err| SessionError::Http(err.to_string()))?;
-    Ok(Commit {
+fn commit(e: EventLine, body: Bytes, destinations: Vec<String>) -> Commit {
+    Commit {
         topic: e.topic,
         state: None,
         ping_ids: Vec::new(),
@@ -479,7 +568,7 @@ fn commit(e: EventLine, destinations: Vec<String>) -> Result<Commit, SessionErro
         }),
         destinations,
         cursor: None,
-    })
+    }
 }
 
 /// Below the upstream's trail: every topic with subscribers here that this follower asks for

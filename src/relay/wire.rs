@@ -46,7 +46,8 @@ pub struct Beat {
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A line of the stream (read with [`parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Line {
     Heartbeat { heartbeat: Beat },
@@ -57,6 +58,8 @@ pub enum Line {
 pub enum LineError {
     #[error("not a stream line: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("not a stream line: neither a heartbeat nor an event (no \"{field}\")")]
+    Missing { field: &'static str },
     #[error("event {seq}: content is not base64")]
     Base64 { seq: u64 },
 }
@@ -90,8 +93,40 @@ pub fn write(out: &mut Vec<u8>, line: &Line) {
     out.push(b'\n');
 }
 
+/// Either kind of line, read in one pass (an untagged enum would buffer every line and try
+/// each variant in turn): unknown fields are ignored, so later versions may add some.
+#[derive(Deserialize)]
+struct AnyLine {
+    heartbeat: Option<Beat>,
+    seq: Option<u64>,
+    origin: Option<String>,
+    #[serde(default)]
+    origin_seq: u64,
+    path: Option<Vec<String>>,
+    topic: Option<String>,
+    topic_seq: Option<u64>,
+    content_type: Option<String>,
+    content: Option<String>,
+    created_ms: Option<u64>,
+}
+
 pub fn parse(line: &[u8]) -> Result<Line, LineError> {
-    Ok(serde_json::from_slice(line)?)
+    let any: AnyLine = serde_json::from_slice(line)?;
+    if let Some(heartbeat) = any.heartbeat {
+        return Ok(Line::Heartbeat { heartbeat });
+    }
+    let missing = |field: &'static str| LineError::Missing { field };
+    Ok(Line::Event(EventLine {
+        seq: any.seq.ok_or_else(|| missing("seq"))?,
+        origin: any.origin.ok_or_else(|| missing("origin"))?,
+        origin_seq: any.origin_seq,
+        path: any.path.ok_or_else(|| missing("path"))?,
+        topic: any.topic.ok_or_else(|| missing("topic"))?,
+        topic_seq: any.topic_seq.ok_or_else(|| missing("topic_seq"))?,
+        content_type: any.content_type.ok_or_else(|| missing("content_type"))?,
+        content: any.content.ok_or_else(|| missing("content"))?,
+        created_ms: any.created_ms.ok_or_else(|| missing("created_ms"))?,
+    }))
 }
 
 #[cfg(test)]
@@ -132,7 +167,14 @@ mod tests {
             parse(lines[1]).unwrap(),
             Line::Heartbeat { heartbeat: beat }
         );
-        assert!(parse(b"{\"seq\":1}").is_err(), "an event needs its fields");
+        let e = parse(b"{\"seq\":1}").unwrap_err().to_string();
+        assert!(e.contains("\"origin\""), "the first missing field is named: {e}");
+        assert!(parse(b"[1]").is_err());
+        let newer = br#"{"heartbeat":{"lead":3,"trail":1,"position":3},"later":true}"#;
+        assert!(
+            matches!(parse(newer), Ok(Line::Heartbeat { heartbeat }) if heartbeat.lead == 3),
+            "fields a later version adds are ignored"
+        );
         let bad = EventLine {
             content: "!!".into(),
             ..got

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 
+use hubcast::relay::wire;
+
 use crate::firehose::{FAST_BEATS, PEER_TOKEN, PUBLISHER_TOKEN, peer, publisher, upstream};
 use crate::helpers::*;
 use crate::process::*;
@@ -454,4 +456,102 @@ async fn an_event_reaching_a_hub_by_two_paths_is_taken_once() {
             )
         });
     assert_eq!((taken, dups), (30, 30));
+}
+
+/// An upstream written by hand: every `/relay/stream` request is answered with two events
+/// after the follower's cursor, then a line that is no stream line; the request lines are
+/// kept.
+async fn broken_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let first = head.lines().next().unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(first.clone());
+                let after: u64 = first
+                    .split("after=")
+                    .nth(1)
+                    .and_then(|s| s.split(['&', ' ']).next())
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let mut body = Vec::new();
+                for seq in after + 1..=after + 2 {
+                    let line = wire::EventLine {
+                        seq,
+                        origin: "hand".into(),
+                        origin_seq: seq,
+                        path: vec!["hand".into()],
+                        topic: "http://127.0.0.1:1/by-hand".into(),
+                        topic_seq: seq,
+                        content_type: "text/plain".into(),
+                        content: base64::engine::general_purpose::STANDARD
+                            .encode(format!("event {seq}")),
+                        created_ms: 1,
+                    };
+                    serde_json::to_writer(&mut body, &line).unwrap();
+                    body.push(b'\n');
+                }
+                body.extend_from_slice(b"{\"seq\":99}\n");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {}\r\nconnection: close\r\n\r\n",
+                    wire::MEDIA_TYPE
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn a_broken_line_ends_the_session_after_the_lines_before_it_are_taken() {
+    let (up, requests) = broken_upstream().await;
+    let b = spawn_hub_with(&format!("{FAST_BEATS}{}", upstream(&up, PEER_TOKEN))).await;
+    let relay = format!("{}admin/api/relay", b.url);
+    // Each session takes the two good events, then fails on the third line and reconnects
+    // after them: the cursor climbs two at a time, and the error names the line.
+    let status = poll_until("two sessions' events", PATIENCE, || async {
+        let v: serde_json::Value = client().get(&relay).send().await.ok()?.json().await.ok()?;
+        let up = v["upstreams"][0].clone();
+        (up["cursor"].as_u64()? >= 4).then_some(up)
+    })
+    .await;
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("not a stream line") && error.contains("\"origin\""),
+        "the error says what is wrong with the line: {error}"
+    );
+    let log = log_of(&b).await;
+    let taken: Vec<u64> = log.iter().map(|e| e.origin_seq).collect();
+    assert_eq!(
+        taken[..4],
+        [1, 2, 3, 4],
+        "every good event taken once, in order"
+    );
+    let requests = requests.lock().unwrap().clone();
+    assert!(requests[0].contains("after=0"), "{requests:?}");
+    assert!(
+        requests[1].contains("after=2"),
+        "the second session starts after what the first took: {requests:?}"
+    );
 }
