@@ -66,7 +66,7 @@ pub struct Metrics {
     refusals: [AtomicU64; 4],
     retries_scheduled: AtomicU64,
     /// Relay batches: [taken, failed].
-    relay_batches: [AtomicU64; 2],
+    relay_batches: [AtomicU64; 3],
     /// Batches this hub took as another hub's relay: [taken, refused]; their deliveries.
     relay_received: [AtomicU64; 3],
     forwarded: AtomicU64,
@@ -93,6 +93,11 @@ impl Metrics {
         self.deliveries[d as usize].fetch_add(n.saturating_sub(1), Ordering::Relaxed);
         let taken = matches!(d, Delivery::Delivered) as usize;
         self.relay_batches[1 - taken].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch the relay refused as too large (`413`), sent again as two halves.
+    pub fn batch_split(&self) {
+        self.relay_batches[2].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch taken as another hub's relay, with `n` deliveries to forward.
@@ -198,9 +203,9 @@ impl Metrics {
         labeled(
             &mut s,
             ("hubcast_relay_batches_total", "counter"),
-            "Batches sent to destinations' registered relays, by result (a batch carries up to relay.max_batch deliveries, counted in hubcast_deliveries_total).",
+            "Batches sent to destinations' registered relays, by result (a batch carries up to relay.max_batch deliveries, counted in hubcast_deliveries_total); split: refused as too large (413) and sent again as two halves.",
             "result",
-            &["taken", "failed"],
+            &["taken", "failed", "split"],
             &self.relay_batches.each_ref().map(get),
         );
         labeled(

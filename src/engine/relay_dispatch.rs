@@ -105,6 +105,14 @@ pub(super) async fn run_batches(
     Ok(exhausted)
 }
 
+/// A `413` answer: the relay takes no batch this large.
+fn too_large(outcome: &super::relay_batch::BatchOutcome) -> bool {
+    matches!(
+        outcome,
+        super::relay_batch::BatchOutcome::Failed(super::client::Failure::Status(413))
+    )
+}
+
 /// Batches one job keeps on their way to a destination's relay at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -163,6 +171,26 @@ pub(super) async fn send_batch_of(
     };
     drop(places);
     let took = started.elapsed();
+    if too_large(&outcome) && live.len() > 1 {
+        // The relay takes smaller batches: each half goes again as a batch of its own (down
+        // to single deliveries, which then fail like any other).
+        drop(slot);
+        d.shared().metrics.batch_split();
+        tracing::info!(relay = %relay.callback, deliveries = live.len(),
+            "the relay refused a batch as too large (413): sending it as two halves");
+        let subs: Vec<Subscription> = live.iter().map(|s| (*s).clone()).collect();
+        let prev: Vec<Retry> = live_previous.iter().flatten().map(|r| (*r).clone()).collect();
+        let mid = subs.len() / 2;
+        let (first, second) = subs.split_at(mid);
+        let (prev_first, prev_second) = prev.split_at(mid.min(prev.len()));
+        for (half, prev) in [(first, prev_first), (second, prev_second)] {
+            let sent = Box::pin(send_batch_of(d, dest, prepared, relay, content, half, prev));
+            if !sent.await? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
     let n = live.len() as u64;
     let as_one = match &outcome {
         super::relay_batch::BatchOutcome::Taken { .. } => Outcome::Delivered,

@@ -247,6 +247,49 @@ async fn a_failed_batch_is_retried_as_a_batch_and_a_lapsed_relay_means_direct_de
 }
 
 #[tokio::test]
+async fn a_batch_refused_as_too_large_goes_again_in_halves() {
+    let hub = spawn_hub_with(&config()).await;
+    let server = Subscriber::start_on("127.0.0.11").await;
+    let topic = "http://127.0.0.1:1/halves";
+    let callbacks = subscribers(&hub, topic, &server, 40).await;
+    register(&hub, &server).await;
+    // The relay refuses the batch of 40 and then the first half of 20 as too large.
+    server.reply_with(&[413, 413]);
+    hub.fat_ping(topic, TOKEN, "in halves").await;
+    server
+        .wait("five batch requests", |r| {
+            r.iter()
+                .filter(|r| r.path() == "/relay" && r.method == "POST")
+                .count()
+                >= 5
+        })
+        .await;
+    hub.wait_jobs_done().await;
+    let got = batches(&server);
+    let sizes: Vec<usize> = got.iter().map(|b| b.callbacks().len()).collect();
+    assert_eq!(
+        sizes,
+        vec![40, 20, 10, 10, 20],
+        "each refused batch goes again as two halves, in order"
+    );
+    let mut taken: Vec<String> = got[2..].iter().flat_map(|b| b.callbacks()).collect();
+    taken.sort();
+    let mut want = callbacks.clone();
+    want.sort();
+    assert_eq!(taken, want, "the batches taken carry every delivery once");
+    assert_eq!(hub.store().delivery.count_retries().await.unwrap(), 0);
+    assert!(hub.store().delivery.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(
+        hub.metric("hubcast_relay_batches_total{result=\"split\"}").await,
+        2
+    );
+    assert_eq!(
+        hub.metric("hubcast_relay_batches_total{result=\"taken\"}").await,
+        3
+    );
+}
+
+#[tokio::test]
 async fn unrelay_is_verified_and_a_relay_without_a_secret_is_refused() {
     let hub = spawn_hub_with(&config()).await;
     let server = Subscriber::start_on("127.0.0.11").await;
