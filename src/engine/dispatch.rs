@@ -65,6 +65,8 @@ pub struct Destination {
     last_error: Mutex<Option<LastError>>,
     /// Deliveries in flight (or waiting for a place of the global cap) to this destination.
     pub(super) in_flight: std::sync::atomic::AtomicUsize,
+    /// Batches sent to the destination's registered relay, since the hub started.
+    pub(super) batches: super::relay_dispatch::BatchCounts,
 }
 
 /// The most recent failed delivery to a destination.
@@ -85,6 +87,8 @@ pub struct DestinationView {
     /// Of those, the jobs running (at most one per topic).
     pub running_jobs: usize,
     pub last_error: Option<LastError>,
+    /// Batches sent to its registered relay since the hub started.
+    pub batches: super::relay_dispatch::BatchTally,
 }
 
 impl Destination {
@@ -99,6 +103,7 @@ impl Destination {
             queued_jobs,
             running_jobs,
             last_error: lock(&self.last_error).clone(),
+            batches: self.batches.tally(),
         }
     }
 }
@@ -161,6 +166,7 @@ impl Dispatcher {
                     wake: Notify::new(),
                     last_error: Mutex::new(None),
                     in_flight: std::sync::atomic::AtomicUsize::new(0),
+                    batches: Default::default(),
                 })
             })
             .clone()

@@ -472,11 +472,11 @@ impl Engine {
         relays
             .into_iter()
             .map(|r| {
-                let error = self
-                    .dispatcher
-                    .view_of(&r.destination)
-                    .and_then(|v| v.last_error);
+                let view = self.dispatcher.view_of(&r.destination);
+                let batches = view.as_ref().map(|v| v.batches).unwrap_or_default();
+                let error = view.and_then(|v| v.last_error);
                 crate::relay::view::RelayEntry {
+                    batches,
                     last_error: error.as_ref().map(|e| e.error.clone()),
                     last_error_ms: error.map(|e| e.at_ms),
                     destination: r.destination,

@@ -4,6 +4,7 @@
 //! retries.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 
@@ -105,6 +106,39 @@ pub(super) async fn run_batches(
     Ok(exhausted)
 }
 
+/// A destination's batches to its relay, as they happen.
+#[derive(Debug, Default)]
+pub struct BatchCounts {
+    taken: AtomicU64,
+    failed: AtomicU64,
+    split: AtomicU64,
+    deliveries: AtomicU64,
+}
+
+/// [`BatchCounts`] at one moment, for the admin API and the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BatchTally {
+    /// Batches the relay took (2xx).
+    pub taken: u64,
+    /// Batches that failed (each delivery then a retry of its own).
+    pub failed: u64,
+    /// Batches refused as too large (413) and sent again as two halves.
+    pub split: u64,
+    /// Deliveries in the batches taken.
+    pub deliveries: u64,
+}
+
+impl BatchCounts {
+    pub fn tally(&self) -> BatchTally {
+        BatchTally {
+            taken: self.taken.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            split: self.split.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A `413` answer: the relay takes no batch this large.
 fn too_large(outcome: &super::relay_batch::BatchOutcome) -> bool {
     matches!(
@@ -176,10 +210,15 @@ pub(super) async fn send_batch_of(
         // to single deliveries, which then fail like any other).
         drop(slot);
         d.shared().metrics.batch_split();
+        dest.batches.split.fetch_add(1, Ordering::Relaxed);
         tracing::info!(relay = %relay.callback, deliveries = live.len(),
             "the relay refused a batch as too large (413): sending it as two halves");
         let subs: Vec<Subscription> = live.iter().map(|s| (*s).clone()).collect();
-        let prev: Vec<Retry> = live_previous.iter().flatten().map(|r| (*r).clone()).collect();
+        let prev: Vec<Retry> = live_previous
+            .iter()
+            .flatten()
+            .map(|r| (*r).clone())
+            .collect();
         let mid = subs.len() / 2;
         let (first, second) = subs.split_at(mid);
         let (prev_first, prev_second) = prev.split_at(mid.min(prev.len()));
@@ -205,6 +244,8 @@ pub(super) async fn send_batch_of(
             d.shared()
                 .metrics
                 .batch(metrics::Delivery::Delivered, n, took);
+            dest.batches.taken.fetch_add(1, Ordering::Relaxed);
+            dest.batches.deliveries.fetch_add(n, Ordering::Relaxed);
             for g in &gone {
                 if let Some(sub) = live.iter().find(|s| s.callback == *g) {
                     tracing::info!(topic = %sub.topic, callback = %sub.callback,
@@ -218,6 +259,7 @@ pub(super) async fn send_batch_of(
         }
         super::relay_batch::BatchOutcome::Failed(f) => {
             d.shared().metrics.batch(metrics::Delivery::Failed, n, took);
+            dest.batches.failed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(relay = %relay.callback, failure = %f, deliveries = n,
                 "relay batch failed; a retry for each delivery");
             super::relay_batch::retry_each(d.shared(), prepared, &live, &live_previous, &f).await?;

@@ -64,6 +64,7 @@ pub(super) fn relay_html(r: &crate::relay::view::RelayView) -> String {
         s.push_str(
             "<h3>Destinations delivered through their relay</h3><div class=scroll>\
              <table id=relays><tr><th>destination</th><th>relay</th><th>lease ends</th>\
+             <th>batches taken</th><th>deliveries in them</th><th>failed</th><th>split (413)</th>\
              <th>last error</th></tr>",
         );
         for d in &r.relays {
@@ -73,10 +74,15 @@ pub(super) fn relay_html(r: &crate::relay::view::RelayView) -> String {
             };
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td></tr>",
                 esc(&d.destination),
                 esc(&d.relay),
                 when(d.expires_ms),
+                d.batches.taken,
+                d.batches.deliveries,
+                d.batches.failed,
+                d.batches.split,
                 error
             );
         }

@@ -27,6 +27,8 @@ pub struct RelayEntry {
     /// The destination's last failure (a batch's, or a direct delivery's before).
     pub last_error: Option<String>,
     pub last_error_ms: Option<u64>,
+    /// Batches sent to the relay since this hub started.
+    pub batches: crate::engine::relay_dispatch::BatchTally,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -168,7 +168,10 @@ mod tests {
             Line::Heartbeat { heartbeat: beat }
         );
         let e = parse(b"{\"seq\":1}").unwrap_err().to_string();
-        assert!(e.contains("\"origin\""), "the first missing field is named: {e}");
+        assert!(
+            e.contains("\"origin\""),
+            "the first missing field is named: {e}"
+        );
         assert!(parse(b"[1]").is_err());
         let newer = br#"{"heartbeat":{"lead":3,"trail":1,"position":3},"later":true}"#;
         assert!(

@@ -278,14 +278,35 @@ async fn a_batch_refused_as_too_large_goes_again_in_halves() {
     want.sort();
     assert_eq!(taken, want, "the batches taken carry every delivery once");
     assert_eq!(hub.store().delivery.count_retries().await.unwrap(), 0);
-    assert!(hub.store().delivery.dead_letters(10).await.unwrap().is_empty());
+    assert!(
+        hub.store()
+            .delivery
+            .dead_letters(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        hub.metric("hubcast_relay_batches_total{result=\"split\"}").await,
+        hub.metric("hubcast_relay_batches_total{result=\"split\"}")
+            .await,
         2
     );
     assert_eq!(
-        hub.metric("hubcast_relay_batches_total{result=\"taken\"}").await,
+        hub.metric("hubcast_relay_batches_total{result=\"taken\"}")
+            .await,
         3
+    );
+    // Operators see the destination's batches.
+    let v: serde_json::Value =
+        serde_json::from_str(&hub.get_text("admin/api/relay").await).unwrap();
+    assert_eq!(
+        v["relays"][0]["batches"],
+        serde_json::json!({"taken": 3, "failed": 0, "split": 2, "deliveries": 40})
+    );
+    let page = hub.get_text("").await;
+    assert!(
+        page.contains("<td>3</td><td>40</td><td>0</td><td>2</td>"),
+        "the status page shows them too"
     );
 }
 
