@@ -9,6 +9,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod multicast;
 pub mod progress;
 pub mod rate_limit;
 pub mod relay;

@@ -1,0 +1,537 @@
+//! A multicast receiver's window (a self-contained state machine, its time given by the
+//! caller): fragments reassembled, events handed on in sequence order exactly once, gaps found
+//! and their repairs scheduled.
+//!
+//! Every event carries the number of the event sent to the group before it, so the receiver
+//! knows the group's numbers without receiving every one: a gap is a number it was told of
+//! (by a later event, or by a heartbeat's lead) and does not hold. A gap is asked for over HTTP
+//! once it is `repair_delay` old (a reordered datagram usually fills it first), again after a
+//! backoff doubling from `retry` up to `retry_max` while it stays open; adjacent gaps are one
+//! request. A repair's answer covers its whole range: the events in it, and the knowledge that
+//! the group has no other event there. Events beyond `cursor + window`, or more than
+//! `max_bytes` held, mean the receiver has fallen too far behind: the caller follows over HTTP
+//! until it has caught up and then [`Reorder::resume`]s.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::datagram::Body;
+use super::record;
+use crate::relay::wire::EventLine;
+
+#[derive(Debug, Clone)]
+pub struct ReorderConfig {
+    /// Most events held past the cursor.
+    pub window: u64,
+    /// Most bytes held (fragments and events) past the cursor.
+    pub max_bytes: usize,
+    /// A gap's age before it is asked for.
+    pub repair_delay: Duration,
+    /// First pause before asking for a gap again; doubles up to `retry_max`.
+    pub retry: Duration,
+    pub retry_max: Duration,
+    /// Largest record accepted from fragments.
+    pub max_record: usize,
+}
+
+/// What became of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// New: held (or an event completed).
+    New,
+    /// Already held or handed on.
+    Duplicate,
+    /// Past the window: the receiver is too far behind.
+    Beyond,
+    /// Inconsistent with what is held (a size that changed, a record too large or not
+    /// decodable): dropped; the event is repaired over HTTP.
+    Refused,
+}
+
+/// Counts since the receiver started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReorderCounts {
+    pub events: u64,
+    pub duplicates: u64,
+    pub refused: u64,
+    /// Gaps noticed (each found once, however many requests it took).
+    pub gaps: u64,
+    /// Events that came by repair.
+    pub repaired: u64,
+    pub repair_requests: u64,
+}
+
+enum State {
+    Partial {
+        size: u32,
+        parts: Vec<Option<Bytes>>,
+        have: usize,
+    },
+    /// Too large for the group: fetched over HTTP.
+    Announced,
+    Ready(Box<EventLine>, Bytes),
+    /// The end of a repaired range: the group has no event between `prev` and here.
+    Nothing,
+}
+
+struct Entry {
+    prev: u64,
+    state: State,
+    bytes: usize,
+}
+
+struct Gap {
+    hi: u64,
+    noticed: Instant,
+    /// Asked for at least once (a gap a late datagram fills is no repair).
+    requested: bool,
+    next_request: Instant,
+    backoff: Duration,
+}
+
+pub struct Reorder {
+    cfg: ReorderConfig,
+    /// Every event up to here was handed on.
+    cursor: u64,
+    /// The newest event the group is known to have.
+    lead: u64,
+    entries: BTreeMap<u64, Entry>,
+    bytes: usize,
+    gaps: BTreeMap<u64, Gap>,
+    counts: ReorderCounts,
+    /// Ages of gaps closed since last taken.
+    latencies: Vec<Duration>,
+    /// Since when datagrams changed what is held without the gaps being looked at.
+    changed: Option<Instant>,
+    /// When the gaps were last looked at.
+    looked: Instant,
+}
+
+/// Shortest time between two looks for gaps while datagrams keep coming.
+pub const LOOK_AGAIN: Duration = Duration::from_millis(2);
+
+impl Reorder {
+    /// A window after `cursor` (everything up to it already taken).
+    pub fn new(cfg: ReorderConfig, cursor: u64) -> Reorder {
+        Reorder {
+            cfg,
+            cursor,
+            lead: cursor,
+            entries: BTreeMap::new(),
+            bytes: 0,
+            gaps: BTreeMap::new(),
+            counts: ReorderCounts::default(),
+            latencies: Vec::new(),
+            changed: None,
+            looked: Instant::now(),
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn lead(&self) -> u64 {
+        self.lead
+    }
+
+    pub fn counts(&self) -> ReorderCounts {
+        self.counts
+    }
+
+    /// Too far behind to catch up by repairs: more than the window, or the byte budget, past
+    /// the cursor.
+    pub fn behind(&self) -> bool {
+        self.lead > self.cursor.saturating_add(self.cfg.window) || self.bytes > self.cfg.max_bytes
+    }
+
+    /// Takes a datagram's body (its tag already checked). Gaps are looked at again by
+    /// [`Reorder::due`], not here: a datagram costs no walk over what is held.
+    pub fn datagram(&mut self, body: Body, now: Instant) -> Taken {
+        let taken = match body {
+            Body::Heartbeat { lead, .. } => {
+                self.lead = self.lead.max(lead);
+                if self.behind() {
+                    Taken::Beyond
+                } else {
+                    Taken::New
+                }
+            }
+            Body::Announce { seq, prev, .. } => self.hold(
+                seq,
+                Entry {
+                    prev,
+                    state: State::Announced,
+                    bytes: 0,
+                },
+            ),
+            Body::Fragment {
+                seq,
+                prev,
+                size,
+                index,
+                count,
+                data,
+            } => self.fragment(seq, prev, size, index, count, data),
+        };
+        if taken == Taken::New {
+            self.changed.get_or_insert(now);
+        }
+        taken
+    }
+
+    fn fragment(
+        &mut self,
+        seq: u64,
+        prev: u64,
+        size: u32,
+        index: u16,
+        count: u16,
+        data: Bytes,
+    ) -> Taken {
+        let fits = (size as usize) <= self.cfg.max_record
+            && (count as usize) * super::datagram::MAX_DATAGRAM >= size as usize;
+        if !fits {
+            self.counts.refused += 1;
+            return Taken::Refused;
+        }
+        if seq > self.cursor
+            && let Some(entry) = self.entries.get_mut(&seq)
+        {
+            // A further fragment of an event held in part.
+            let State::Partial {
+                size: held_size,
+                parts,
+                have,
+            } = &mut entry.state
+            else {
+                self.counts.duplicates += 1;
+                return Taken::Duplicate;
+            };
+            if *held_size != size || parts.len() != count as usize || entry.prev != prev {
+                self.counts.refused += 1;
+                return Taken::Refused;
+            }
+            let slot = &mut parts[index as usize];
+            if slot.is_some() {
+                self.counts.duplicates += 1;
+                return Taken::Duplicate;
+            }
+            entry.bytes += data.len();
+            self.bytes += data.len();
+            *slot = Some(data);
+            *have += 1;
+            return self.complete(seq);
+        }
+        let mut parts = vec![None; count as usize];
+        let bytes = data.len();
+        parts[index as usize] = Some(data);
+        let entry = Entry {
+            prev,
+            state: State::Partial {
+                size,
+                parts,
+                have: 1,
+            },
+            bytes,
+        };
+        match self.hold(seq, entry) {
+            Taken::New => self.complete(seq),
+            other => other,
+        }
+    }
+
+    /// Holds a new entry for `seq`, or says why not.
+    fn hold(&mut self, seq: u64, entry: Entry) -> Taken {
+        if seq <= self.cursor || self.entries.contains_key(&seq) {
+            self.counts.duplicates += 1;
+            return Taken::Duplicate;
+        }
+        if seq > self.cursor.saturating_add(self.cfg.window) {
+            self.lead = self.lead.max(seq);
+            return Taken::Beyond;
+        }
+        // The next entry held says the group has nothing between its previous event and
+        // itself: an event in there contradicts it (only a key holder can send one).
+        if let Some((_, next)) = self.entries.range(seq + 1..).next()
+            && next.prev < seq
+        {
+            self.counts.refused += 1;
+            return Taken::Refused;
+        }
+        self.bytes += entry.bytes;
+        self.entries.insert(seq, entry);
+        self.lead = self.lead.max(seq);
+        Taken::New
+    }
+
+    /// Joins an entry's fragments once all are held; a record that does not decode is
+    /// dropped (and so repaired).
+    fn complete(&mut self, seq: u64) -> Taken {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return Taken::New;
+        };
+        let State::Partial { size, parts, have } = &mut entry.state else {
+            return Taken::New;
+        };
+        if *have < parts.len() {
+            return Taken::New;
+        }
+        let mut whole = BytesMut::with_capacity(*size as usize);
+        for p in parts.iter().flatten() {
+            whole.extend_from_slice(p);
+        }
+        let decoded = if whole.len() == *size as usize {
+            record::decode(seq, whole.freeze()).ok()
+        } else {
+            None
+        };
+        match decoded {
+            Some((line, body)) => {
+                entry.state = State::Ready(Box::new(line), body);
+                Taken::New
+            }
+            None => {
+                self.bytes -= entry.bytes;
+                entry.state = State::Announced;
+                entry.bytes = 0;
+                self.counts.refused += 1;
+                Taken::Refused
+            }
+        }
+    }
+
+    /// A repair's answer: the group's events in `from..=through` (all of them: numbers the
+    /// answer does not hold are not the group's). What was held in the range gives way to it.
+    pub fn repaired(
+        &mut self,
+        from: u64,
+        through: u64,
+        events: Vec<(EventLine, Bytes)>,
+        now: Instant,
+    ) {
+        let from = from.max(self.cursor + 1);
+        if through < from {
+            return;
+        }
+        let held: Vec<u64> = self
+            .entries
+            .range(from..=through)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut had_ready = std::collections::HashSet::new();
+        for s in held {
+            if let Some(e) = self.entries.remove(&s) {
+                self.bytes -= e.bytes;
+                if matches!(e.state, State::Ready(..)) {
+                    had_ready.insert(s);
+                }
+            }
+        }
+        let mut prev = from - 1;
+        for (line, body) in events {
+            let seq = line.seq;
+            if seq < from || seq > through || seq <= prev {
+                continue;
+            }
+            if !had_ready.contains(&seq) {
+                self.counts.repaired += 1;
+            }
+            let bytes = body.len();
+            self.bytes += bytes;
+            self.entries.insert(
+                seq,
+                Entry {
+                    prev,
+                    state: State::Ready(Box::new(line), body),
+                    bytes,
+                },
+            );
+            prev = seq;
+        }
+        if prev < through {
+            self.entries.insert(
+                through,
+                Entry {
+                    prev,
+                    state: State::Nothing,
+                    bytes: 0,
+                },
+            );
+        }
+        // The entry after the range follows on from its end.
+        if let Some((_, next)) = self.entries.range_mut(through + 1..).next()
+            && next.prev >= from - 1
+            && next.prev < through
+        {
+            next.prev = through;
+        }
+        self.lead = self.lead.max(through);
+        self.refresh(now);
+    }
+
+    /// Hands on the events that follow the cursor without a gap, in order.
+    pub fn ready(&mut self) -> Vec<(EventLine, Bytes)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.entries.first_entry() {
+            let seq = *entry.key();
+            let e = entry.get();
+            if seq <= self.cursor {
+                let e = entry.remove();
+                self.bytes -= e.bytes;
+                continue;
+            }
+            if e.prev > self.cursor || !matches!(e.state, State::Ready(..) | State::Nothing) {
+                break;
+            }
+            let e = entry.remove();
+            self.bytes -= e.bytes;
+            self.cursor = seq;
+            if let State::Ready(line, body) = e.state {
+                self.counts.events += 1;
+                out.push((*line, body));
+            }
+        }
+        self.lead = self.lead.max(self.cursor);
+        if !out.is_empty() {
+            self.changed.get_or_insert(self.looked);
+        }
+        out
+    }
+
+    /// The gaps to ask for now, as ranges `(from, to)`; each is asked for again after its
+    /// backoff if still open.
+    pub fn due(&mut self, now: Instant) -> Vec<(u64, u64)> {
+        if self.changed.is_some() {
+            self.refresh(now);
+        }
+        let mut out = Vec::new();
+        for (lo, g) in self.gaps.iter_mut() {
+            if g.next_request <= now {
+                out.push((*lo, g.hi));
+                g.requested = true;
+                g.next_request = now + g.backoff;
+                g.backoff = (g.backoff * 2).min(self.cfg.retry_max);
+                self.counts.repair_requests += 1;
+            }
+        }
+        out
+    }
+
+    /// When [`Reorder::due`] is next to be called: when a gap falls due, or a moment after
+    /// datagrams changed what is held (gaps are looked for at most every [`LOOK_AGAIN`]).
+    pub fn next_due(&self) -> Option<Instant> {
+        let looked = self.changed.map(|at| at.max(self.looked + LOOK_AGAIN));
+        self.gaps
+            .values()
+            .map(|g| g.next_request)
+            .chain(looked)
+            .min()
+    }
+
+    /// Ages (from noticed to filled) of the gaps closed by repairs since the last call.
+    pub fn take_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.latencies)
+    }
+
+    /// After following over HTTP up to `cursor`: holds on from there.
+    pub fn resume(&mut self, cursor: u64, now: Instant) {
+        if cursor > self.cursor {
+            self.cursor = cursor;
+        }
+        let done: Vec<u64> = self
+            .entries
+            .range(..=self.cursor)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in done {
+            if let Some(e) = self.entries.remove(&s) {
+                self.bytes -= e.bytes;
+            }
+        }
+        self.lead = self.lead.max(self.cursor);
+        self.refresh(now);
+    }
+
+    /// The current gaps: numbers the group is known to have and the receiver does not hold,
+    /// adjacent ones merged.
+    fn open_gaps(&self) -> Vec<(u64, u64, bool)> {
+        let mut out: Vec<(u64, u64, bool)> = Vec::new();
+        let mut push = |lo: u64, hi: u64, urgent: bool| match out.last_mut() {
+            Some(last) if last.1 + 1 >= lo => {
+                last.1 = last.1.max(hi);
+                last.2 |= urgent;
+            }
+            _ => out.push((lo, hi, urgent)),
+        };
+        let mut known = self.cursor;
+        for (&seq, e) in self.entries.range(self.cursor + 1..) {
+            if e.prev > known {
+                push(known + 1, e.prev, false);
+            }
+            match e.state {
+                State::Partial { .. } => push(seq, seq, false),
+                State::Announced => push(seq, seq, true),
+                State::Ready(..) | State::Nothing => {}
+            }
+            known = seq;
+        }
+        if self.lead > known {
+            push(known + 1, self.lead, false);
+        }
+        out
+    }
+
+    /// Brings the gap timers in line with what is held: a new gap is noticed now (an
+    /// announced event is due at once); a gap that overlaps an older one keeps its times.
+    fn refresh(&mut self, now: Instant) {
+        self.changed = None;
+        self.looked = now;
+        let open = self.open_gaps();
+        let mut old = std::mem::take(&mut self.gaps);
+        for (lo, hi, urgent) in open {
+            let overlapping: Vec<u64> = old
+                .range(..=hi)
+                .filter(|(_, g)| g.hi >= lo)
+                .map(|(l, _)| *l)
+                .collect();
+            let inherited = overlapping
+                .iter()
+                .filter_map(|l| old.remove(l))
+                .min_by_key(|g| g.noticed);
+            let gap = match inherited {
+                Some(mut g) => {
+                    g.hi = hi;
+                    if urgent {
+                        g.next_request = g.next_request.min(now);
+                    }
+                    g
+                }
+                None => {
+                    self.counts.gaps += 1;
+                    Gap {
+                        hi,
+                        noticed: now,
+                        requested: false,
+                        next_request: if urgent {
+                            now
+                        } else {
+                            now + self.cfg.repair_delay
+                        },
+                        backoff: self.cfg.retry,
+                    }
+                }
+            };
+            self.gaps.insert(lo, gap);
+        }
+        // Gaps no longer open were filled: by a repair (its latency counted) or by a late
+        // datagram.
+        for g in old.into_values().filter(|g| g.requested) {
+            self.latencies
+                .push(now.saturating_duration_since(g.noticed));
+        }
+    }
+}
