@@ -3,6 +3,7 @@
 //! Loading never binds anything; every error names the key at fault.
 
 mod layers;
+pub mod multicast;
 mod problems;
 mod raw;
 pub mod relay;

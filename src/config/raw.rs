@@ -41,6 +41,7 @@ pub(super) struct RawConfig {
     limits: RawLimits,
     log: RawLog,
     relay: super::relay::RawRelay,
+    multicast: super::multicast::RawMulticast,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
     #[serde(default)]
@@ -367,7 +368,7 @@ impl RawConfig {
             )?,
             fetches_per_topic: rate("limits.fetches_per_topic", &l.fetches_per_topic)?,
         };
-        let relay = super::relay::validate(self.relay, self.peers, self.upstreams)?;
+        let relay = super::relay::validate(self.relay, self.peers, self.upstreams, self.multicast)?;
         Ok(Config {
             relay,
             limits,

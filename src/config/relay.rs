@@ -144,8 +144,25 @@ pub struct UpstreamConfig {
     /// Topic prefixes asked for; empty: everything the upstream lets this hub read.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// `http` (the stream over HTTP) or `multicast` (the upstream's datagrams, repaired and
+    /// caught up over HTTP).
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// The group the upstream sends to (default: `multicast.group`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The group's shared key (default: `multicast.key`).
+    #[serde(default)]
+    pub key: Option<String>,
     #[serde(skip)]
     pub base: Option<Url>,
+    /// Where and how it is received, for `transport = "multicast"` (validated).
+    #[serde(skip)]
+    pub multicast: Option<super::multicast::UpstreamMulticast>,
+}
+
+fn default_transport() -> String {
+    "http".to_owned()
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -154,6 +171,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("name", &self.name)
             .field("url", &self.url)
             .field("topics", &self.topics)
+            .field("transport", &self.transport)
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +212,8 @@ pub struct RelayConfig {
     pub chain_lease: Duration,
     pub peers: Vec<PeerConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[multicast]`: the stream sent over IP multicast, and receivers' defaults.
+    pub multicast: super::multicast::MulticastConfig,
 }
 
 impl RelayConfig {
@@ -207,6 +228,7 @@ pub(super) fn validate(
     raw: RawRelay,
     mut peers: Vec<PeerConfig>,
     mut upstreams: Vec<UpstreamConfig>,
+    multicast: super::multicast::RawMulticast,
 ) -> Result<RelayConfig, ConfigError> {
     let heartbeat = parse_duration("relay.heartbeat", &raw.heartbeat)?;
     if heartbeat < Duration::from_millis(10) || heartbeat > Duration::from_secs(60) {
@@ -345,6 +367,7 @@ pub(super) fn validate(
         }
         u.base = Some(url);
     }
+    let multicast = super::multicast::validate(multicast, &mut upstreams)?;
     for (i, u) in upstreams.iter().enumerate() {
         if upstreams[..i].iter().any(|q| q.name == u.name) {
             return Err(invalid(
@@ -368,5 +391,6 @@ pub(super) fn validate(
         chain_lease,
         peers,
         upstreams,
+        multicast,
     })
 }

@@ -23,6 +23,8 @@ pub mod forward;
 pub mod health;
 pub mod history;
 pub mod keyed;
+pub mod multicast_rx;
+pub mod multicast_tx;
 pub mod origin_limit;
 pub mod peer_stream;
 pub mod planner;
@@ -151,6 +153,8 @@ pub struct Engine {
     verifier: Arc<verify::Verifier>,
     peers: peer_stream::PeerStreams,
     upstreams: Vec<Arc<upstream::Upstream>>,
+    /// The stream's multicast sender (`[multicast]`, `send = true`).
+    multicast: Option<Arc<multicast_tx::Sender>>,
     forwarder: Arc<forward::Forwarder>,
     registrations: Arc<relay_register::Registrations>,
     chain: Arc<chain::Chain>,
@@ -281,8 +285,21 @@ impl Engine {
             pings: pings.clone(),
         });
         for up in &upstreams {
-            tracker.spawn(upstream::run(follow.clone(), up.clone()));
+            if up.cfg.multicast.is_some() {
+                tracker.spawn(multicast_rx::run(follow.clone(), up.clone()));
+            } else {
+                tracker.spawn(upstream::run(follow.clone(), up.clone()));
+            }
         }
+        let multicast = shared.cfg.relay.multicast.send.then(|| {
+            let sender = Arc::new(multicast_tx::Sender::default());
+            tracker.spawn(multicast_tx::run(
+                shared.clone(),
+                stream.clone(),
+                sender.clone(),
+            ));
+            sender
+        });
         let forwarder = Arc::new(forward::Forwarder::new(shared.clone(), stream.clone()));
         let registrations = Arc::new(relay_register::Registrations::new(
             &shared.cfg.relay.register,
@@ -295,6 +312,7 @@ impl Engine {
         ));
         tracker.spawn(chain::run(chain.clone()));
         let engine = Arc::new(Engine {
+            multicast,
             chain,
             forwarder,
             registrations,
@@ -447,6 +465,7 @@ impl Engine {
             relays: Vec::new(),
             registrations: self.registrations.status(),
             chained: Vec::new(),
+            multicast: self.multicast.as_ref().map(|m| m.counts()),
         }
     }
 

@@ -59,6 +59,12 @@ pub struct UpstreamStatus {
     pub connects: u64,
     pub last_error: Option<String>,
     pub last_error_ms: u64,
+    /// `http` or `multicast`.
+    pub transport: &'static str,
+    /// The upstream's hub id, from its answers.
+    pub upstream_hub: Option<String>,
+    /// A multicast receiver's counts.
+    pub multicast: Option<super::multicast_rx::ReceiverCounts>,
 }
 
 /// One upstream and its follower's state.
@@ -85,6 +91,13 @@ impl Upstream {
             connects: 0,
             last_error: None,
             last_error_ms: 0,
+            transport: if cfg.multicast.is_some() {
+                "multicast"
+            } else {
+                "http"
+            },
+            upstream_hub: None,
+            multicast: cfg.multicast.as_ref().map(|_| Default::default()),
         };
         Arc::new(Upstream {
             cfg,
@@ -99,7 +112,7 @@ impl Upstream {
             .clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut UpstreamStatus)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut UpstreamStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
@@ -152,7 +165,7 @@ impl Seen {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(super) enum SessionError {
     #[error("{0}")]
     Http(String),
     #[error("storage: {0}")]
@@ -171,12 +184,18 @@ impl From<CommitError> for SessionError {
 }
 
 /// How a session ended without an error.
-enum Ended {
+pub(super) enum Ended {
     /// The upstream closed the stream (e.g. it is restarting).
     Closed,
     /// Below the trail: the topics were fetched and the cursor moved to the trail.
     Reconciled,
+    /// Caught up with the upstream's lead while the caller's condition held: everything up to
+    /// `position` is taken; `hub` is the upstream's id.
+    CaughtUp { position: u64, hub: Option<String> },
 }
+
+/// A condition under which a session that has caught up ends (multicast is flowing again).
+pub(super) type Until<'a> = Option<&'a (dyn Fn() -> bool + Sync)>;
 
 /// Follows `up` until the hub stops.
 pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
@@ -189,11 +208,11 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             s.connects += 1;
         });
         let ended = tokio::select! {
-            r = session(&follow, &up) => r,
+            r = session(&follow, &up, None) => r,
             _ = stop.cancelled() => return,
         };
         match ended {
-            Ok(Ended::Reconciled) => {
+            Ok(Ended::Reconciled | Ended::CaughtUp { .. }) => {
                 pause = FIRST_PAUSE;
                 continue;
             }
@@ -223,7 +242,13 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
     }
 }
 
-async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> {
+/// Follows the upstream's stream over HTTP from the stored cursor; with `until`, ends once a
+/// heartbeat says everything is taken and `until()` holds.
+pub(super) async fn session(
+    follow: &Follow,
+    up: &Upstream,
+    until: Until<'_>,
+) -> Result<Ended, SessionError> {
     let s = &follow.shared;
     let name = up.cfg.cursor_name();
     let cursor = s
@@ -278,15 +303,17 @@ async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> 
             .to_owned();
         return Err(SessionError::Http(format!("HTTP {status}: {why}")));
     }
+    let hub = resp
+        .headers()
+        .get(wire::HUB_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(h) = &hub {
+        up.update(|st| st.upstream_hub = Some(h.clone()));
+    }
     up.update(|st| st.state = "streaming");
     tracing::info!(upstream = %up.cfg.name, after = cursor, "following the upstream's stream");
-    let mut taker = Taker {
-        follow,
-        up,
-        name,
-        position: cursor,
-        subscribers: HashMap::new(),
-    };
+    let mut taker = Taker::new(follow, up, cursor);
     let idle = (s.cfg.relay.heartbeat * 5).max(Duration::from_secs(5));
     // Lines are read and decoded on a task of their own while the previous group commits.
     let (lines, mut read) = mpsc::channel(READ_AHEAD);
@@ -317,9 +344,22 @@ async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> 
             }
         }
         // What was read before a failure is still taken.
+        let beat = items.iter().rev().find_map(|i| match i {
+            Item::Beat(b) => Some(*b),
+            Item::Event(..) => None,
+        });
         taker.take(items).await?;
         if let Some(e) = failed {
             break Err(e);
+        }
+        if let (Some(until), Some(b)) = (until, beat)
+            && taker.position >= b.lead
+            && until()
+        {
+            break Ok(Ended::CaughtUp {
+                position: taker.position,
+                hub,
+            });
         }
     };
     drop(reader);
@@ -330,7 +370,7 @@ async fn session(follow: &Follow, up: &Upstream) -> Result<Ended, SessionError> 
 const READ_AHEAD: usize = 64;
 
 /// A line as the reader hands it over: a heartbeat, or an event with its content decoded.
-enum Item {
+pub(super) enum Item {
     Beat(Beat),
     Event(EventLine, Bytes),
 }
@@ -406,7 +446,7 @@ async fn read_lines(
     }
 }
 
-fn decode(text: &[u8]) -> Result<Item, LineError> {
+pub(super) fn decode(text: &[u8]) -> Result<Item, LineError> {
     Ok(match wire::parse(text)? {
         Line::Heartbeat { heartbeat } => Item::Beat(heartbeat),
         Line::Event(e) => {
@@ -417,17 +457,28 @@ fn decode(text: &[u8]) -> Result<Item, LineError> {
 }
 
 /// Takes lines into the log.
-struct Taker<'a> {
+pub(super) struct Taker<'a> {
     follow: &'a Follow,
     up: &'a Upstream,
     name: String,
-    position: u64,
+    pub(super) position: u64,
     /// Subscribers read per topic within one batch.
     subscribers: HashMap<String, (Vec<String>, Option<Snapshot>)>,
 }
 
-impl Taker<'_> {
-    async fn take(&mut self, items: Vec<Item>) -> Result<(), SessionError> {
+impl<'a> Taker<'a> {
+    /// A taker whose events follow `position` (everything up to it already taken).
+    pub(super) fn new(follow: &'a Follow, up: &'a Upstream, position: u64) -> Taker<'a> {
+        Taker {
+            follow,
+            up,
+            name: up.cfg.cursor_name(),
+            position,
+            subscribers: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn take(&mut self, items: Vec<Item>) -> Result<(), SessionError> {
         let s = &self.follow.shared;
         let me = s.store.log.hub_id();
         let mut commits = Vec::new();
@@ -574,7 +625,7 @@ fn commit(e: EventLine, body: Bytes, destinations: Vec<String>) -> Commit {
 /// Below the upstream's trail: every topic with subscribers here that this follower asks for
 /// is fetched (a light ping each, through the fetcher), and the cursor moves to just below
 /// the trail.
-async fn reconcile(
+pub(super) async fn reconcile(
     follow: &Follow,
     up: &Upstream,
     cursor: u64,

@@ -154,6 +154,10 @@ pub async fn stream(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
                 .content_type(MEDIA_TYPE)
                 .insert_header(("Cache-Control", "no-store"))
                 .insert_header(("X-Accel-Buffering", "no"))
+                .insert_header((
+                    crate::relay::wire::HUB_HEADER,
+                    state.engine.store().log.hub_id(),
+                ))
                 .streaming(body)
         }
         Err(r) => refused(r),
@@ -199,6 +203,10 @@ pub async fn events(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
                 .content_type(MEDIA_TYPE)
                 .insert_header(("Cache-Control", cache))
                 .insert_header(("X-Hubcast-Through", range.through.to_string()))
+                .insert_header((
+                    crate::relay::wire::HUB_HEADER,
+                    state.engine.store().log.hub_id(),
+                ))
                 .body(range.body)
         }
         Err(r) => refused(r),

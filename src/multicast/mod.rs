@@ -2,6 +2,7 @@
 //! receiver's reorder window, repair over HTTP.
 
 pub mod datagram;
+pub mod metrics;
 pub mod record;
 pub mod reorder;
 

@@ -41,6 +41,8 @@ pub struct RelayView {
     pub registrations: Vec<RegistrationStatus>,
     /// Hub chaining: topics subscribed at the hub they advertise (at most [`RELAYS_SHOWN`]).
     pub chained: Vec<ChainedView>,
+    /// The stream sent by multicast, when it is.
+    pub multicast: Option<crate::engine::multicast_tx::SenderCounts>,
 }
 
 /// One upstream subscription of hub chaining.
@@ -64,6 +66,7 @@ impl RelayView {
             && self.relays.is_empty()
             && self.registrations.is_empty()
             && self.chained.is_empty()
+            && self.multicast.is_none()
     }
 
     /// The relay's series, appended to `/metrics`.
@@ -186,5 +189,6 @@ impl RelayView {
             "upstream",
             ups(|u| u.connects),
         );
+        crate::multicast::metrics::render(self, s);
     }
 }

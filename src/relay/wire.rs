@@ -21,6 +21,10 @@ use crate::storage::Event;
 /// The media type of the stream and of event ranges; the version changes with the format.
 pub const MEDIA_TYPE: &str = "application/vnd.hubcast.stream.v1+jsonl";
 
+/// The header of stream and range answers naming the serving hub (its id, as event paths and
+/// multicast datagrams name it).
+pub const HUB_HEADER: &str = "X-Hubcast-Hub";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLine {
     pub seq: u64,

@@ -19,6 +19,7 @@ mod isolation;
 mod jobs_done;
 mod kept_subscribers;
 mod logging;
+mod multicast;
 mod operations;
 mod ops_scene;
 mod process;

@@ -1,0 +1,515 @@
+//! A `[[upstreams]]` entry received by IP multicast (`transport = "multicast"`): the group is
+//! joined on the configured interface; datagrams are checked (tag, then origin) and go into a
+//! reorder window ([`crate::multicast::reorder`]); events are taken into this hub's log in
+//! sequence order, with the cursor, exactly once, as the HTTP follower takes them. Gaps are
+//! repaired through the upstream's `GET /relay/events` (adjacent ones in one request, a few at
+//! once). The receiver starts on the upstream's HTTP stream, and goes back to it when it falls
+//! further behind than its window or the group falls silent; once the stream has caught up and
+//! datagrams are flowing, it switches to multicast.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use rand::Rng;
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::time::Instant;
+
+use super::client::classify;
+use super::upstream::{self, Ended, Follow, Item, SessionError, Taker, Upstream};
+use crate::config::multicast::UpstreamMulticast;
+use crate::multicast::datagram::{self, DatagramError, MAX_DATAGRAM};
+use crate::multicast::reorder::{Reorder, ReorderConfig, Taken};
+use crate::relay::wire::{Beat, EventLine, MEDIA_TYPE};
+
+/// Repair requests in flight at once.
+const REPAIRS_IN_FLIGHT: usize = 4;
+/// Pages one repair reads at most (each up to the upstream's `relay.max_range` events).
+const REPAIR_PAGES: usize = 16;
+/// Datagrams read in one go before the events they completed are taken.
+const DRAIN: usize = 512;
+/// Upper bounds (ms) of the repair latency histogram's buckets.
+pub const LATENCY_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// What a multicast receiver saw, for operators.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReceiverCounts {
+    pub group: String,
+    /// `joining`, `http` (catching up, or the group is silent) or `multicast`.
+    pub mode: &'static str,
+    /// The receive buffer the kernel granted (bytes).
+    pub receive_buffer: usize,
+    pub datagrams: u64,
+    pub bad_tags: u64,
+    pub unknown_origin: u64,
+    pub malformed: u64,
+    pub duplicates: u64,
+    /// Datagrams past the window (the receiver was too far behind).
+    pub beyond_window: u64,
+    pub gaps: u64,
+    pub events_repaired: u64,
+    pub repair_requests: u64,
+    pub repair_errors: u64,
+    /// Switches to the HTTP stream (too far behind, or the group silent).
+    pub fallbacks: u64,
+    pub events_by_multicast: u64,
+    /// Repairs by latency (from the gap noticed to it filled): counts per bucket of
+    /// [`LATENCY_BUCKETS_MS`], then above the last.
+    pub repair_latency_buckets: Vec<u64>,
+    pub repair_latency_sum_ms: f64,
+}
+
+/// The receiving socket: bound to the group's address and port (only that group's datagrams,
+/// several receivers on one machine), joined on `interface` only.
+pub fn open(
+    m: &UpstreamMulticast,
+    buffer: usize,
+) -> std::io::Result<(tokio::net::UdpSocket, usize)> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_recv_buffer_size(buffer)?;
+    s.bind(&SocketAddr::V4(m.group).into())?;
+    s.join_multicast_v4(m.group.ip(), &m.interface)?;
+    s.set_multicast_all_v4(false)?;
+    let granted = s.recv_buffer_size().unwrap_or(0);
+    s.set_nonblocking(true)?;
+    Ok((tokio::net::UdpSocket::from_std(s.into())?, granted))
+}
+
+struct Receiver<'a> {
+    follow: &'a Follow,
+    up: &'a Upstream,
+    m: UpstreamMulticast,
+    socket: tokio::net::UdpSocket,
+    window: Reorder,
+    /// The upstream's id (from its HTTP answers): datagrams of other origins are dropped.
+    origin: Option<String>,
+    /// When the last datagram of the upstream arrived (ms of the hub's clock; 0: never).
+    last_datagram_ms: Arc<AtomicU64>,
+    counts: ReceiverCounts,
+    buf: Vec<u8>,
+}
+
+enum Fallback {
+    /// Further behind than the window.
+    Behind,
+    /// No datagram (not even a heartbeat) for a while.
+    Silent,
+    /// Below the upstream's trail: reconciled by fetching, the cursor moved.
+    Reconciled,
+}
+
+/// Receives `up` until the hub stops.
+pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
+    let m = up.cfg.multicast.clone().expect("a multicast upstream");
+    let cfg = follow.shared.cfg.relay.multicast.clone();
+    let stop = follow.shared.shutdown.clone();
+    let mut pause = Duration::from_millis(100);
+    let max = follow.shared.cfg.relay.reconnect_max;
+    let (socket, granted) = loop {
+        match open(&m, cfg.receive_buffer) {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(upstream = %up.cfg.name, group = %m.group, error = %e,
+                    "joining the multicast group failed");
+                note_error(&follow, &up, format!("joining {}: {e}", m.group));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(max);
+            }
+        }
+    };
+    // The kernel reports twice what it keeps for data.
+    tracing::info!(upstream = %up.cfg.name, group = %m.group, interface = %m.interface,
+        asked = cfg.receive_buffer, granted, "joined the multicast group");
+    if granted / 2 < cfg.receive_buffer {
+        tracing::warn!(upstream = %up.cfg.name, asked = cfg.receive_buffer, granted,
+            "the kernel granted a smaller receive buffer than multicast.receive_buffer \
+             (net.core.rmem_max): bursts may be lost and repaired");
+    }
+    let window = Reorder::new(
+        ReorderConfig {
+            window: cfg.window,
+            max_bytes: 256 << 20,
+            repair_delay: cfg.repair_delay,
+            retry: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+            max_record: cfg.max_event_bytes + 64 * 1024,
+        },
+        0,
+    );
+    let mut rx = Receiver {
+        follow: &follow,
+        up: &up,
+        counts: ReceiverCounts {
+            group: m.group.to_string(),
+            mode: "http",
+            receive_buffer: granted,
+            repair_latency_buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1],
+            ..Default::default()
+        },
+        m,
+        socket,
+        window,
+        origin: None,
+        last_datagram_ms: Arc::new(AtomicU64::new(0)),
+        buf: vec![0u8; MAX_DATAGRAM + 1],
+    };
+    let mut pause = Duration::from_millis(100);
+    loop {
+        rx.publish();
+        let caught_up = tokio::select! {
+            r = rx.over_http() => r,
+            _ = stop.cancelled() => return,
+        };
+        match caught_up {
+            Ok(position) => {
+                pause = Duration::from_millis(100);
+                let now = Instant::now();
+                rx.window.resume(position, now);
+                rx.counts.mode = "multicast";
+                rx.publish();
+                up.update(|s| s.state = "streaming");
+                tracing::info!(upstream = %up.cfg.name, position, "receiving by multicast");
+                let r = tokio::select! {
+                    r = rx.over_multicast() => r,
+                    _ = stop.cancelled() => return,
+                };
+                rx.counts.mode = "http";
+                match r {
+                    Ok(Fallback::Reconciled) => {}
+                    Ok(why) => {
+                        rx.counts.fallbacks += 1;
+                        let why = match why {
+                            Fallback::Behind => "further behind than multicast.window",
+                            _ => "the group fell silent",
+                        };
+                        tracing::warn!(upstream = %up.cfg.name, why,
+                            "following the upstream over HTTP until caught up");
+                    }
+                    Err(SessionError::Stopping) => return,
+                    Err(e) => {
+                        tracing::warn!(upstream = %up.cfg.name, error = %e, "multicast receiving failed");
+                        note_error(&follow, &up, e.to_string());
+                    }
+                }
+            }
+            Err(SessionError::Stopping) => return,
+            Err(e) => {
+                tracing::warn!(upstream = %up.cfg.name, error = %e, retry_in = ?pause,
+                    "following the upstream failed");
+                note_error(&follow, &up, e.to_string());
+                up.update(|s| s.state = "waiting");
+                let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered) => {}
+                    _ = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(max);
+            }
+        }
+    }
+}
+
+fn note_error(follow: &Follow, up: &Upstream, e: String) {
+    let now = follow.shared.clock.now_ms();
+    up.update(|s| {
+        s.last_error = Some(e);
+        s.last_error_ms = now;
+    });
+}
+
+/// A repair's answer: the events of `from..=through`.
+type Repaired = Result<(u64, u64, Vec<(EventLine, Bytes)>), RepairError>;
+
+#[derive(Debug, thiserror::Error)]
+enum RepairError {
+    #[error("below the upstream's trail ({0})")]
+    Gone(u64),
+    #[error("{0}")]
+    Http(String),
+}
+
+impl Receiver<'_> {
+    /// Publishes the counts to the upstream's status.
+    fn publish(&mut self) {
+        let w = self.window.counts();
+        self.counts.duplicates = w.duplicates;
+        self.counts.gaps = w.gaps;
+        self.counts.events_repaired = w.repaired;
+        self.counts.repair_requests = w.repair_requests;
+        self.counts.malformed = self.counts.malformed.max(w.refused);
+        for l in self.window.take_latencies() {
+            let ms = l.as_secs_f64() * 1000.0;
+            let i = LATENCY_BUCKETS_MS
+                .iter()
+                .position(|b| ms <= *b as f64)
+                .unwrap_or(LATENCY_BUCKETS_MS.len());
+            self.counts.repair_latency_buckets[i] += 1;
+            self.counts.repair_latency_sum_ms += ms;
+        }
+        let c = self.counts.clone();
+        self.up.update(|s| s.multicast = Some(c));
+    }
+
+    /// Follows the HTTP stream until it has caught up while datagrams flow; datagrams that
+    /// arrive meanwhile are held. The position reached.
+    async fn over_http(&mut self) -> Result<u64, SessionError> {
+        let clock = self.follow.shared.clock;
+        let fresh = (self.follow.shared.cfg.relay.multicast.heartbeat * 3)
+            .max(Duration::from_millis(300))
+            .as_millis() as u64;
+        let last = self.last_datagram_ms.clone();
+        let flowing = move || {
+            let at = last.load(Ordering::Relaxed);
+            at != 0 && clock.now_ms().saturating_sub(at) <= fresh
+        };
+        let (follow, up) = (self.follow, self.up);
+        loop {
+            let session = upstream::session(follow, up, Some(&flowing));
+            tokio::pin!(session);
+            let ended = loop {
+                tokio::select! {
+                    r = &mut session => break r,
+                    r = self.socket.recv_from(&mut self.buf) => {
+                        if let Ok((n, _)) = r {
+                            if self.origin.is_none() {
+                                self.origin = up.status().upstream_hub;
+                            }
+                            let bytes = self.buf[..n].to_vec();
+                            self.datagram(&bytes, Instant::now());
+                        }
+                    }
+                }
+            };
+            match ended? {
+                Ended::CaughtUp { position, hub } => {
+                    if hub.is_some() {
+                        self.origin = hub;
+                    }
+                    return Ok(position);
+                }
+                Ended::Reconciled => continue,
+                Ended::Closed => {
+                    return Err(SessionError::Http("the upstream closed its stream".into()));
+                }
+            }
+        }
+    }
+
+    /// Checks and holds one datagram.
+    fn datagram(&mut self, bytes: &[u8], now: Instant) {
+        self.counts.datagrams += 1;
+        let d = match datagram::decode(&self.m.key, bytes) {
+            Ok(d) => d,
+            Err(DatagramError::Tag) => {
+                self.counts.bad_tags += 1;
+                return;
+            }
+            Err(_) => {
+                self.counts.malformed += 1;
+                return;
+            }
+        };
+        if self.origin.as_deref() != Some(d.origin.as_str()) {
+            self.counts.unknown_origin += 1;
+            return;
+        }
+        self.last_datagram_ms
+            .store(self.follow.shared.clock.now_ms().max(1), Ordering::Relaxed);
+        if self.window.datagram(d.body, now) == Taken::Beyond {
+            self.counts.beyond_window += 1;
+        }
+    }
+
+    /// Takes events from the group until the receiver falls behind or the group falls silent.
+    async fn over_multicast(&mut self) -> Result<Fallback, SessionError> {
+        let (follow, up) = (self.follow, self.up);
+        let mut taker = Taker::new(follow, up, self.window.cursor());
+        let mut repairs: FuturesUnordered<BoxFuture<'static, Repaired>> = FuturesUnordered::new();
+        let mut wanted: std::collections::VecDeque<(u64, u64)> = Default::default();
+        let heartbeat = follow.shared.cfg.relay.multicast.heartbeat;
+        let silence = (heartbeat * 20).max(Duration::from_secs(2));
+        let mut last_heard = Instant::now();
+        let mut published = Instant::now();
+        loop {
+            if self.window.behind() {
+                return Ok(Fallback::Behind);
+            }
+            while repairs.len() < REPAIRS_IN_FLIGHT
+                && let Some((from, to)) = wanted.pop_front()
+            {
+                repairs.push(Box::pin(repair(follow, up, from, to)));
+            }
+            let due_at = self.window.next_due();
+            tokio::select! {
+                r = self.socket.recv_from(&mut self.buf) => {
+                    let Ok((n, _)) = r else { continue };
+                    let before = self.counts.datagrams - self.counts.bad_tags
+                        - self.counts.unknown_origin - self.counts.malformed;
+                    let bytes = self.buf[..n].to_vec();
+                    let now = Instant::now();
+                    self.datagram(&bytes, now);
+                    for _ in 0..DRAIN {
+                        match self.socket.try_recv_from(&mut self.buf) {
+                            Ok((n, _)) => {
+                                let bytes = self.buf[..n].to_vec();
+                                self.datagram(&bytes, now);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let after = self.counts.datagrams - self.counts.bad_tags
+                        - self.counts.unknown_origin - self.counts.malformed;
+                    if after > before {
+                        last_heard = now;
+                    }
+                    self.take_ready(&mut taker).await?;
+                }
+                _ = tokio::time::sleep_until(due_at.unwrap_or_else(Instant::now)), if due_at.is_some() => {
+                    wanted.extend(self.window.due(Instant::now()));
+                    self.take_ready(&mut taker).await?;
+                }
+                Some(r) = repairs.next(), if !repairs.is_empty() => {
+                    match r {
+                        Ok((from, through, events)) => {
+                            self.window.repaired(from, through, events, Instant::now());
+                            self.take_ready(&mut taker).await?;
+                        }
+                        Err(RepairError::Gone(trail)) => {
+                            upstream::reconcile(follow, up, taker.position, trail).await?;
+                            return Ok(Fallback::Reconciled);
+                        }
+                        Err(RepairError::Http(e)) => {
+                            // The gap stays open and is asked for again after its backoff.
+                            self.counts.repair_errors += 1;
+                            tracing::debug!(upstream = %up.cfg.name, error = %e, "a repair failed");
+                            note_error(follow, up, format!("repair: {e}"));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(last_heard + silence) => {
+                    return Ok(Fallback::Silent);
+                }
+            }
+            if published.elapsed() >= Duration::from_millis(200) {
+                self.publish();
+                published = Instant::now();
+            }
+        }
+    }
+
+    /// Takes the events ready in the window, and its cursor, into the log.
+    async fn take_ready(&mut self, taker: &mut Taker<'_>) -> Result<(), SessionError> {
+        let ready = self.window.ready();
+        let cursor = self.window.cursor();
+        if ready.is_empty() && cursor <= taker.position {
+            return Ok(());
+        }
+        self.counts.events_by_multicast += ready.len() as u64;
+        let mut items: Vec<Item> = ready.into_iter().map(|(l, b)| Item::Event(l, b)).collect();
+        items.push(Item::Beat(Beat {
+            lead: self.window.lead(),
+            trail: 0,
+            position: cursor,
+        }));
+        taker.take(items).await
+    }
+}
+
+/// Fetches `from..=to` from the upstream's `/relay/events`, page after page (at most
+/// [`REPAIR_PAGES`]); the answer covers `from..=through`.
+fn repair(
+    follow: &Follow,
+    up: &Upstream,
+    from: u64,
+    to: u64,
+) -> impl std::future::Future<Output = Repaired> + Send + 'static {
+    let client = follow.clients.topics.clone();
+    let policy = follow.clients.topic_policy.clone();
+    let base = up.cfg.base().clone();
+    let token = up.cfg.token.clone();
+    let topics = up.cfg.topics.clone();
+    async move {
+        let mut events = Vec::new();
+        let mut at = from;
+        let mut through = from - 1;
+        for _ in 0..REPAIR_PAGES {
+            let mut url = base.clone();
+            url.set_path(&format!(
+                "{}/relay/events",
+                url.path().trim_end_matches('/')
+            ));
+            url.set_query(None);
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("from", &at.to_string());
+                q.append_pair("to", &to.to_string());
+                for t in &topics {
+                    q.append_pair("topic", t);
+                }
+            }
+            policy
+                .check_literal(&url)
+                .map_err(|e| RepairError::Http(format!("blocked: {e} (see ssrf.topic_allow)")))?;
+            let resp = client
+                .get(url)
+                .bearer_auth(&token)
+                .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+                .send()
+                .await
+                .map_err(|e| RepairError::Http(classify(&e).to_string()))?;
+            let status = resp.status();
+            if status == reqwest::StatusCode::GONE {
+                let body = resp.bytes().await.unwrap_or_default();
+                let trail = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("trail")?.as_u64())
+                    .ok_or_else(|| RepairError::Http("410 without a trail".into()))?;
+                return Err(RepairError::Gone(trail));
+            }
+            if !status.is_success() {
+                return Err(RepairError::Http(format!("HTTP {status}")));
+            }
+            let page_through = resp
+                .headers()
+                .get("x-hubcast-through")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    RepairError::Http("a range answer without X-Hubcast-Through".into())
+                })?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| RepairError::Http(classify(&e).to_string()))?;
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match upstream::decode(line).map_err(|e| RepairError::Http(e.to_string()))? {
+                    Item::Event(e, b) => events.push((e, b)),
+                    Item::Beat(_) => {}
+                }
+            }
+            if page_through < at {
+                break;
+            }
+            through = page_through;
+            if through >= to {
+                break;
+            }
+            at = through + 1;
+        }
+        if through < from {
+            return Err(RepairError::Http("the range answer covered nothing".into()));
+        }
+        Ok((from, through, events))
+    }
+}
