@@ -12,6 +12,7 @@ mod ops;
 mod relay_batch;
 mod relay_stream;
 pub mod request_id;
+mod status_multicast;
 mod status_page;
 mod status_relay;
 

@@ -60,6 +60,7 @@ pub(super) fn relay_html(r: &crate::relay::view::RelayView) -> String {
         }
         s.push_str("</table></div>");
     }
+    s.push_str(&super::status_multicast::multicast_html(r));
     if !r.relays.is_empty() {
         s.push_str(
             "<h3>Destinations delivered through their relay</h3><div class=scroll>\

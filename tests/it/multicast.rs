@@ -157,6 +157,8 @@ async fn two_receivers_take_every_event_by_multicast() {
         assert_eq!(m["bad_tags"], 0);
         assert_eq!(up["transport"], "multicast");
     }
+    assert!(a.get_text("").await.contains("id=multicast-sender"));
+    assert!(b.get_text("").await.contains("id=multicast-receivers"));
     let v: serde_json::Value = serde_json::from_str(&a.get_text("admin/api/relay").await).unwrap();
     assert!(v["multicast"]["datagrams"].as_u64().unwrap() >= 200);
     assert!(
@@ -227,7 +229,7 @@ struct KernelLoss {
 
 impl KernelLoss {
     fn new(group: &str) -> Result<KernelLoss, String> {
-        if unsafe_uid() != 0 {
+        if effective_uid() != 0 {
             return Err("not running as root".into());
         }
         let (addr, port) = group.split_once(':').expect("group:port");
@@ -235,7 +237,7 @@ impl KernelLoss {
         let rules = format!(
             "table ip {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  oifname \"lo\" ip daddr {addr} udp dport {port} numgen random mod 100 < 5 counter drop\n }}\n}}\n"
         );
-        let mut child = std::process::Command::new("nft")
+        let mut child = std::process::Command::new(nft())
             .args(["-f", "-"])
             .stdin(std::process::Stdio::piped())
             .spawn()
@@ -256,7 +258,7 @@ impl KernelLoss {
 
     /// Datagrams the rule dropped.
     fn dropped(&self) -> u64 {
-        let out = std::process::Command::new("nft")
+        let out = std::process::Command::new(nft())
             .args(["list", "table", "ip", &self.table])
             .output()
             .unwrap();
@@ -272,14 +274,21 @@ impl KernelLoss {
 impl Drop for KernelLoss {
     fn drop(&mut self) {
         if self.ok {
-            let _ = std::process::Command::new("nft")
+            let _ = std::process::Command::new(nft())
                 .args(["delete", "table", "ip", &self.table])
                 .status();
         }
     }
 }
 
-fn unsafe_uid() -> u32 {
+/// `nft` from the path, or where Debian puts it.
+fn nft() -> &'static str {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nft").is_file()));
+    if on_path { "nft" } else { "/usr/sbin/nft" }
+}
+
+fn effective_uid() -> u32 {
     // The effective user, from the process's own status (no unsafe code needed).
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -305,14 +314,27 @@ async fn a_random_five_percent_lost_in_the_kernel_is_repaired() {
     let a = spawn_hub_with(&sender(&g)).await;
     let b = spawn_hub_with(&receiver(&g, &a.url, "token-for-receiver-b-0123")).await;
     let c = spawn_hub_with(&receiver(&g, &a.url, "token-for-receiver-c-0123")).await;
-    wait_multicast(&b.url).await;
-    wait_multicast(&c.url).await;
+    // D repairs too late for its small window: it falls behind, follows over HTTP until caught
+    // up, and comes back to multicast.
+    let d = spawn_hub_with(&format!(
+        "{}window = 64\nrepair_delay = \"5s\"\n",
+        receiver(&g, &a.url, "token-for-receiver-c-0123")
+    ))
+    .await;
+    for hub in [&b, &c, &d] {
+        wait_multicast(&hub.url).await;
+    }
     let topic = "http://127.0.0.1:1/lossy";
     publish(&a, topic, 1..=400, 300).await;
     publish(&a, topic, 401..=500, 4000).await;
-    for hub in [&b, &c] {
+    for hub in [&b, &c, &d] {
         wait_each_once(&hub.url, 500).await;
     }
+    let fell_back = upstream_status(&d.url).await.unwrap()["multicast"]["fallbacks"]
+        .as_u64()
+        .unwrap();
+    assert!(fell_back >= 1, "D fell back to HTTP");
+    wait_multicast(&d.url).await;
     assert!(loss.dropped() > 0, "the kernel dropped datagrams");
     let mut repaired = 0;
     for hub in [&b, &c] {
