@@ -17,6 +17,7 @@ pub mod hubproc;
 pub mod lean_client;
 pub mod lean_sink;
 pub mod metrics;
+pub mod multicast;
 pub mod nginx;
 pub mod payload;
 pub mod programs;

@@ -57,6 +57,10 @@ pub enum Scenario {
     /// The firehose alone: hub A takes `--topics` (100) × `--events` (200) fat pings of
     /// `--payload` (1 KB), then hub B follows A's stream from the start.
     Firehose,
+    /// One sender hub, three receiver hubs on loopback multicast: 200 B and 4 KiB events
+    /// (`--payload` for one size), over HTTP and by multicast at 0%, 1% and 5% loss (nftables,
+    /// as root): events/s into every receiver's log, repair p50/p99, bytes sent per event.
+    Multicast,
     /// A seconds-long run of the fan-out and crash paths (CI keeps the tool from rotting).
     Smoke,
 }
@@ -242,7 +246,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
         Scenario::Scale => o.topology(1_000_000, 1_000, 100, 1),
         Scenario::Smoke => o.topology(300, 3, 6, 2),
         Scenario::Relay => o.topology(100_000, 1, 10, 10),
-        Scenario::Firehose => o.topology(0, 100, 1, 200),
+        Scenario::Firehose | Scenario::Multicast => o.topology(0, 100, 1, 200),
     };
     let mut parameters = serde_json::json!({ "topology": topo, "options": o, "hub": o.settings() });
     if scenario == Scenario::Stream {
@@ -261,6 +265,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
             Scenario::Crash => crash(o, &topo, &mut report).await?,
             Scenario::SubscribeStorm | Scenario::Scale => storage(o, &topo, &mut report).await?,
             Scenario::Relay => crate::relay::run(o, &topo, &mut report).await?,
+            Scenario::Multicast => crate::multicast::run(o, &mut report).await?,
             Scenario::Firehose => {
                 let (origin, follow) = crate::relay::firehose(o, &mut report).await?;
                 vec![origin, follow]

@@ -29,7 +29,7 @@ use crate::multicast::reorder::{Reorder, ReorderConfig, Taken};
 use crate::relay::wire::{Beat, EventLine, MEDIA_TYPE};
 
 /// Repair requests in flight at once.
-const REPAIRS_IN_FLIGHT: usize = 4;
+const REPAIRS_IN_FLIGHT: usize = 8;
 /// Pages one repair reads at most (each up to the upstream's `relay.max_range` events).
 const REPAIR_PAGES: usize = 16;
 /// Datagrams read in one go before the events they completed are taken.
@@ -144,6 +144,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             retry: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
             max_record: cfg.max_event_bytes + 64 * 1024,
+            merge_within: 8,
         },
         0,
     );
@@ -228,15 +229,16 @@ fn note_error(follow: &Follow, up: &Upstream, e: String) {
     });
 }
 
-/// A repair's answer: the events of `from..=through`.
-type Repaired = Result<(u64, u64, Vec<(EventLine, Bytes)>), RepairError>;
+/// A repair's answer to `from..=to`: the events of `from..=through`.
+type Repaired = Result<(u64, u64, u64, Vec<(EventLine, Bytes)>), RepairError>;
 
 #[derive(Debug, thiserror::Error)]
 enum RepairError {
     #[error("below the upstream's trail ({0})")]
     Gone(u64),
-    #[error("{0}")]
-    Http(String),
+    /// The range asked for, and why it failed.
+    #[error("{1}")]
+    Http((u64, u64), String),
 }
 
 impl Receiver<'_> {
@@ -306,29 +308,46 @@ impl Receiver<'_> {
         }
     }
 
-    /// Checks and holds one datagram.
-    fn datagram(&mut self, bytes: &[u8], now: Instant) {
+    /// Checks and holds one datagram; `true` when it is the upstream's.
+    fn datagram(&mut self, bytes: &[u8], now: Instant) -> bool {
         self.counts.datagrams += 1;
         let d = match datagram::decode(&self.m.key, bytes) {
             Ok(d) => d,
             Err(DatagramError::Tag) => {
                 self.counts.bad_tags += 1;
-                return;
+                return false;
             }
             Err(_) => {
                 self.counts.malformed += 1;
-                return;
+                return false;
             }
         };
         if self.origin.as_deref() != Some(d.origin.as_str()) {
             self.counts.unknown_origin += 1;
-            return;
+            return false;
         }
         self.last_datagram_ms
             .store(self.follow.shared.clock.now_ms().max(1), Ordering::Relaxed);
         if self.window.datagram(d.body, now) == Taken::Beyond {
             self.counts.beyond_window += 1;
         }
+        true
+    }
+
+    /// Takes what waits in the socket (at most [`DRAIN`] datagrams) without waiting; `true`
+    /// when any was the upstream's.
+    fn drain(&mut self, now: Instant) -> bool {
+        let mut heard = false;
+        for _ in 0..DRAIN {
+            match self.socket.try_recv_from(&mut self.buf) {
+                Ok((n, _)) => {
+                    let bytes = self.buf[..n].to_vec();
+                    heard |= self.datagram(&bytes, now);
+                }
+                Err(_) => break,
+            }
+        }
+        heard
     }
 
     /// Takes events from the group until the receiver falls behind or the group falls silent.
@@ -337,6 +356,9 @@ impl Receiver<'_> {
         let mut taker = Taker::new(follow, up, self.window.cursor());
         let mut repairs: FuturesUnordered<BoxFuture<'static, Repaired>> = FuturesUnordered::new();
         let mut wanted: std::collections::VecDeque<(u64, u64)> = Default::default();
+        // Ranges asked for and not answered yet: a gap asked for again meanwhile (its backoff
+        // ran out while the answer was on its way, or queued) is not asked twice.
+        let mut asked: std::collections::HashSet<(u64, u64)> = Default::default();
         let heartbeat = follow.shared.cfg.relay.multicast.heartbeat;
         let silence = (heartbeat * 20).max(Duration::from_secs(2));
         let mut last_heard = Instant::now();
@@ -348,40 +370,41 @@ impl Receiver<'_> {
             while repairs.len() < REPAIRS_IN_FLIGHT
                 && let Some((from, to)) = wanted.pop_front()
             {
+                if to <= self.window.cursor() || !asked.insert((from, to)) {
+                    continue;
+                }
                 repairs.push(Box::pin(repair(follow, up, from, to)));
             }
             let due_at = self.window.next_due();
             tokio::select! {
                 r = self.socket.recv_from(&mut self.buf) => {
                     let Ok((n, _)) = r else { continue };
-                    let before = self.counts.datagrams - self.counts.bad_tags
-                        - self.counts.unknown_origin - self.counts.malformed;
                     let bytes = self.buf[..n].to_vec();
                     let now = Instant::now();
-                    self.datagram(&bytes, now);
-                    for _ in 0..DRAIN {
-                        match self.socket.try_recv_from(&mut self.buf) {
-                            Ok((n, _)) => {
-                                let bytes = self.buf[..n].to_vec();
-                                self.datagram(&bytes, now);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    let after = self.counts.datagrams - self.counts.bad_tags
-                        - self.counts.unknown_origin - self.counts.malformed;
-                    if after > before {
+                    let mut heard = self.datagram(&bytes, now);
+                    heard |= self.drain(now);
+                    if heard {
                         last_heard = now;
                     }
                     self.take_ready(&mut taker).await?;
                 }
                 _ = tokio::time::sleep_until(due_at.unwrap_or_else(Instant::now)), if due_at.is_some() => {
-                    wanted.extend(self.window.due(Instant::now()));
+                    // What waits in the socket first: a gap its datagrams fill needs no repair.
+                    let now = Instant::now();
+                    if self.drain(now) {
+                        last_heard = now;
+                    }
+                    for r in self.window.due(now) {
+                        if !wanted.contains(&r) {
+                            wanted.push_back(r);
+                        }
+                    }
                     self.take_ready(&mut taker).await?;
                 }
                 Some(r) = repairs.next(), if !repairs.is_empty() => {
                     match r {
-                        Ok((from, through, events)) => {
+                        Ok((from, to, through, events)) => {
+                            asked.remove(&(from, to));
                             self.window.repaired(from, through, events, Instant::now());
                             self.take_ready(&mut taker).await?;
                         }
@@ -389,7 +412,8 @@ impl Receiver<'_> {
                             upstream::reconcile(follow, up, taker.position, trail).await?;
                             return Ok(Fallback::Reconciled);
                         }
-                        Err(RepairError::Http(e)) => {
+                        Err(RepairError::Http(range, e)) => {
+                            asked.remove(&range);
                             // The gap stays open and is asked for again after its backoff.
                             self.counts.repair_errors += 1;
                             tracing::debug!(upstream = %up.cfg.name, error = %e, "a repair failed");
@@ -458,27 +482,27 @@ fn repair(
                     q.append_pair("topic", t);
                 }
             }
-            policy
-                .check_literal(&url)
-                .map_err(|e| RepairError::Http(format!("blocked: {e} (see ssrf.topic_allow)")))?;
+            policy.check_literal(&url).map_err(|e| {
+                RepairError::Http((from, to), format!("blocked: {e} (see ssrf.topic_allow)"))
+            })?;
             let resp = client
                 .get(url)
                 .bearer_auth(&token)
                 .header(reqwest::header::ACCEPT, MEDIA_TYPE)
                 .send()
                 .await
-                .map_err(|e| RepairError::Http(classify(&e).to_string()))?;
+                .map_err(|e| RepairError::Http((from, to), classify(&e).to_string()))?;
             let status = resp.status();
             if status == reqwest::StatusCode::GONE {
                 let body = resp.bytes().await.unwrap_or_default();
                 let trail = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v.get("trail")?.as_u64())
-                    .ok_or_else(|| RepairError::Http("410 without a trail".into()))?;
+                    .ok_or_else(|| RepairError::Http((from, to), "410 without a trail".into()))?;
                 return Err(RepairError::Gone(trail));
             }
             if !status.is_success() {
-                return Err(RepairError::Http(format!("HTTP {status}")));
+                return Err(RepairError::Http((from, to), format!("HTTP {status}")));
             }
             let page_through = resp
                 .headers()
@@ -486,14 +510,19 @@ fn repair(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| {
-                    RepairError::Http("a range answer without X-Hubcast-Through".into())
+                    RepairError::Http(
+                        (from, to),
+                        "a range answer without X-Hubcast-Through".into(),
+                    )
                 })?;
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| RepairError::Http(classify(&e).to_string()))?;
+                .map_err(|e| RepairError::Http((from, to), classify(&e).to_string()))?;
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                match upstream::decode(line).map_err(|e| RepairError::Http(e.to_string()))? {
+                match upstream::decode(line)
+                    .map_err(|e| RepairError::Http((from, to), e.to_string()))?
+                {
                     Item::Event(e, b) => events.push((e, b)),
                     Item::Beat(_) => {}
                 }
@@ -508,8 +537,11 @@ fn repair(
             at = through + 1;
         }
         if through < from {
-            return Err(RepairError::Http("the range answer covered nothing".into()));
+            return Err(RepairError::Http(
+                (from, to),
+                "the range answer covered nothing".into(),
+            ));
         }
-        Ok((from, through, events))
+        Ok((from, to, through, events))
     }
 }

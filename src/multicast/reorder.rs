@@ -35,6 +35,8 @@ pub struct ReorderConfig {
     pub retry_max: Duration,
     /// Largest record accepted from fragments.
     pub max_record: usize,
+    /// Gaps due together at most this many events apart are asked for in one request.
+    pub merge_within: u64,
 }
 
 /// What became of a datagram.
@@ -317,6 +319,18 @@ impl Reorder {
         if through < from {
             return;
         }
+        // The gaps the answer closes (those datagrams filled meanwhile are no longer open):
+        // their age is the repair's latency.
+        if self.changed.is_some() {
+            self.refresh(now);
+        }
+        let closed: Vec<Duration> = self
+            .gaps
+            .range(..=through)
+            .filter(|(lo, g)| **lo >= from && g.requested)
+            .map(|(_, g)| now.saturating_duration_since(g.noticed))
+            .collect();
+        self.latencies.extend(closed);
         let held: Vec<u64> = self
             .entries
             .range(from..=through)
@@ -408,14 +422,21 @@ impl Reorder {
         if self.changed.is_some() {
             self.refresh(now);
         }
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, u64)> = Vec::new();
         for (lo, g) in self.gaps.iter_mut() {
             if g.next_request <= now {
-                out.push((*lo, g.hi));
                 g.requested = true;
                 g.next_request = now + g.backoff;
                 g.backoff = (g.backoff * 2).min(self.cfg.retry_max);
-                self.counts.repair_requests += 1;
+                // Gaps a few events apart are one request: the events between come again,
+                // which costs less than a request each.
+                match out.last_mut() {
+                    Some(last) if *lo <= last.1 + 1 + self.cfg.merge_within => last.1 = g.hi,
+                    _ => {
+                        out.push((*lo, g.hi));
+                        self.counts.repair_requests += 1;
+                    }
+                }
             }
         }
         out
@@ -432,7 +453,7 @@ impl Reorder {
             .min()
     }
 
-    /// Ages (from noticed to filled) of the gaps closed by repairs since the last call.
+    /// Ages (from noticed to the answer) of the gaps repairs closed since the last call.
     pub fn take_latencies(&mut self) -> Vec<Duration> {
         std::mem::take(&mut self.latencies)
     }

@@ -28,6 +28,7 @@ fn config() -> ReorderConfig {
         retry: Duration::from_millis(250),
         retry_max: Duration::from_secs(5),
         max_record: MAX_EVENT + 4096,
+        merge_within: 8,
     }
 }
 
