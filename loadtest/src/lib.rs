@@ -15,6 +15,7 @@ pub mod driver;
 pub mod histogram;
 pub mod hubproc;
 pub mod lean_client;
+pub mod lean_sender;
 pub mod lean_sink;
 pub mod metrics;
 pub mod multicast;

@@ -43,6 +43,12 @@ pub async fn run(o: &Options, r: &mut Report) -> anyhow::Result<Vec<Phase>> {
         None => vec![200, 4096],
     };
     let mut phases = Vec::new();
+    let rate = o.rate.unwrap_or(50_000.0);
+    for &payload in &payloads {
+        for &loss in &losses {
+            phases.push(lean_phase(o, payload, loss, rate, r).await?);
+        }
+    }
     for payload in payloads {
         let topo = Topology {
             topics: o.topics.unwrap_or(100),
@@ -64,6 +70,135 @@ pub async fn run(o: &Options, r: &mut Report) -> anyhow::Result<Vec<Phase>> {
         }
     }
     Ok(phases)
+}
+
+/// The lean sender's `--events` × `--topics` × 5 events (default 100,000) of `payload` bytes
+/// at `rate` events/s to three receiver hubs at `loss` percent: events per second into every
+/// receiver's log, from the first datagram to the slowest receiver's cursor reaching the last.
+async fn lean_phase(
+    o: &Options,
+    payload: usize,
+    loss: u32,
+    rate: f64,
+    r: &mut Report,
+) -> anyhow::Result<Phase> {
+    let total = (o.topics.unwrap_or(100) * o.events.unwrap_or(200) * 5) as u64;
+    let group = group()?;
+    let addr: std::net::SocketAddrV4 = group.parse()?;
+    let sender = crate::lean_sender::LeanSender::start(
+        total,
+        payload,
+        o.topics.unwrap_or(100),
+        KEY.as_bytes(),
+        addr,
+    )
+    .await?;
+    let mut dirs = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..RECEIVERS {
+        let dir = tempfile::tempdir()?;
+        let extra = format!(
+            "[relay]\nheartbeat = \"100ms\"\n[[upstreams]]\nurl = \"{}\"\ntoken = \"{}\"\n\
+             transport = \"multicast\"\n[multicast]\ngroup = \"{group}\"\n\
+             interface = \"127.0.0.1\"\nkey = \"{KEY}\"\n",
+            sender.url,
+            token(i),
+        );
+        receivers.push(
+            HubProcess::start(
+                &o.hub_bin()?,
+                dir.path(),
+                &HubSettings {
+                    extra,
+                    ..o.settings()
+                },
+            )
+            .await?,
+        );
+        dirs.push(dir);
+    }
+    let until = Instant::now() + o.limit();
+    for rx in &receivers {
+        while !receiving_by_multicast(&rx.url).await {
+            if Instant::now() > until {
+                bail!("a receiver did not switch to multicast in time");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let kernel = match loss {
+        0 => None,
+        l => Some(KernelLoss::new(&group, l).map_err(anyhow::Error::msg)?),
+    };
+    let start = Instant::now();
+    sender.send_all(rate).await?;
+    let send_seconds = start.elapsed().as_secs_f64();
+    for (i, rx) in receivers.iter().enumerate() {
+        loop {
+            let cursor = metric(&rx.url, "hubcast_upstream_cursor{")
+                .await
+                .unwrap_or(0);
+            if cursor >= total {
+                break;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "receiver {i} took {cursor} of {total} events in time; its log ends:\n{}",
+                    crate::scenarios::hub_log_tail(dirs[i].path())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(kernel);
+    sender.stop();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let mut fallbacks = 0.0;
+    for (i, rx) in receivers.iter().enumerate() {
+        let lead = metric(&rx.url, "hubcast_event_log_lead ").await?;
+        if lead != total {
+            bail!("receiver {i}'s log holds {lead} events, not {total}");
+        }
+        let text = metrics_text(&rx.url).await?;
+        fallbacks += sum(&text, "hubcast_upstream_multicast_fallbacks_total{");
+        for (le, n) in histogram(&text) {
+            match buckets.iter_mut().find(|b| b.0 == le) {
+                Some(b) => b.1 += n,
+                None => buckets.push((le, n)),
+            }
+        }
+    }
+    for rx in receivers {
+        rx.stop().await?;
+    }
+    let name = format!("lean_{payload}b_{loss}pct");
+    let per_second = total as f64 / seconds;
+    r.figure(&format!("{name}_events_per_second"), per_second);
+    r.figure(
+        &format!("{name}_offered_per_second"),
+        total as f64 / send_seconds,
+    );
+    r.figure(&format!("{name}_fallbacks"), fallbacks);
+    if let (Some(p50), Some(p99)) = (quantile(&buckets, 0.5), quantile(&buckets, 0.99)) {
+        r.figure(&format!("{name}_repair_p50_ms"), p50 * 1000.0);
+        r.figure(&format!("{name}_repair_p99_ms"), p99 * 1000.0);
+    }
+    Ok(Phase {
+        label: format!(
+            "lean sender at {rate}/s → {RECEIVERS} receivers: {total} events of {payload} B at {loss}% loss"
+        ),
+        counted_by: "hub metrics",
+        deliveries: total,
+        seconds,
+        per_second,
+        latency_us: None,
+        tally: None,
+        bad_signatures: None,
+        timeline: Vec::new(),
+        latency_buckets: Vec::new(),
+        backlog: Vec::new(),
+    })
 }
 
 /// One run: HTTP receivers (`loss` None) or multicast ones at `loss` percent. The phase and

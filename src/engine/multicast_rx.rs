@@ -32,6 +32,8 @@ use crate::relay::wire::{Beat, EventLine, MEDIA_TYPE};
 const REPAIRS_IN_FLIGHT: usize = 8;
 /// Pages one repair reads at most (each up to the upstream's `relay.max_range` events).
 const REPAIR_PAGES: usize = 16;
+/// Bytes of answers one repair reads at most (the rest of its range is asked for again).
+const REPAIR_BYTES: usize = 32 << 20;
 /// Datagrams read in one go before the events they completed are taken.
 const DRAIN: usize = 512;
 /// Upper bounds (ms) of the repair latency histogram's buckets.
@@ -49,6 +51,8 @@ pub struct ReceiverCounts {
     pub bad_tags: u64,
     pub unknown_origin: u64,
     pub malformed: u64,
+    /// Datagrams inconsistent with what was held, or records that did not decode (repaired).
+    pub refused: u64,
     pub duplicates: u64,
     /// Datagrams past the window (the receiver was too far behind).
     pub beyond_window: u64,
@@ -95,6 +99,8 @@ struct Receiver<'a> {
     last_datagram_ms: Arc<AtomicU64>,
     counts: ReceiverCounts,
     buf: Vec<u8>,
+    /// The upstream entry's `topics` (empty: all).
+    wanted: Vec<crate::topic_prefix::TopicPrefix>,
 }
 
 enum Fallback {
@@ -164,6 +170,12 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
         origin: None,
         last_datagram_ms: Arc::new(AtomicU64::new(0)),
         buf: vec![0u8; MAX_DATAGRAM + 1],
+        wanted: up
+            .cfg
+            .topics
+            .iter()
+            .filter_map(|t| crate::topic_prefix::TopicPrefix::parse(t).ok())
+            .collect(),
     };
     let mut pause = Duration::from_millis(100);
     loop {
@@ -234,8 +246,8 @@ type Repaired = Result<(u64, u64, u64, Vec<(EventLine, Bytes)>), RepairError>;
 
 #[derive(Debug, thiserror::Error)]
 enum RepairError {
-    #[error("below the upstream's trail ({0})")]
-    Gone(u64),
+    #[error("below the upstream's trail ({1})")]
+    Gone((u64, u64), u64),
     /// The range asked for, and why it failed.
     #[error("{1}")]
     Http((u64, u64), String),
@@ -249,7 +261,7 @@ impl Receiver<'_> {
         self.counts.gaps = w.gaps;
         self.counts.events_repaired = w.repaired;
         self.counts.repair_requests = w.repair_requests;
-        self.counts.malformed = self.counts.malformed.max(w.refused);
+        self.counts.refused = w.refused;
         for l in self.window.take_latencies() {
             let ms = l.as_secs_f64() * 1000.0;
             let i = LATENCY_BUCKETS_MS
@@ -279,16 +291,25 @@ impl Receiver<'_> {
         loop {
             let session = upstream::session(follow, up, Some(&flowing));
             tokio::pin!(session);
+            let mut moved = Instant::now();
             let ended = loop {
                 tokio::select! {
                     r = &mut session => break r,
                     r = self.socket.recv_from(&mut self.buf) => {
                         if let Ok((n, _)) = r {
-                            if self.origin.is_none() {
-                                self.origin = up.status().upstream_hub;
+                            let now = Instant::now();
+                            // The window follows the HTTP stream's progress, so what it holds
+                            // is what comes next.
+                            if self.origin.is_none() || now - moved >= Duration::from_millis(100) {
+                                let st = up.status();
+                                if self.origin.is_none() {
+                                    self.origin = st.upstream_hub;
+                                }
+                                self.window.resume(st.cursor, now);
+                                moved = now;
                             }
                             let bytes = self.buf[..n].to_vec();
-                            self.datagram(&bytes, Instant::now());
+                            self.datagram(&bytes, now);
                         }
                     }
                 }
@@ -358,11 +379,13 @@ impl Receiver<'_> {
         let mut wanted: std::collections::VecDeque<(u64, u64)> = Default::default();
         // Ranges asked for and not answered yet: a gap asked for again meanwhile (its backoff
         // ran out while the answer was on its way, or queued) is not asked twice.
-        let mut asked: std::collections::HashSet<(u64, u64)> = Default::default();
+        let mut asked: Vec<(u64, u64)> = Vec::new();
         let heartbeat = follow.shared.cfg.relay.multicast.heartbeat;
         let silence = (heartbeat * 20).max(Duration::from_secs(2));
         let mut last_heard = Instant::now();
         let mut published = Instant::now();
+        // Events held while catching up that follow on at once.
+        self.take_ready(&mut taker).await?;
         loop {
             if self.window.behind() {
                 return Ok(Fallback::Behind);
@@ -370,9 +393,10 @@ impl Receiver<'_> {
             while repairs.len() < REPAIRS_IN_FLIGHT
                 && let Some((from, to)) = wanted.pop_front()
             {
-                if to <= self.window.cursor() || !asked.insert((from, to)) {
+                if to <= self.window.cursor() || asked.iter().any(|a| a.0 <= from && to <= a.1) {
                     continue;
                 }
+                asked.push((from, to));
                 repairs.push(Box::pin(repair(follow, up, from, to)));
             }
             let due_at = self.window.next_due();
@@ -404,16 +428,21 @@ impl Receiver<'_> {
                 Some(r) = repairs.next(), if !repairs.is_empty() => {
                     match r {
                         Ok((from, to, through, events)) => {
-                            asked.remove(&(from, to));
+                            asked.retain(|a| *a != (from, to));
                             self.window.repaired(from, through, events, Instant::now());
                             self.take_ready(&mut taker).await?;
                         }
-                        Err(RepairError::Gone(trail)) => {
-                            upstream::reconcile(follow, up, taker.position, trail).await?;
-                            return Ok(Fallback::Reconciled);
+                        Err(RepairError::Gone(range, trail)) => {
+                            asked.retain(|a| *a != range);
+                            // An answer to a range already taken (a late datagram filled it)
+                            // says nothing about what is still wanted.
+                            if trail > taker.position + 1 {
+                                upstream::reconcile(follow, up, taker.position, trail).await?;
+                                return Ok(Fallback::Reconciled);
+                            }
                         }
                         Err(RepairError::Http(range, e)) => {
-                            asked.remove(&range);
+                            asked.retain(|a| *a != range);
                             // The gap stays open and is asked for again after its backoff.
                             self.counts.repair_errors += 1;
                             tracing::debug!(upstream = %up.cfg.name, error = %e, "a repair failed");
@@ -440,7 +469,14 @@ impl Receiver<'_> {
             return Ok(());
         }
         self.counts.events_by_multicast += ready.len() as u64;
-        let mut items: Vec<Item> = ready.into_iter().map(|(l, b)| Item::Event(l, b)).collect();
+        // The group may carry topics this upstream entry does not ask for: passed over (the
+        // cursor moves past them), as the HTTP stream would not have sent them.
+        let wanted = &self.wanted;
+        let mut items: Vec<Item> = ready
+            .into_iter()
+            .filter(|(l, _)| wanted.is_empty() || wanted.iter().any(|p| p.covers(&l.topic)))
+            .map(|(l, b)| Item::Event(l, b))
+            .collect();
         items.push(Item::Beat(Beat {
             lead: self.window.lead(),
             trail: 0,
@@ -465,6 +501,7 @@ fn repair(
     let topics = up.cfg.topics.clone();
     async move {
         let mut events = Vec::new();
+        let mut taken_bytes = 0usize;
         let mut at = from;
         let mut through = from - 1;
         for _ in 0..REPAIR_PAGES {
@@ -499,7 +536,7 @@ fn repair(
                     .ok()
                     .and_then(|v| v.get("trail")?.as_u64())
                     .ok_or_else(|| RepairError::Http((from, to), "410 without a trail".into()))?;
-                return Err(RepairError::Gone(trail));
+                return Err(RepairError::Gone((from, to), trail));
             }
             if !status.is_success() {
                 return Err(RepairError::Http((from, to), format!("HTTP {status}")));
@@ -515,10 +552,28 @@ fn repair(
                         "a range answer without X-Hubcast-Through".into(),
                     )
                 })?;
-            let body = resp
-                .bytes()
+            if page_through > to {
+                return Err(RepairError::Http(
+                    (from, to),
+                    format!("X-Hubcast-Through {page_through} is past the range asked ({to})"),
+                ));
+            }
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
                 .await
-                .map_err(|e| RepairError::Http((from, to), classify(&e).to_string()))?;
+                .map_err(|e| RepairError::Http((from, to), classify(&e).to_string()))?
+            {
+                if body.len() + chunk.len() > REPAIR_BYTES {
+                    return Err(RepairError::Http(
+                        (from, to),
+                        format!("a range answer larger than {REPAIR_BYTES} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            taken_bytes += body.len();
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 match upstream::decode(line)
                     .map_err(|e| RepairError::Http((from, to), e.to_string()))?
@@ -531,7 +586,8 @@ fn repair(
                 break;
             }
             through = page_through;
-            if through >= to {
+            // A long range is taken in parts: the rest is asked for again as a gap.
+            if through >= to || taken_bytes >= REPAIR_BYTES {
                 break;
             }
             at = through + 1;

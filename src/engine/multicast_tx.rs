@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -95,43 +96,66 @@ pub async fn run(shared: Arc<Shared>, stream: Arc<EventStream>, sender: Arc<Send
             return;
         }
     };
+    let socket = Arc::new(socket);
     let origin = shared.store.log.hub_id();
     let burst = NonZeroU32::new((64 * 1024).max(datagram::MAX_DATAGRAM as u32)).expect("nonzero");
     let rate = NonZeroU32::new(cfg.rate as u32).expect("validated rate");
-    let pace = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+    let pace = Arc::new(RateLimiter::direct(
+        Quota::per_second(rate).allow_burst(burst),
+    ));
     let mut follower = stream.follow(stream.lead());
     // Nothing of the group lies between what receivers hold and the lead at start that a
     // repair cannot bring: the first event sent names it as its previous.
-    let mut prev = follower.position();
-    let mut beat = tokio::time::interval(cfg.heartbeat);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let last_sent = Arc::new(AtomicU64::new(follower.position()));
     let stop = shared.shutdown.clone();
     tracing::info!(group = %group, interface = ?cfg.interface, ttl = cfg.ttl,
         "sending the stream by multicast");
-    let send = |d: Bytes| {
-        let (socket, pace, sender) = (&socket, &pace, &sender);
+    let out = Out {
+        socket: socket.clone(),
+        pace: pace.clone(),
+        sender: sender.clone(),
+        group,
+    };
+    // Heartbeats go out on their own, whatever the events' sending is waiting for.
+    let beats = {
+        let (out, shared, key, origin, last_sent, stop) = (
+            out.clone(),
+            shared.clone(),
+            key.clone(),
+            origin.clone(),
+            last_sent.clone(),
+            stop.clone(),
+        );
+        let every = cfg.heartbeat;
         async move {
-            let n = NonZeroU32::new(d.len() as u32).expect("a datagram is never empty");
-            // A datagram is never larger than the burst.
-            let _ = pace.until_n_ready(n).await;
-            match socket.send_to(&d, SocketAddr::V4(group)).await {
-                Ok(_) => sender.update(|c| {
-                    c.datagrams += 1;
-                    c.bytes += d.len() as u64;
-                }),
-                Err(e) => sender.update(|c| {
-                    // Receivers repair what was not sent.
-                    c.send_errors += 1;
-                    c.last_error = Some(e.to_string());
-                }),
+            let mut beat = tokio::time::interval(every);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = beat.tick() => {}
+                }
+                let trail = shared
+                    .store
+                    .log
+                    .bounds()
+                    .await
+                    .map(|b| b.trail)
+                    .unwrap_or(0);
+                let lead = last_sent.load(Ordering::Relaxed);
+                let d = datagram::encode(&key, &origin, &Body::Heartbeat { lead, trail });
+                out.send(d).await;
+                out.sender.update(|c| c.heartbeats += 1);
             }
         }
     };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            next = follower.next(BATCH) => {
-                let batch = match next {
+    let events = async {
+        let mut prev = last_sent.load(Ordering::Relaxed);
+        loop {
+            let expected = follower.position() + 1;
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = follower.next(BATCH) => match next {
                     Ok(b) if b.is_empty() => return, // the stream closed
                     Ok(b) => b,
                     Err(e) => {
@@ -139,30 +163,68 @@ pub async fn run(shared: Arc<Shared>, stream: Arc<EventStream>, sender: Arc<Send
                         tokio::time::sleep(cfg.heartbeat).await;
                         continue;
                     }
-                };
-                for c in batch {
-                    let e = &c.event;
-                    if !cfg.topics.is_empty() && !cfg.topics.iter().any(|p| p.covers(&e.topic)) {
-                        continue;
-                    }
-                    let (datagrams, announced) = datagrams_of(&key, &origin, e, prev, cfg.max_event_bytes);
-                    for d in datagrams {
-                        send(d).await;
-                    }
-                    prev = e.seq;
-                    sender.update(|c| {
-                        c.events += 1;
-                        c.announced += u64::from(announced);
-                        c.last_sent = prev;
-                    });
+                },
+            };
+            // Events pruned before they were sent: receivers are told of the numbers, ask for
+            // them, learn the trail and reconcile, as an HTTP follower would.
+            if let Some(first) = batch.first()
+                && first.event.seq > expected
+            {
+                prev = prev.max(first.event.seq - 1);
+            }
+            for c in batch {
+                if stop.is_cancelled() {
+                    return;
                 }
+                let e = &c.event;
+                if !cfg.topics.is_empty() && !cfg.topics.iter().any(|p| p.covers(&e.topic)) {
+                    continue;
+                }
+                let (datagrams, announced) =
+                    datagrams_of(&key, &origin, e, prev, cfg.max_event_bytes);
+                for d in datagrams {
+                    out.send(d).await;
+                }
+                prev = e.seq;
+                last_sent.store(prev, Ordering::Relaxed);
+                sender.update(|c| {
+                    c.events += 1;
+                    c.announced += u64::from(announced);
+                    c.last_sent = prev;
+                });
             }
-            _ = beat.tick() => {
-                let trail = shared.store.log.bounds().await.map(|b| b.trail).unwrap_or(0);
-                let d = datagram::encode(&key, &origin, &Body::Heartbeat { lead: prev, trail });
-                send(d).await;
-                sender.update(|c| c.heartbeats += 1);
-            }
+        }
+    };
+    tokio::select! {
+        _ = beats => {}
+        _ = events => {}
+    }
+}
+
+/// Where datagrams go: the socket, paced.
+#[derive(Clone)]
+struct Out {
+    socket: Arc<tokio::net::UdpSocket>,
+    pace: Arc<governor::DefaultDirectRateLimiter>,
+    sender: Arc<Sender>,
+    group: SocketAddrV4,
+}
+
+impl Out {
+    async fn send(&self, d: Bytes) {
+        let n = NonZeroU32::new(d.len() as u32).expect("a datagram is never empty");
+        // A datagram is never larger than the burst.
+        let _ = self.pace.until_n_ready(n).await;
+        match self.socket.send_to(&d, SocketAddr::V4(self.group)).await {
+            Ok(_) => self.sender.update(|c| {
+                c.datagrams += 1;
+                c.bytes += d.len() as u64;
+            }),
+            Err(e) => self.sender.update(|c| {
+                // Receivers repair what was not sent (a firewall's drop is refused here too).
+                c.send_errors += 1;
+                c.last_error = Some(e.to_string());
+            }),
         }
     }
 }
@@ -175,8 +237,10 @@ pub fn datagrams_of(
     prev: u64,
     max_event_bytes: usize,
 ) -> (Vec<Bytes>, bool) {
-    let rec = record::encode(e);
-    if rec.len() > max_event_bytes {
+    let rec = record::fits(e).then(|| record::encode(e));
+    let too_large = rec.as_ref().is_none_or(|r| r.len() > max_event_bytes);
+    if too_large {
+        let size = rec.as_ref().map_or(e.body.len(), |r| r.len());
         // The topic is for operators only (receivers fetch the event by its number): cut to
         // what one datagram holds.
         let room = datagram::payload_room(origin);
@@ -187,10 +251,11 @@ pub fn datagrams_of(
         let body = Body::Announce {
             seq: e.seq,
             prev,
-            size: rec.len().min(u32::MAX as usize) as u32,
+            size: size.min(u32::MAX as usize) as u32,
             topic: e.topic[..cut].to_owned(),
         };
         return (vec![datagram::encode(key, origin, &body)], true);
     }
+    let rec = rec.expect("fits");
     (datagram::fragments(key, origin, e.seq, prev, &rec), false)
 }

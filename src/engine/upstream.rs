@@ -683,14 +683,16 @@ pub(super) async fn reconcile(
         s.store.publish.put_pings(pings.clone()).await?;
     }
     // The pings and the cursor below the trail are durable together before going on.
+    // Never backwards: events already taken stay taken.
+    let moved_to = trail.saturating_sub(1).max(cursor);
     s.store
         .log
-        .put_cursor(&up.cfg.cursor_name(), trail.saturating_sub(1))
+        .put_cursor(&up.cfg.cursor_name(), moved_to)
         .await?;
     s.store.flush().await?;
     for p in pings {
         follow.pings.submit(p);
     }
-    up.update(|st| st.cursor = trail.saturating_sub(1));
+    up.update(|st| st.cursor = moved_to);
     Ok(())
 }

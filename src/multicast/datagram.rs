@@ -177,8 +177,22 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Datagram, DatagramError> {
     }
     let body = match kind {
         1 => {
-            if count == 0 || index >= count || p == 0 {
-                return Err(DatagramError::Malformed("fragment index or count"));
+            // The sender cuts a record into full fragments of the payload room and a last
+            // one: anything else (a count out of proportion to the size) is refused before a
+            // receiver allocates for it.
+            let room = payload_room(&origin) as u64;
+            let total = u64::from(size);
+            let want = if (index as u64) + 1 < count as u64 {
+                room
+            } else {
+                total.saturating_sub(room * (count as u64).saturating_sub(1))
+            };
+            if total == 0
+                || count as u64 != total.div_ceil(room)
+                || index >= count
+                || p as u64 != want
+            {
+                return Err(DatagramError::Malformed("fragment index, count or size"));
             }
             Body::Fragment {
                 seq,
@@ -308,6 +322,19 @@ mod tests {
         };
         assert!(matches!(
             decode(KEY, &encode(KEY, "hub-a", &bad)),
+            Err(DatagramError::Malformed(_))
+        ));
+        // A count out of proportion to the size (a receiver would allocate for it).
+        let swollen = Body::Fragment {
+            seq: 1,
+            prev: 0,
+            size: 1,
+            index: 0,
+            count: 65_535,
+            data: Bytes::from_static(b"x"),
+        };
+        assert!(matches!(
+            decode(KEY, &encode(KEY, "hub-a", &swollen)),
             Err(DatagramError::Malformed(_))
         ));
         let backwards = Body::Announce {

@@ -12,8 +12,19 @@ use crate::storage::Event;
 #[error("a malformed event record: {0}")]
 pub struct RecordError(&'static str);
 
-/// The record of `e` (a field too long for its length prefix is cut to fit; ids, topics and
-/// media types are far shorter).
+/// Whether every field of `e` fits its length prefix (else the sender announces the event and
+/// receivers fetch it over HTTP: a record never cuts a field).
+pub fn fits(e: &Event) -> bool {
+    let path = e.hops();
+    e.origin.len() <= 255
+        && path.len() <= 255
+        && path.iter().all(|h| h.len() <= 255)
+        && e.topic.len() <= 65_535
+        && e.content_type.len() <= 65_535
+}
+
+/// The record of `e`, whose fields [`fits`] (a field too long for its length prefix would be
+/// cut).
 pub fn encode(e: &Event) -> Bytes {
     let path = e.hops();
     let mut out = BytesMut::with_capacity(
@@ -126,6 +137,12 @@ mod tests {
             (e.topic.as_str(), e.content_type.as_str())
         );
         assert_eq!(body, e.body);
+        assert!(fits(&e));
+        let long = Event {
+            origin: "o".repeat(256),
+            ..e.clone()
+        };
+        assert!(!fits(&long));
         let whole = encode(&e);
         for cut in 0..whole.len() - e.body.len() {
             assert!(decode(41, whole.slice(..cut)).is_err(), "cut at {cut}");

@@ -110,6 +110,8 @@ pub struct Reorder {
     changed: Option<Instant>,
     /// When the gaps were last looked at.
     looked: Instant,
+    /// A datagram was not held for `max_bytes` (cleared once half the budget is free).
+    over_budget: bool,
 }
 
 /// Shortest time between two looks for gaps while datagrams keep coming.
@@ -129,6 +131,7 @@ impl Reorder {
             latencies: Vec::new(),
             changed: None,
             looked: Instant::now(),
+            over_budget: false,
         }
     }
 
@@ -147,7 +150,7 @@ impl Reorder {
     /// Too far behind to catch up by repairs: more than the window, or the byte budget, past
     /// the cursor.
     pub fn behind(&self) -> bool {
-        self.lead > self.cursor.saturating_add(self.cfg.window) || self.bytes > self.cfg.max_bytes
+        self.lead > self.cursor.saturating_add(self.cfg.window) || self.over_budget
     }
 
     /// Takes a datagram's body (its tag already checked). Gaps are looked at again by
@@ -179,7 +182,7 @@ impl Reorder {
                 data,
             } => self.fragment(seq, prev, size, index, count, data),
         };
-        if taken == Taken::New {
+        if matches!(taken, Taken::New | Taken::Refused) {
             self.changed.get_or_insert(now);
         }
         taken
@@ -194,8 +197,8 @@ impl Reorder {
         count: u16,
         data: Bytes,
     ) -> Taken {
-        let fits = (size as usize) <= self.cfg.max_record
-            && (count as usize) * super::datagram::MAX_DATAGRAM >= size as usize;
+        // `decode` checked count against size and the payload room; this window's own limits.
+        let fits = (size as usize) <= self.cfg.max_record && index < count;
         if !fits {
             self.counts.refused += 1;
             return Taken::Refused;
@@ -222,14 +225,33 @@ impl Reorder {
                 self.counts.duplicates += 1;
                 return Taken::Duplicate;
             }
+            if self.bytes + data.len() > self.cfg.max_bytes {
+                self.over_budget = true;
+                self.lead = self.lead.max(seq);
+                return Taken::Beyond;
+            }
             entry.bytes += data.len();
             self.bytes += data.len();
             *slot = Some(data);
             *have += 1;
             return self.complete(seq);
         }
+        // Nothing is allocated for a datagram the window does not take.
+        if seq <= self.cursor {
+            self.counts.duplicates += 1;
+            return Taken::Duplicate;
+        }
+        let bytes = data.len() + count as usize * std::mem::size_of::<Option<Bytes>>();
+        if seq > self.cursor.saturating_add(self.cfg.window) {
+            self.lead = self.lead.max(seq);
+            return Taken::Beyond;
+        }
+        if self.bytes + bytes > self.cfg.max_bytes {
+            self.over_budget = true;
+            self.lead = self.lead.max(seq);
+            return Taken::Beyond;
+        }
         let mut parts = vec![None; count as usize];
-        let bytes = data.len();
         parts[index as usize] = Some(data);
         let entry = Entry {
             prev,
@@ -258,7 +280,7 @@ impl Reorder {
         }
         // The next entry held says the group has nothing between its previous event and
         // itself: an event in there contradicts it (only a key holder can send one).
-        if let Some((_, next)) = self.entries.range(seq + 1..).next()
+        if let Some((_, next)) = self.entries.range(seq.saturating_add(1)..).next()
             && next.prev < seq
         {
             self.counts.refused += 1;
@@ -315,7 +337,7 @@ impl Reorder {
         events: Vec<(EventLine, Bytes)>,
         now: Instant,
     ) {
-        let from = from.max(self.cursor + 1);
+        let from = from.max(self.cursor.saturating_add(1));
         if through < from {
             return;
         }
@@ -377,7 +399,7 @@ impl Reorder {
             );
         }
         // The entry after the range follows on from its end.
-        if let Some((_, next)) = self.entries.range_mut(through + 1..).next()
+        if let Some((_, next)) = self.entries.range_mut(through.saturating_add(1)..).next()
             && next.prev >= from - 1
             && next.prev < through
         {
@@ -410,6 +432,7 @@ impl Reorder {
             }
         }
         self.lead = self.lead.max(self.cursor);
+        self.budget_freed();
         if !out.is_empty() {
             self.changed.get_or_insert(self.looked);
         }
@@ -458,11 +481,27 @@ impl Reorder {
         std::mem::take(&mut self.latencies)
     }
 
+    fn budget_freed(&mut self) {
+        if self.bytes <= self.cfg.max_bytes / 2 {
+            self.over_budget = false;
+        }
+    }
+
+    /// Forgets everything held (after falling behind: what was held is fetched over HTTP).
+    pub fn reset(&mut self, cursor: u64, now: Instant) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.lead = self.lead.min(cursor.max(self.cursor));
+        self.resume(cursor, now);
+    }
+
     /// After following over HTTP up to `cursor`: holds on from there.
     pub fn resume(&mut self, cursor: u64, now: Instant) {
         if cursor > self.cursor {
             self.cursor = cursor;
         }
+        // Gaps noticed before are looked at afresh.
+        self.gaps.clear();
         let done: Vec<u64> = self
             .entries
             .range(..=self.cursor)
@@ -473,6 +512,7 @@ impl Reorder {
                 self.bytes -= e.bytes;
             }
         }
+        self.budget_freed();
         self.lead = self.lead.max(self.cursor);
         self.refresh(now);
     }
@@ -489,9 +529,9 @@ impl Reorder {
             _ => out.push((lo, hi, urgent)),
         };
         let mut known = self.cursor;
-        for (&seq, e) in self.entries.range(self.cursor + 1..) {
+        for (&seq, e) in self.entries.range(self.cursor.saturating_add(1)..) {
             if e.prev > known {
-                push(known + 1, e.prev, false);
+                push(known.saturating_add(1), e.prev, false);
             }
             match e.state {
                 State::Partial { .. } => push(seq, seq, false),
@@ -501,7 +541,7 @@ impl Reorder {
             known = seq;
         }
         if self.lead > known {
-            push(known + 1, self.lead, false);
+            push(known.saturating_add(1), self.lead, false);
         }
         out
     }
@@ -526,7 +566,9 @@ impl Reorder {
             let gap = match inherited {
                 Some(mut g) => {
                     g.hi = hi;
-                    if urgent {
+                    // An announced event is asked for at once, but once asked it waits its
+                    // backoff like any gap.
+                    if urgent && !g.requested {
                         g.next_request = g.next_request.min(now);
                     }
                     g
@@ -548,11 +590,8 @@ impl Reorder {
             };
             self.gaps.insert(lo, gap);
         }
-        // Gaps no longer open were filled: by a repair (its latency counted) or by a late
-        // datagram.
-        for g in old.into_values().filter(|g| g.requested) {
-            self.latencies
-                .push(now.saturating_duration_since(g.noticed));
-        }
+        // Gaps no longer open were filled: by a repair (its latency counted in
+        // `repaired`) or by a late datagram (no repair).
+        drop(old);
     }
 }

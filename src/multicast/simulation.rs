@@ -344,3 +344,57 @@ fn a_receiver_past_its_window_says_so_and_resumes_after_following_over_http() {
     assert!(!w.behind());
     assert_eq!(w.cursor(), 500);
 }
+
+#[test]
+fn the_byte_budget_bounds_what_is_held_and_a_reset_forgets_it() {
+    let mut cfg = config();
+    cfg.max_bytes = 64 * 1024;
+    let mut w = Reorder::new(cfg, 0);
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(5);
+    let log = Log::new(200, &mut rng);
+    // Event 1 never arrives: everything after it is held, until the budget is spent.
+    let mut beyond = 0;
+    for e in log
+        .events
+        .iter()
+        .skip(1)
+        .filter(|e| record::encode(e).len() < MAX_EVENT)
+    {
+        for d in datagram::fragments(KEY, ORIGIN, e.seq, e.seq - 1, &record::encode(e)) {
+            let body = datagram::decode(KEY, &d).expect("tagged").body;
+            if w.datagram(body, now) == super::reorder::Taken::Beyond {
+                beyond += 1;
+            }
+        }
+    }
+    assert!(beyond > 0, "past the budget, datagrams are not held");
+    assert!(w.behind(), "and the receiver knows it is behind");
+    assert!(w.ready().is_empty(), "nothing follows on without event 1");
+    w.reset(150, now);
+    assert!(!w.behind());
+    assert_eq!(w.cursor(), 150);
+}
+
+#[test]
+fn an_announced_event_is_asked_for_at_once_then_waits_its_backoff() {
+    let mut w = Reorder::new(config(), 0);
+    let now = Instant::now();
+    let body = Body::Announce {
+        seq: 1,
+        prev: 0,
+        size: 1 << 20,
+        topic: "https://t.example/big".into(),
+    };
+    w.datagram(body, now);
+    assert_eq!(w.due(now), vec![(1, 1)], "at once");
+    for ms in 1..200 {
+        let later = now + Duration::from_millis(ms);
+        w.datagram(Body::Heartbeat { lead: 1, trail: 1 }, later);
+        assert!(
+            w.due(later).is_empty(),
+            "not again within the first backoff ({ms} ms)"
+        );
+    }
+    assert_eq!(w.due(now + Duration::from_millis(260)), vec![(1, 1)]);
+}

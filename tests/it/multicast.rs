@@ -395,3 +395,37 @@ async fn a_receiver_killed_and_restarted_catches_up_with_nothing_lost() {
     wait_each_once(&b.url, N).await;
     wait_multicast(&b.url).await;
 }
+
+#[tokio::test]
+async fn a_receiver_takes_only_the_topics_its_entry_asks_for() {
+    let g = group();
+    let a = spawn_hub_with(&sender(&g)).await;
+    let narrow = receiver(&g, &a.url, "token-for-receiver-b-0123").replace(
+        "transport = \"multicast\"\n",
+        "transport = \"multicast\"\ntopics = [\"http://127.0.0.1:1/wanted\"]\n",
+    );
+    let b = spawn_hub_with(&narrow).await;
+    wait_multicast(&b.url).await;
+    for i in 1..=10 {
+        let topic = if i % 2 == 0 {
+            "http://127.0.0.1:1/wanted"
+        } else {
+            "http://127.0.0.1:1/other"
+        };
+        let r = a
+            .fat_ping(topic, PUBLISHER_TOKEN, &format!("update {i}"))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    poll_until("B's cursor past every event", PATIENCE, || async {
+        let up = upstream_status(&b.url).await?;
+        (up["cursor"].as_u64()? >= 10).then_some(())
+    })
+    .await;
+    let taken: Vec<u64> = origin_numbers(&b.url).await.into_keys().collect();
+    assert_eq!(
+        taken,
+        vec![2, 4, 6, 8, 10],
+        "the other topic's events are passed over"
+    );
+}
