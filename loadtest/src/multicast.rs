@@ -93,39 +93,10 @@ async fn lean_phase(
         addr,
     )
     .await?;
-    let mut dirs = Vec::new();
-    let mut receivers = Vec::new();
-    for i in 0..RECEIVERS {
-        let dir = tempfile::tempdir()?;
-        let extra = format!(
-            "[relay]\nheartbeat = \"100ms\"\n[[upstreams]]\nurl = \"{}\"\ntoken = \"{}\"\n\
-             transport = \"multicast\"\n[multicast]\ngroup = \"{group}\"\n\
-             interface = \"127.0.0.1\"\nkey = \"{KEY}\"\n",
-            sender.url,
-            token(i),
-        );
-        receivers.push(
-            HubProcess::start(
-                &o.hub_bin()?,
-                dir.path(),
-                &HubSettings {
-                    extra,
-                    ..o.settings()
-                },
-            )
-            .await?,
-        );
-        dirs.push(dir);
-    }
+    let receivers =
+        Receivers::start(o, &sender.url, Some(&multicast_section(&group, false))).await?;
     let until = Instant::now() + o.limit();
-    for rx in &receivers {
-        while !receiving_by_multicast(&rx.url).await {
-            if Instant::now() > until {
-                bail!("a receiver did not switch to multicast in time");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    receivers.wait_multicast(until).await?;
     let kernel = match loss {
         0 => None,
         l => Some(KernelLoss::new(&group, l).map_err(anyhow::Error::msg)?),
@@ -133,45 +104,13 @@ async fn lean_phase(
     let start = Instant::now();
     sender.send_all(rate).await?;
     let send_seconds = start.elapsed().as_secs_f64();
-    for (i, rx) in receivers.iter().enumerate() {
-        loop {
-            let cursor = metric(&rx.url, "hubcast_upstream_cursor{")
-                .await
-                .unwrap_or(0);
-            if cursor >= total {
-                break;
-            }
-            if Instant::now() > until {
-                bail!(
-                    "receiver {i} took {cursor} of {total} events in time; its log ends:\n{}",
-                    crate::scenarios::hub_log_tail(dirs[i].path())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    receivers.wait_cursors(total, until).await?;
     let seconds = start.elapsed().as_secs_f64();
     drop(kernel);
     sender.stop();
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    let mut fallbacks = 0.0;
-    for (i, rx) in receivers.iter().enumerate() {
-        let lead = metric(&rx.url, "hubcast_event_log_lead ").await?;
-        if lead != total {
-            bail!("receiver {i}'s log holds {lead} events, not {total}");
-        }
-        let text = metrics_text(&rx.url).await?;
-        fallbacks += sum(&text, "hubcast_upstream_multicast_fallbacks_total{");
-        for (le, n) in histogram(&text) {
-            match buckets.iter_mut().find(|b| b.0 == le) {
-                Some(b) => b.1 += n,
-                None => buckets.push((le, n)),
-            }
-        }
-    }
-    for rx in receivers {
-        rx.stop().await?;
-    }
+    let tally = receivers.tally(total).await?;
+    receivers.stop().await?;
+    let (buckets, fallbacks) = (tally.buckets, tally.fallbacks);
     let name = format!("lean_{payload}b_{loss}pct");
     let per_second = total as f64 / seconds;
     r.figure(&format!("{name}_events_per_second"), per_second);
@@ -219,61 +158,21 @@ async fn phase(
             token(i)
         ));
     }
-    let multicast = |send: bool| {
-        format!(
-            "[multicast]\nsend = {send}\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n\
-             key = \"{KEY}\"\nrate = \"400MiB\"\n"
-        )
-    };
     let dir_a = tempfile::tempdir()?;
     let a = HubProcess::start(
         &o.hub_bin()?,
         dir_a.path(),
         &HubSettings {
-            extra: format!("{peers}{}", multicast(loss.is_some())),
+            extra: format!("{peers}{}", multicast_section(&group, loss.is_some())),
             ..o.settings()
         },
     )
     .await?;
-    let mut dirs = Vec::new();
-    let mut receivers = Vec::new();
-    for i in 0..RECEIVERS {
-        let dir = tempfile::tempdir()?;
-        let transport = if loss.is_some() { "multicast" } else { "http" };
-        let extra = format!(
-            "[relay]\nheartbeat = \"100ms\"\n[[upstreams]]\nurl = \"{}\"\ntoken = \"{}\"\n\
-             transport = \"{transport}\"\n{}",
-            a.url,
-            token(i),
-            if loss.is_some() {
-                multicast(false)
-            } else {
-                String::new()
-            }
-        );
-        receivers.push(
-            HubProcess::start(
-                &o.hub_bin()?,
-                dir.path(),
-                &HubSettings {
-                    extra,
-                    ..o.settings()
-                },
-            )
-            .await?,
-        );
-        dirs.push(dir);
-    }
+    let section = loss.map(|_| multicast_section(&group, false));
+    let receivers = Receivers::start(o, &a.url, section.as_deref()).await?;
     let until = Instant::now() + o.limit();
     if loss.is_some() {
-        for rx in &receivers {
-            while !receiving_by_multicast(&rx.url).await {
-                if Instant::now() > until {
-                    bail!("a receiver did not switch to multicast in time");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        receivers.wait_multicast(until).await?;
     }
     let kernel = match loss {
         Some(l) if l > 0 => Some(KernelLoss::new(&group, l).map_err(anyhow::Error::msg)?),
@@ -298,53 +197,19 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let origin_seconds = start.elapsed().as_secs_f64();
-    for (i, rx) in receivers.iter().enumerate() {
-        loop {
-            let cursor = metric(&rx.url, "hubcast_upstream_cursor{")
-                .await
-                .unwrap_or(0);
-            if cursor >= total {
-                break;
-            }
-            if Instant::now() > until {
-                bail!(
-                    "receiver {i} took {cursor} of {total} events in time; its log ends:\n{}",
-                    crate::scenarios::hub_log_tail(dirs[i].path())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    receivers.wait_cursors(total, until).await?;
     let seconds = start.elapsed().as_secs_f64();
     let dropped = kernel.as_ref().map_or(0, KernelLoss::dropped);
     drop(kernel);
-    for (i, rx) in receivers.iter().enumerate() {
-        let lead = metric(&rx.url, "hubcast_event_log_lead ").await?;
-        if lead != total {
-            bail!("receiver {i}'s log holds {lead} events, not {total}");
-        }
-    }
+    let tally = receivers.tally(total).await?;
     let a_text = metrics_text(&a.url).await?;
     let sent = match loss {
         Some(_) => sum(&a_text, "hubcast_multicast_bytes_sent_total{"),
         None => sum(&a_text, "hubcast_peer_bytes_sent_total{"),
     };
     let bytes_per_event = sent / total as f64;
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    let mut repaired = 0.0;
-    for rx in &receivers {
-        let text = metrics_text(&rx.url).await?;
-        repaired += sum(&text, "hubcast_upstream_multicast_repaired_total{");
-        for (le, n) in histogram(&text) {
-            match buckets.iter_mut().find(|b| b.0 == le) {
-                Some(b) => b.1 += n,
-                None => buckets.push((le, n)),
-            }
-        }
-    }
-    for rx in receivers {
-        rx.stop().await?;
-    }
+    receivers.stop().await?;
+    let (buckets, repaired) = (tally.buckets, tally.repaired);
     a.stop().await?;
     let name = match loss {
         Some(l) => format!("multicast_{}b_{l}pct", topo.payload),
@@ -388,6 +253,130 @@ async fn phase(
         backlog: Vec::new(),
     };
     Ok((phase, bytes_per_event))
+}
+
+/// The `[multicast]` section of the sender (`send`) or a receiver.
+fn multicast_section(group: &str, send: bool) -> String {
+    format!(
+        "[multicast]\nsend = {send}\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n\
+         key = \"{KEY}\"\nrate = \"400MiB\"\n"
+    )
+}
+
+/// The three receiver hubs of one phase.
+struct Receivers {
+    hubs: Vec<HubProcess>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+/// What the receivers report once they hold every event.
+struct Tally {
+    /// Their repair histograms, merged: (upper bound in seconds, cumulative count).
+    buckets: Vec<(f64, f64)>,
+    repaired: f64,
+    fallbacks: f64,
+}
+
+impl Receivers {
+    /// Receivers of `upstream`, by multicast with `section` (`[multicast]`), else over HTTP.
+    async fn start(
+        o: &Options,
+        upstream: &str,
+        section: Option<&str>,
+    ) -> anyhow::Result<Receivers> {
+        let transport = if section.is_some() {
+            "multicast"
+        } else {
+            "http"
+        };
+        let mut r = Receivers {
+            hubs: Vec::new(),
+            dirs: Vec::new(),
+        };
+        for i in 0..RECEIVERS {
+            let dir = tempfile::tempdir()?;
+            let extra = format!(
+                "[relay]\nheartbeat = \"100ms\"\n[[upstreams]]\nurl = \"{upstream}\"\n\
+                 token = \"{}\"\ntransport = \"{transport}\"\n{}",
+                token(i),
+                section.unwrap_or_default()
+            );
+            let settings = HubSettings {
+                extra,
+                ..o.settings()
+            };
+            r.hubs
+                .push(HubProcess::start(&o.hub_bin()?, dir.path(), &settings).await?);
+            r.dirs.push(dir);
+        }
+        Ok(r)
+    }
+
+    async fn wait_multicast(&self, until: Instant) -> anyhow::Result<()> {
+        for rx in &self.hubs {
+            while !receiving_by_multicast(&rx.url).await {
+                if Instant::now() > until {
+                    bail!("a receiver did not switch to multicast in time");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every receiver's cursor reaches `total`.
+    async fn wait_cursors(&self, total: u64, until: Instant) -> anyhow::Result<()> {
+        for (i, rx) in self.hubs.iter().enumerate() {
+            loop {
+                let cursor = metric(&rx.url, "hubcast_upstream_cursor{")
+                    .await
+                    .unwrap_or(0);
+                if cursor >= total {
+                    break;
+                }
+                if Instant::now() > until {
+                    bail!(
+                        "receiver {i} took {cursor} of {total} events in time; its log ends:\n{}",
+                        crate::scenarios::hub_log_tail(self.dirs[i].path())
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that each log holds exactly `total` events, and reads the repair figures.
+    async fn tally(&self, total: u64) -> anyhow::Result<Tally> {
+        let mut t = Tally {
+            buckets: Vec::new(),
+            repaired: 0.0,
+            fallbacks: 0.0,
+        };
+        for (i, rx) in self.hubs.iter().enumerate() {
+            let lead = metric(&rx.url, "hubcast_event_log_lead ").await?;
+            if lead != total {
+                bail!("receiver {i}'s log holds {lead} events, not {total}");
+            }
+            let text = metrics_text(&rx.url).await?;
+            t.repaired += sum(&text, "hubcast_upstream_multicast_repaired_total{");
+            t.fallbacks += sum(&text, "hubcast_upstream_multicast_fallbacks_total{");
+            for (le, n) in histogram(&text) {
+                match t.buckets.iter_mut().find(|b| b.0 == le) {
+                    Some(b) => b.1 += n,
+                    None => t.buckets.push((le, n)),
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for rx in self.hubs {
+            rx.stop().await?;
+        }
+        Ok(())
+    }
 }
 
 fn token(i: usize) -> String {

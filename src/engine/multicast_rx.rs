@@ -505,20 +505,7 @@ fn repair(
         let mut at = from;
         let mut through = from - 1;
         for _ in 0..REPAIR_PAGES {
-            let mut url = base.clone();
-            url.set_path(&format!(
-                "{}/relay/events",
-                url.path().trim_end_matches('/')
-            ));
-            url.set_query(None);
-            {
-                let mut q = url.query_pairs_mut();
-                q.append_pair("from", &at.to_string());
-                q.append_pair("to", &to.to_string());
-                for t in &topics {
-                    q.append_pair("topic", t);
-                }
-            }
+            let url = upstream::relay_url(&base, "events", &[("from", at), ("to", to)], &topics);
             policy.check_literal(&url).map_err(|e| {
                 RepairError::Http((from, to), format!("blocked: {e} (see ssrf.topic_allow)"))
             })?;

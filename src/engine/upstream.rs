@@ -258,19 +258,12 @@ pub(super) async fn session(
         .ok_or(SessionError::Stopping)?
         .unwrap_or(0);
     up.update(|st| st.cursor = cursor);
-    let mut url = up.cfg.base().clone();
-    url.set_path(&format!(
-        "{}/relay/stream",
-        url.path().trim_end_matches('/')
-    ));
-    url.set_query(None);
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("after", &cursor.to_string());
-        for t in &up.cfg.topics {
-            q.append_pair("topic", t);
-        }
-    }
+    let url = relay_url(
+        up.cfg.base(),
+        "stream",
+        &[("after", cursor)],
+        &up.cfg.topics,
+    );
     follow
         .clients
         .topic_policy
@@ -454,6 +447,31 @@ pub(super) fn decode(text: &[u8]) -> Result<Item, LineError> {
             Item::Event(e, body)
         }
     })
+}
+
+/// `BASE/relay/{what}?name=value…&topic=…` of an upstream.
+pub(super) fn relay_url(
+    base: &url::Url,
+    what: &str,
+    numbers: &[(&str, u64)],
+    topics: &[String],
+) -> url::Url {
+    let mut url = base.clone();
+    url.set_path(&format!(
+        "{}/relay/{what}",
+        url.path().trim_end_matches('/')
+    ));
+    url.set_query(None);
+    {
+        let mut q = url.query_pairs_mut();
+        for (name, value) in numbers {
+            q.append_pair(name, &value.to_string());
+        }
+        for t in topics {
+            q.append_pair("topic", t);
+        }
+    }
+    url
 }
 
 /// Takes lines into the log.

@@ -149,16 +149,12 @@ async fn mutual_peers_do_not_loop() {
     b.subscribed(topic, &sb.callback("/b")).await;
     a.fat_ping(topic, PUBLISHER_TOKEN, "from a").await;
     b.fat_ping(topic, PUBLISHER_TOKEN, "from b").await;
+    // Each subscriber is delivered to; two updates of a topic pending together at a
+    // destination may be coalesced into the newer one (text/plain: whole content), so which
+    // bodies arrive depends on timing, never more than the two.
     for s in [&sa, &sb] {
-        s.wait("both updates", |r| {
-            let got: BTreeSet<String> = r
-                .iter()
-                .filter(|r| r.method == "POST")
-                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-                .collect();
-            got.contains("from a") && got.contains("from b")
-        })
-        .await;
+        s.wait("an update", |r| r.iter().any(|r| r.method == "POST"))
+            .await;
     }
     // Each came back once to where it started and was refused there.
     for hub in [&a, &b] {
@@ -174,8 +170,20 @@ async fn mutual_peers_do_not_loop() {
             "two events, not an echo chamber"
         );
     }
-    assert_eq!(sa.deliveries().len(), 2);
-    assert_eq!(sb.deliveries().len(), 2);
+    for (hub, s) in [(&a, &sa), (&b, &sb)] {
+        hub.wait_jobs_done().await;
+        let bodies: Vec<String> = s
+            .deliveries()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        assert!(
+            !bodies.is_empty()
+                && bodies.len() <= 2
+                && bodies.iter().all(|b| b == "from a" || b == "from b"),
+            "the two updates, or the newer for both, and no echo: {bodies:?}"
+        );
+    }
 }
 
 #[tokio::test]
