@@ -149,7 +149,8 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             repair_delay: cfg.repair_delay,
             retry: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
-            max_record: cfg.max_event_bytes + 64 * 1024,
+            // Whatever the sender's own limit (at most 16 MiB), with the record's fields.
+            max_record: (16 << 20) + 128 * 1024,
             merge_within: 8,
         },
         0,
@@ -198,6 +199,9 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
                     _ = stop.cancelled() => return,
                 };
                 rx.counts.mode = "http";
+                // What was held is fetched over HTTP now: the memory goes.
+                let cursor = rx.window.cursor();
+                rx.window.reset(cursor, Instant::now());
                 match r {
                     Ok(Fallback::Reconciled) => {}
                     Ok(why) => {
