@@ -18,10 +18,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::driver::{self, Pace, Published, TopicServer, Topology};
 use crate::hubproc::{HubProcess, HubSettings};
+use crate::relay::counter;
 use crate::report::{Phase, Report};
 use crate::scenarios::Options;
 
@@ -123,21 +124,13 @@ async fn lean_phase(
         r.figure(&format!("{name}_repair_p50_ms"), p50 * 1000.0);
         r.figure(&format!("{name}_repair_p99_ms"), p99 * 1000.0);
     }
-    Ok(Phase {
-        label: format!(
+    Ok(Phase::counted(
+        format!(
             "lean sender at {rate}/s → {RECEIVERS} receivers: {total} events of {payload} B at {loss}% loss"
         ),
-        counted_by: "hub metrics",
-        deliveries: total,
+        total,
         seconds,
-        per_second,
-        latency_us: None,
-        tally: None,
-        bad_signatures: None,
-        timeline: Vec::new(),
-        latency_buckets: Vec::new(),
-        backlog: Vec::new(),
-    })
+    ))
 }
 
 /// One run: HTTP receivers (`loss` None) or multicast ones at `loss` percent. The phase and
@@ -190,7 +183,7 @@ async fn phase(
         &published,
     )
     .await?;
-    while metric(&a.url, "hubcast_event_log_lead ").await? < total {
+    while counter(&a.url, "hubcast_event_log_lead ").await? < total {
         if Instant::now() > until {
             bail!("hub A did not take {total} events in time");
         }
@@ -236,22 +229,14 @@ async fn phase(
         Some(l) => format!("by multicast at {l}% loss"),
         None => "over HTTP".to_owned(),
     };
-    let phase = Phase {
-        label: format!(
+    let phase = Phase::counted(
+        format!(
             "{RECEIVERS} receivers take {total} events of {} B {how}",
             topo.payload
         ),
-        counted_by: "hub metrics",
-        deliveries: total,
+        total,
         seconds,
-        per_second,
-        latency_us: None,
-        tally: None,
-        bad_signatures: None,
-        timeline: Vec::new(),
-        latency_buckets: Vec::new(),
-        backlog: Vec::new(),
-    };
+    );
     Ok((phase, bytes_per_event))
 }
 
@@ -328,7 +313,7 @@ impl Receivers {
     async fn wait_cursors(&self, total: u64, until: Instant) -> anyhow::Result<()> {
         for (i, rx) in self.hubs.iter().enumerate() {
             loop {
-                let cursor = metric(&rx.url, "hubcast_upstream_cursor{")
+                let cursor = counter(&rx.url, "hubcast_upstream_cursor{")
                     .await
                     .unwrap_or(0);
                 if cursor >= total {
@@ -354,7 +339,7 @@ impl Receivers {
             fallbacks: 0.0,
         };
         for (i, rx) in self.hubs.iter().enumerate() {
-            let lead = metric(&rx.url, "hubcast_event_log_lead ").await?;
+            let lead = counter(&rx.url, "hubcast_event_log_lead ").await?;
             if lead != total {
                 bail!("receiver {i}'s log holds {lead} events, not {total}");
             }
@@ -416,16 +401,6 @@ async fn metrics_text(hub: &str) -> anyhow::Result<String> {
         .await?
         .text()
         .await?)
-}
-
-async fn metric(hub: &str, series: &str) -> anyhow::Result<u64> {
-    let text = metrics_text(hub).await?;
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .with_context(|| format!("{series} is not in the hub's metrics"))
 }
 
 /// The sum of a series over its labels.

@@ -167,7 +167,7 @@ async fn register_relays(hub: &str, lean: &LeanSink, subscribers: u64) -> anyhow
 }
 
 /// One series of the hub's `/metrics`.
-async fn counter(hub: &str, series: &str) -> anyhow::Result<u64> {
+pub(crate) async fn counter(hub: &str, series: &str) -> anyhow::Result<u64> {
     let text = driver::client()
         .get(format!("{hub}metrics"))
         .send()
@@ -267,19 +267,7 @@ pub async fn firehose(o: &Options, r: &mut Report) -> anyhow::Result<(Phase, Pha
     }
     b.stop().await?;
     a.stop().await?;
-    let rate = |label: String, n: u64, s: f64| Phase {
-        label,
-        counted_by: "hub metrics",
-        deliveries: n,
-        seconds: s,
-        per_second: n as f64 / s,
-        latency_us: None,
-        tally: None,
-        bad_signatures: None,
-        timeline: Vec::new(),
-        latency_buckets: Vec::new(),
-        backlog: Vec::new(),
-    };
+    let rate = Phase::counted;
     let origin = rate(
         format!("hub A takes {total} fat pings of {} B", topo.payload),
         total,

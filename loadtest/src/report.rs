@@ -88,6 +88,23 @@ impl Phase {
         }
     }
 
+    /// `n` things (events, deliveries) counted from hub metrics over `seconds`: a rate only.
+    pub fn counted(label: String, n: u64, seconds: f64) -> Phase {
+        Phase {
+            label,
+            counted_by: "hub metrics",
+            deliveries: n,
+            seconds,
+            per_second: rate(n, seconds),
+            latency_us: None,
+            tally: None,
+            bad_signatures: None,
+            timeline: Vec::new(),
+            latency_buckets: Vec::new(),
+            backlog: Vec::new(),
+        }
+    }
+
     /// Deliveries the hub counted itself (to the lean sink): no latency, loss or signatures.
     pub fn from_hub_count(label: &str, count: &crate::driver::HubCount) -> Phase {
         Phase {

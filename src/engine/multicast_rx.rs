@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use rand::Rng;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::time::Instant;
@@ -117,7 +116,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
     let m = up.cfg.multicast.clone().expect("a multicast upstream");
     let cfg = follow.shared.cfg.relay.multicast.clone();
     let stop = follow.shared.shutdown.clone();
-    let mut pause = Duration::from_millis(100);
+    let mut pause = upstream::FIRST_PAUSE;
     let max = follow.shared.cfg.relay.reconnect_max;
     let (socket, granted) = loop {
         match open(&m, cfg.receive_buffer) {
@@ -125,12 +124,10 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             Err(e) => {
                 tracing::warn!(upstream = %up.cfg.name, group = %m.group, error = %e,
                     "joining the multicast group failed");
-                note_error(&follow, &up, format!("joining {}: {e}", m.group));
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = stop.cancelled() => return,
+                up.note_error(&follow.shared, format!("joining {}: {e}", m.group));
+                if !upstream::pause_before_reconnecting(&stop, &mut pause, max).await {
+                    return;
                 }
-                pause = (pause * 2).min(max);
             }
         }
     };
@@ -178,7 +175,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             .filter_map(|t| crate::topic_prefix::TopicPrefix::parse(t).ok())
             .collect(),
     };
-    let mut pause = Duration::from_millis(100);
+    let mut pause = upstream::FIRST_PAUSE;
     loop {
         rx.publish();
         let caught_up = tokio::select! {
@@ -187,7 +184,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
         };
         match caught_up {
             Ok(position) => {
-                pause = Duration::from_millis(100);
+                pause = upstream::FIRST_PAUSE;
                 let now = Instant::now();
                 rx.window.resume(position, now);
                 rx.counts.mode = "multicast";
@@ -216,7 +213,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
                     Err(SessionError::Stopping) => return,
                     Err(e) => {
                         tracing::warn!(upstream = %up.cfg.name, error = %e, "multicast receiving failed");
-                        note_error(&follow, &up, e.to_string());
+                        up.note_error(&follow.shared, e.to_string());
                     }
                 }
             }
@@ -224,25 +221,14 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             Err(e) => {
                 tracing::warn!(upstream = %up.cfg.name, error = %e, retry_in = ?pause,
                     "following the upstream failed");
-                note_error(&follow, &up, e.to_string());
+                up.note_error(&follow.shared, e.to_string());
                 up.update(|s| s.state = "waiting");
-                let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
-                tokio::select! {
-                    _ = tokio::time::sleep(jittered) => {}
-                    _ = stop.cancelled() => return,
+                if !upstream::pause_before_reconnecting(&stop, &mut pause, max).await {
+                    return;
                 }
-                pause = (pause * 2).min(max);
             }
         }
     }
-}
-
-fn note_error(follow: &Follow, up: &Upstream, e: String) {
-    let now = follow.shared.clock.now_ms();
-    up.update(|s| {
-        s.last_error = Some(e);
-        s.last_error_ms = now;
-    });
 }
 
 /// A repair's answer to `from..=to`: the events of `from..=through`.
@@ -312,8 +298,7 @@ impl Receiver<'_> {
                                 self.window.resume(st.cursor, now);
                                 moved = now;
                             }
-                            let bytes = self.buf[..n].to_vec();
-                            self.datagram(&bytes, now);
+                            self.received(n, now);
                         }
                     }
                 }
@@ -331,6 +316,15 @@ impl Receiver<'_> {
                 }
             }
         }
+    }
+
+    /// The datagram of `n` bytes just read into the buffer (taken out for the call, so no
+    /// copy is made); `true` when it is the upstream's.
+    fn received(&mut self, n: usize, now: Instant) -> bool {
+        let buf = std::mem::take(&mut self.buf);
+        let heard = self.datagram(&buf[..n], now);
+        self.buf = buf;
+        heard
     }
 
     /// Checks and holds one datagram; `true` when it is the upstream's.
@@ -365,10 +359,7 @@ impl Receiver<'_> {
         let mut heard = false;
         for _ in 0..DRAIN {
             match self.socket.try_recv_from(&mut self.buf) {
-                Ok((n, _)) => {
-                    let bytes = self.buf[..n].to_vec();
-                    heard |= self.datagram(&bytes, now);
-                }
+                Ok((n, _)) => heard |= self.received(n, now),
                 Err(_) => break,
             }
         }
@@ -407,9 +398,8 @@ impl Receiver<'_> {
             tokio::select! {
                 r = self.socket.recv_from(&mut self.buf) => {
                     let Ok((n, _)) = r else { continue };
-                    let bytes = self.buf[..n].to_vec();
                     let now = Instant::now();
-                    let mut heard = self.datagram(&bytes, now);
+                    let mut heard = self.received(n, now);
                     heard |= self.drain(now);
                     if heard {
                         last_heard = now;
@@ -450,7 +440,7 @@ impl Receiver<'_> {
                             // The gap stays open and is asked for again after its backoff.
                             self.counts.repair_errors += 1;
                             tracing::debug!(upstream = %up.cfg.name, error = %e, "a repair failed");
-                            note_error(follow, up, format!("repair: {e}"));
+                            up.note_error(&follow.shared, format!("repair: {e}"));
                         }
                     }
                 }

@@ -96,13 +96,9 @@ pub async fn run(shared: Arc<Shared>, stream: Arc<EventStream>, sender: Arc<Send
             return;
         }
     };
-    let socket = Arc::new(socket);
     let origin = shared.store.log.hub_id();
     let burst = NonZeroU32::new((64 * 1024).max(datagram::MAX_DATAGRAM as u32)).expect("nonzero");
     let rate = NonZeroU32::new(cfg.rate as u32).expect("validated rate");
-    let pace = Arc::new(RateLimiter::direct(
-        Quota::per_second(rate).allow_burst(burst),
-    ));
     let mut follower = stream.follow(stream.lead());
     // Nothing of the group lies between what receivers hold and the lead at start that a
     // repair cannot bring: the first event sent names it as its previous.
@@ -111,8 +107,10 @@ pub async fn run(shared: Arc<Shared>, stream: Arc<EventStream>, sender: Arc<Send
     tracing::info!(group = %group, interface = ?cfg.interface, ttl = cfg.ttl,
         "sending the stream by multicast");
     let out = Out {
-        socket: socket.clone(),
-        pace: pace.clone(),
+        socket: Arc::new(socket),
+        pace: Arc::new(RateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        )),
         sender: sender.clone(),
         group,
     };

@@ -27,7 +27,7 @@ use crate::storage::{Commit, NewEvent, Ping, Relayed, StorageError};
 use crate::topic_prefix::TopicPrefix;
 
 /// The first pause before reconnecting; it doubles up to `relay.reconnect_max`.
-const FIRST_PAUSE: Duration = Duration::from_millis(100);
+pub(super) const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Events committed at once (one group commit when the stream is idle).
 const BATCH: usize = 512;
 /// Most topics a reconciliation fetches.
@@ -110,6 +110,15 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Records the follower's last error, for operators.
+    pub(super) fn note_error(&self, shared: &Shared, e: String) {
+        let now = shared.clock.now_ms();
+        self.update(|s| {
+            s.last_error = Some(e);
+            s.last_error_ms = now;
+        });
     }
 
     pub(super) fn update(&self, f: impl FnOnce(&mut UpstreamStatus)) {
@@ -224,22 +233,30 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
             Err(e) => {
                 tracing::warn!(upstream = %up.cfg.name, error = %e, retry_in = ?pause,
                     "following the upstream failed");
-                let now = follow.shared.clock.now_ms();
-                up.update(|s| {
-                    s.last_error = Some(e.to_string());
-                    s.last_error_ms = now;
-                });
+                up.note_error(&follow.shared, e.to_string());
             }
         }
         up.update(|s| s.state = "waiting");
-        // Full jitter on the upper half: followers of one upstream do not come back together.
-        let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
-        tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
-            _ = stop.cancelled() => return,
+        if !pause_before_reconnecting(&stop, &mut pause, max).await {
+            return;
         }
-        pause = (pause * 2).min(max);
     }
+}
+
+/// Waits `pause`, with full jitter on its upper half (followers of one upstream do not come
+/// back together), and doubles it up to `max`; `false` when the hub stops first.
+pub(super) async fn pause_before_reconnecting(
+    stop: &tokio_util::sync::CancellationToken,
+    pause: &mut Duration,
+    max: Duration,
+) -> bool {
+    let jittered = pause.mul_f64(rand::rng().random_range(0.5..=1.0));
+    let waited = tokio::select! {
+        _ = tokio::time::sleep(jittered) => true,
+        _ = stop.cancelled() => false,
+    };
+    *pause = (*pause * 2).min(max);
+    waited
 }
 
 /// Follows the upstream's stream over HTTP from the stored cursor; with `until`, ends once a
