@@ -4,18 +4,13 @@
 use std::fmt::Write as _;
 
 use crate::engine::multicast_rx::ReceiverCounts;
-use crate::relay::view::RelayView;
+use crate::relay::view::{RelayView, label, write_family};
 
 pub fn render(view: &RelayView, s: &mut String) {
-    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
     let family =
         |s: &mut String, name: &str, kind: &str, help: &str, key: &str, rows: Vec<(&str, u64)>| {
-            if rows.is_empty() {
-                return;
-            }
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (who, v) in rows {
-                let _ = writeln!(s, "{name}{{{key}=\"{}\"}} {v}", label(who));
+            if !rows.is_empty() {
+                write_family(s, (name, kind, help), key, &rows);
             }
         };
     let mc = |f: fn(&ReceiverCounts) -> u64| -> Vec<(&str, u64)> {

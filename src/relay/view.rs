@@ -59,6 +59,25 @@ pub struct ChainedView {
 /// Most registered relays listed.
 pub const RELAYS_SHOWN: usize = 1000;
 
+/// A Prometheus family (`name`, `kind`, `help`): one sample per labelled row.
+pub(crate) fn write_family(
+    s: &mut String,
+    head: (&str, &str, &str),
+    key: &str,
+    rows: &[(&str, u64)],
+) {
+    let (name, kind, help) = head;
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (who, v) in rows {
+        let _ = writeln!(s, "{name}{{{key}=\"{}\"}} {v}", label(who));
+    }
+}
+
+/// A label value, escaped.
+pub(crate) fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 impl RelayView {
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
@@ -74,12 +93,8 @@ impl RelayView {
         if self.is_empty() {
             return;
         }
-        let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
         let mut family = |name: &str, kind: &str, help: &str, key: &str, rows: Vec<(&str, u64)>| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (who, v) in rows {
-                let _ = writeln!(s, "{name}{{{key}=\"{}\"}} {v}", label(who));
-            }
+            write_family(s, (name, kind, help), key, &rows)
         };
         let peers = |f: fn(&PeerCounts) -> u64| -> Vec<(&str, u64)> {
             self.peers
