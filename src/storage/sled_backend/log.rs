@@ -2,6 +2,8 @@
 //! trees. One appender at a time (under the store's `log_lock`) numbers events inside the
 //! append transaction, which also stores their jobs (one `fanouts` record per event).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use super::*;
@@ -31,12 +33,17 @@ impl EventLog for SledStore {
                     let mut next = lead;
                     let mut added = 0u64;
                     let mut numbers = Vec::with_capacity(commits.len());
+                    // A cursor or a topic's number moved several times in one transaction is
+                    // written once, at the end: one write per consumer and per topic, not one
+                    // per event (the transaction is atomic either way).
+                    let mut cursor_at: HashMap<&str, u64> = HashMap::new();
+                    let mut topic_at: HashMap<&str, u64> = HashMap::new();
                     for c in commits {
                         if let Some(state) = &c.state {
                             topics.insert(c.topic.as_bytes(), json(state))?;
                         }
                         if let Some((consumer, seq)) = &c.cursor {
-                            cursors.insert(consumer.as_bytes(), &be(*seq))?;
+                            cursor_at.insert(consumer, *seq);
                         }
                         for id in &c.ping_ids {
                             pings.remove(&be(*id))?;
@@ -46,11 +53,20 @@ impl EventLog for SledStore {
                             continue;
                         };
                         next += 1;
-                        let topic_seq = match topic_seqs.get(c.topic.as_bytes())? {
-                            Some(v) => read_be(&v).map_err(abort)? + 1,
-                            None => 1,
+                        let topic_seq = match topic_at.get_mut(c.topic.as_str()) {
+                            Some(n) => {
+                                *n += 1;
+                                *n
+                            }
+                            None => {
+                                let n = match topic_seqs.get(c.topic.as_bytes())? {
+                                    Some(v) => read_be(&v).map_err(abort)? + 1,
+                                    None => 1,
+                                };
+                                topic_at.insert(&c.topic, n);
+                                n
+                            }
                         };
-                        topic_seqs.insert(c.topic.as_bytes(), &be(topic_seq))?;
                         let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
                         events.insert(&be(next), encode_event(&event))?;
                         if !c.destinations.is_empty() {
@@ -59,6 +75,12 @@ impl EventLog for SledStore {
                         }
                         added += event.body.len() as u64;
                         numbers.push(Some(event));
+                    }
+                    for (topic, n) in &topic_at {
+                        topic_seqs.insert(topic.as_bytes(), &be(*n))?;
+                    }
+                    for (consumer, seq) in &cursor_at {
+                        cursors.insert(consumer.as_bytes(), &be(*seq))?;
                     }
                     if next != lead {
                         meta.insert(LEAD, &be(next))?;
