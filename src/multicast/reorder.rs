@@ -110,6 +110,9 @@ pub struct Reorder {
     changed: Option<Instant>,
     /// When the gaps were last looked at.
     looked: Instant,
+    /// The numbers whose entries (or the lead) changed since the gaps were last looked at:
+    /// only the gaps around them are looked at again.
+    dirty: Option<(u64, u64)>,
     /// A datagram was not held for `max_bytes` (cleared once half the budget is free).
     over_budget: bool,
 }
@@ -131,6 +134,7 @@ impl Reorder {
             latencies: Vec::new(),
             changed: None,
             looked: Instant::now(),
+            dirty: None,
             over_budget: false,
         }
     }
@@ -156,6 +160,11 @@ impl Reorder {
     /// Takes a datagram's body (its tag already checked). Gaps are looked at again by
     /// [`Reorder::due`], not here: a datagram costs no walk over what is held.
     pub fn datagram(&mut self, body: Body, now: Instant) -> Taken {
+        let lead = self.lead;
+        let seq = match &body {
+            Body::Heartbeat { .. } => None,
+            Body::Announce { seq, .. } | Body::Fragment { seq, .. } => Some(*seq),
+        };
         let taken = match body {
             Body::Heartbeat { lead, .. } => {
                 self.lead = self.lead.max(lead);
@@ -182,10 +191,26 @@ impl Reorder {
                 data,
             } => self.fragment(seq, prev, size, index, count, data),
         };
-        if matches!(taken, Taken::New | Taken::Refused) {
+        if let Some(seq) = seq
+            && matches!(taken, Taken::New | Taken::Refused)
+        {
+            self.touch(seq, seq);
+        }
+        if self.lead > lead {
+            self.touch(lead + 1, self.lead);
+        }
+        if self.dirty.is_some() {
             self.changed.get_or_insert(now);
         }
         taken
+    }
+
+    /// Notes that what is held for `lo..=hi` (or the lead) changed.
+    fn touch(&mut self, lo: u64, hi: u64) {
+        self.dirty = Some(match self.dirty {
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+            None => (lo, hi),
+        });
     }
 
     fn fragment(
@@ -348,8 +373,8 @@ impl Reorder {
         }
         let closed: Vec<Duration> = self
             .gaps
-            .range(..=through)
-            .filter(|(lo, g)| **lo >= from && g.requested)
+            .range(from..=through)
+            .filter(|(_, g)| g.requested)
             .map(|(_, g)| now.saturating_duration_since(g.noticed))
             .collect();
         self.latencies.extend(closed);
@@ -406,6 +431,7 @@ impl Reorder {
             next.prev = through;
         }
         self.lead = self.lead.max(through);
+        self.touch(from, through);
         self.refresh(now);
     }
 
@@ -432,10 +458,8 @@ impl Reorder {
             }
         }
         self.lead = self.lead.max(self.cursor);
+        // Only entries held and complete were handed on: the gaps stay as they are.
         self.budget_freed();
-        if !out.is_empty() {
-            self.changed.get_or_insert(self.looked);
-        }
         out
     }
 
@@ -514,12 +538,15 @@ impl Reorder {
         }
         self.budget_freed();
         self.lead = self.lead.max(self.cursor);
+        self.touch(0, u64::MAX);
         self.refresh(now);
     }
 
-    /// The current gaps: numbers the group is known to have and the receiver does not hold,
-    /// adjacent ones merged.
-    fn open_gaps(&self) -> Vec<(u64, u64, bool)> {
+    /// The gaps in `(start, end]`, found from `start` (held and no gap, or the cursor) on,
+    /// up to the first entry held and complete past `past` (or to the lead): numbers the group
+    /// is known to have and the receiver does not hold, merged where they touch, each with
+    /// whether it is due at once (an announced event). Returns the gaps and `end`.
+    fn open_gaps(&self, start: u64, past: u64) -> (Vec<(u64, u64, bool)>, u64) {
         let mut out: Vec<(u64, u64, bool)> = Vec::new();
         let mut push = |lo: u64, hi: u64, urgent: bool| match out.last_mut() {
             Some(last) if last.1 + 1 >= lo => {
@@ -528,14 +555,15 @@ impl Reorder {
             }
             _ => out.push((lo, hi, urgent)),
         };
-        let mut known = self.cursor;
-        for (&seq, e) in self.entries.range(self.cursor.saturating_add(1)..) {
+        let mut known = start;
+        for (&seq, e) in self.entries.range(start.saturating_add(1)..) {
             if e.prev > known {
                 push(known.saturating_add(1), e.prev, false);
             }
             match e.state {
                 State::Partial { .. } => push(seq, seq, false),
                 State::Announced => push(seq, seq, true),
+                State::Ready(..) | State::Nothing if seq > past => return (out, seq),
                 State::Ready(..) | State::Nothing => {}
             }
             known = seq;
@@ -543,16 +571,43 @@ impl Reorder {
         if self.lead > known {
             push(known.saturating_add(1), self.lead, false);
         }
-        out
+        (out, u64::MAX)
     }
 
-    /// Brings the gap timers in line with what is held: a new gap is noticed now (an
-    /// announced event is due at once); a gap that overlaps an older one keeps its times.
+    /// Brings the gap timers in line with what is held, around what changed since the last
+    /// look (a gap never spans an entry held and complete, so those bound the walk): a new gap
+    /// is noticed now (an announced event is due at once); a gap that overlaps an older one
+    /// keeps its times.
     fn refresh(&mut self, now: Instant) {
         self.changed = None;
         self.looked = now;
-        let open = self.open_gaps();
-        let mut old = std::mem::take(&mut self.gaps);
+        let Some((lo, hi)) = self.dirty.take() else {
+            return;
+        };
+        let start = self
+            .entries
+            .range(self.cursor.saturating_add(1)..lo.max(self.cursor.saturating_add(1)))
+            .rev()
+            .find(|(_, e)| matches!(e.state, State::Ready(..) | State::Nothing))
+            .map_or(self.cursor, |(s, _)| *s);
+        let (open, end) = self.open_gaps(start, hi);
+        // The gaps of `(start, end]` as they were, and those the cursor has passed since
+        // (filled, then handed on before this look).
+        let first = if start == self.cursor {
+            0
+        } else {
+            start.saturating_add(1)
+        };
+        let before: Vec<u64> = self
+            .gaps
+            .range(first..)
+            .take_while(|(l, _)| **l <= end)
+            .map(|(l, _)| *l)
+            .collect();
+        let mut old: BTreeMap<u64, Gap> = before
+            .into_iter()
+            .filter_map(|l| self.gaps.remove(&l).map(|g| (l, g)))
+            .collect();
         for (lo, hi, urgent) in open {
             let overlapping: Vec<u64> = old
                 .range(..=hi)
@@ -593,5 +648,16 @@ impl Reorder {
         // Gaps no longer open were filled: by a repair (its latency counted in
         // `repaired`) or by a late datagram (no repair).
         drop(old);
+        #[cfg(test)]
+        self.check_gaps();
+    }
+
+    /// The gaps kept are those a walk over everything held finds.
+    #[cfg(test)]
+    fn check_gaps(&self) {
+        let kept: Vec<(u64, u64)> = self.gaps.iter().map(|(l, g)| (*l, g.hi)).collect();
+        let (all, _) = self.open_gaps(self.cursor, u64::MAX);
+        let all: Vec<(u64, u64)> = all.into_iter().map(|(l, h, _)| (l, h)).collect();
+        assert_eq!(kept, all, "gaps kept and found");
     }
 }
