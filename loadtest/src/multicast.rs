@@ -27,7 +27,6 @@ use crate::report::{Phase, Report};
 use crate::scenarios::Options;
 
 const KEY: &str = "loadtest-multicast-group-key";
-const RECEIVERS: usize = 3;
 /// Upper bounds (s) of the receivers' repair histogram, as the hub renders them.
 const SERIES: &str = "hubcast_upstream_multicast_repair_seconds_bucket";
 
@@ -126,7 +125,8 @@ async fn lean_phase(
     }
     Ok(Phase::counted(
         format!(
-            "lean sender at {rate}/s → {RECEIVERS} receivers: {total} events of {payload} B at {loss}% loss"
+            "lean sender at {rate}/s → {} receivers: {total} events of {payload} B at {loss}% loss",
+            o.receivers
         ),
         total,
         seconds,
@@ -145,7 +145,7 @@ async fn phase(
     let group = group()?;
     let topics = TopicServer::start(topo.topics).await?;
     let mut peers = String::new();
-    for i in 0..RECEIVERS {
+    for i in 0..o.receivers {
         peers.push_str(&format!(
             "[[peers]]\nname = \"r{i}\"\ntoken = \"{}\"\ntopics = [\"http://127.0.0.1\"]\n",
             token(i)
@@ -231,8 +231,8 @@ async fn phase(
     };
     let phase = Phase::counted(
         format!(
-            "{RECEIVERS} receivers take {total} events of {} B {how}",
-            topo.payload
+            "{} receivers take {total} events of {} B {how}",
+            o.receivers, topo.payload
         ),
         total,
         seconds,
@@ -278,7 +278,7 @@ impl Receivers {
             hubs: Vec::new(),
             dirs: Vec::new(),
         };
-        for i in 0..RECEIVERS {
+        for i in 0..o.receivers {
             let dir = tempfile::tempdir()?;
             let extra = format!(
                 "[relay]\nheartbeat = \"100ms\"\n[[upstreams]]\nurl = \"{upstream}\"\n\

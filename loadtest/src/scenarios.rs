@@ -96,6 +96,9 @@ pub struct Options {
     /// Seconds of steady publishing (latency: default 10; stream: default 60 per phase).
     #[arg(long)]
     pub duration_secs: Option<u64>,
+    /// Receiver hubs in the multicast scenario.
+    #[arg(long, default_value_t = 3)]
+    pub receivers: usize,
     /// The hub binary; default: `hubcast` next to this program.
     #[arg(long)]
     pub hub_bin: Option<PathBuf>,

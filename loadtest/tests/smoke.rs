@@ -39,6 +39,7 @@ fn options(out: &Path, sink: SinkChoice, client: CeilingClient, lean: LeanSinkKi
         timeout_secs: 60,
         rate: None,
         duration_secs: None,
+        receivers: 3,
         hub_bin: Some(hub_bin()),
         out: out.to_owned(),
         per_destination: 8,
