@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use tokio_util::task::TaskTracker;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -87,8 +88,8 @@ pub fn open(
 }
 
 struct Receiver<'a> {
-    follow: &'a Follow,
-    up: &'a Upstream,
+    follow: &'a Arc<Follow>,
+    up: &'a Arc<Upstream>,
     m: UpstreamMulticast,
     socket: tokio::net::UdpSocket,
     window: Reorder,
@@ -367,9 +368,22 @@ impl Receiver<'_> {
     }
 
     /// Takes events from the group until the receiver falls behind or the group falls silent.
+    /// Events go into the log one batch at a time while datagrams and repairs go on being
+    /// taken: a slow append (or a flush) fills the window, not the socket's buffer.
     async fn over_multicast(&mut self) -> Result<Fallback, SessionError> {
+        let mut taking = None;
+        let r = self.receive(&mut taking).await;
+        // However receiving ended, the batch on its way is stored (or failed) before anything
+        // else follows the upstream.
+        let finished = finish(&mut taking).await;
+        let fallback = r?;
+        finished?;
+        Ok(fallback)
+    }
+
+    async fn receive(&mut self, taking: &mut Option<Taking>) -> Result<Fallback, SessionError> {
         let (follow, up) = (self.follow, self.up);
-        let mut taker = Taker::new(follow, up, self.window.cursor());
+        let mut taker = Some(Taker::new(follow, up, self.window.cursor()));
         let mut repairs: FuturesUnordered<BoxFuture<'static, Repaired>> = FuturesUnordered::new();
         let mut wanted: std::collections::VecDeque<(u64, u64)> = Default::default();
         // Ranges asked for and not answered yet: a gap asked for again meanwhile (its backoff
@@ -379,9 +393,15 @@ impl Receiver<'_> {
         let silence = (heartbeat * 20).max(Duration::from_secs(2));
         let mut last_heard = Instant::now();
         let mut published = Instant::now();
-        // Events held while catching up that follow on at once.
-        self.take_ready(&mut taker).await?;
         loop {
+            if taking.is_none()
+                && let Some(t) = taker.take()
+            {
+                match self.ready_items(t.position) {
+                    Some(items) => *taking = Some(take(&follow.shared.tracker, t, items)),
+                    None => taker = Some(t),
+                }
+            }
             if self.window.behind() {
                 return Ok(Fallback::Behind);
             }
@@ -404,7 +424,10 @@ impl Receiver<'_> {
                     if heard {
                         last_heard = now;
                     }
-                    self.take_ready(&mut taker).await?;
+                }
+                r = async { taking.as_mut().expect("checked").await }, if taking.is_some() => {
+                    *taking = None;
+                    taker = Some(taken(r)?);
                 }
                 _ = tokio::time::sleep_until(due_at.unwrap_or_else(Instant::now)), if due_at.is_some() => {
                     // What waits in the socket first: a gap its datagrams fill needs no repair.
@@ -417,21 +440,23 @@ impl Receiver<'_> {
                             wanted.push_back(r);
                         }
                     }
-                    self.take_ready(&mut taker).await?;
                 }
                 Some(r) = repairs.next(), if !repairs.is_empty() => {
                     match r {
                         Ok((from, to, through, events)) => {
                             asked.retain(|a| *a != (from, to));
                             self.window.repaired(from, through, events, Instant::now());
-                            self.take_ready(&mut taker).await?;
                         }
                         Err(RepairError::Gone(range, trail)) => {
                             asked.retain(|a| *a != range);
                             // An answer to a range already taken (a late datagram filled it)
                             // says nothing about what is still wanted.
-                            if trail > taker.position + 1 {
-                                upstream::reconcile(follow, up, taker.position, trail).await?;
+                            if let Some(t) = finish(taking).await? {
+                                taker = Some(t);
+                            }
+                            let position = taker.as_ref().expect("back").position;
+                            if trail > position + 1 {
+                                upstream::reconcile(follow, up, position, trail).await?;
                                 return Ok(Fallback::Reconciled);
                             }
                         }
@@ -455,12 +480,13 @@ impl Receiver<'_> {
         }
     }
 
-    /// Takes the events ready in the window, and its cursor, into the log.
-    async fn take_ready(&mut self, taker: &mut Taker<'_>) -> Result<(), SessionError> {
+    /// The events ready in the window, and its cursor, to take into the log after
+    /// `position`; `None` when there is nothing to take.
+    fn ready_items(&mut self, position: u64) -> Option<Vec<Item>> {
         let ready = self.window.ready();
         let cursor = self.window.cursor();
-        if ready.is_empty() && cursor <= taker.position {
-            return Ok(());
+        if ready.is_empty() && cursor <= position {
+            return None;
         }
         self.counts.events_by_multicast += ready.len() as u64;
         // The group may carry topics this upstream entry does not ask for: passed over (the
@@ -476,7 +502,35 @@ impl Receiver<'_> {
             trail: 0,
             position: cursor,
         }));
-        taker.take(items).await
+        Some(items)
+    }
+}
+
+/// A batch of events on its way into the log, on a task of its own: the receiving loop goes on
+/// while the append runs (a storage write may block its thread). The taker comes back with
+/// the outcome.
+type Taking = tokio::task::JoinHandle<(Taker, Result<(), SessionError>)>;
+
+fn take(tracker: &TaskTracker, mut taker: Taker, items: Vec<Item>) -> Taking {
+    tracker.spawn(async move {
+        let r = taker.take(items).await;
+        (taker, r)
+    })
+}
+
+/// The taker back from a finished batch, or the batch's error.
+fn taken(
+    joined: Result<(Taker, Result<(), SessionError>), tokio::task::JoinError>,
+) -> Result<Taker, SessionError> {
+    let (t, r) = joined.map_err(|e| SessionError::Http(format!("taking events failed: {e}")))?;
+    r.map(|()| t)
+}
+
+/// Waits for the batch on its way into the log, if any: the taker, or the batch's error.
+async fn finish(taking: &mut Option<Taking>) -> Result<Option<Taker>, SessionError> {
+    match taking.take() {
+        Some(f) => taken(f.await).map(Some),
+        None => Ok(None),
     }
 }
 

@@ -262,8 +262,8 @@ pub(super) async fn pause_before_reconnecting(
 /// Follows the upstream's stream over HTTP from the stored cursor; with `until`, ends once a
 /// heartbeat says everything is taken and `until()` holds.
 pub(super) async fn session(
-    follow: &Follow,
-    up: &Upstream,
+    follow: &Arc<Follow>,
+    up: &Arc<Upstream>,
     until: Until<'_>,
 ) -> Result<Ended, SessionError> {
     let s = &follow.shared;
@@ -492,21 +492,21 @@ pub(super) fn relay_url(
 }
 
 /// Takes lines into the log.
-pub(super) struct Taker<'a> {
-    follow: &'a Follow,
-    up: &'a Upstream,
+pub(super) struct Taker {
+    follow: Arc<Follow>,
+    up: Arc<Upstream>,
     name: String,
     pub(super) position: u64,
     /// Subscribers read per topic within one batch.
     subscribers: HashMap<String, (Vec<String>, Option<Snapshot>)>,
 }
 
-impl<'a> Taker<'a> {
+impl Taker {
     /// A taker whose events follow `position` (everything up to it already taken).
-    pub(super) fn new(follow: &'a Follow, up: &'a Upstream, position: u64) -> Taker<'a> {
+    pub(super) fn new(follow: &Arc<Follow>, up: &Arc<Upstream>, position: u64) -> Taker {
         Taker {
-            follow,
-            up,
+            follow: follow.clone(),
+            up: up.clone(),
             name: up.cfg.cursor_name(),
             position,
             subscribers: HashMap::new(),
@@ -514,7 +514,8 @@ impl<'a> Taker<'a> {
     }
 
     pub(super) async fn take(&mut self, items: Vec<Item>) -> Result<(), SessionError> {
-        let s = &self.follow.shared;
+        let follow = self.follow.clone();
+        let s = &follow.shared;
         let me = s.store.log.hub_id();
         let mut commits = Vec::new();
         let mut taken = (0u64, 0u64);
