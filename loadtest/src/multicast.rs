@@ -1,4 +1,5 @@
-//! The multicast scenario: one sender hub, three receiver hubs on loopback multicast.
+//! The multicast scenario: one sender hub, three receiver hubs (`--receivers`) on loopback
+//! multicast.
 //!
 //! For each payload (200 B short messages and 4 KiB posts, or `--payload`), hub A takes
 //! `--topics` × `--events` fat pings (default 100 × 200) as fast as it can while three hubs
@@ -73,7 +74,7 @@ pub async fn run(o: &Options, r: &mut Report) -> anyhow::Result<Vec<Phase>> {
 }
 
 /// The lean sender's `--events` × `--topics` × 5 events (default 100,000) of `payload` bytes
-/// at `rate` events/s to three receiver hubs at `loss` percent: events per second into every
+/// at `rate` events/s to the receiver hubs at `loss` percent: events per second into every
 /// receiver's log, from the first datagram to the slowest receiver's cursor reaching the last.
 async fn lean_phase(
     o: &Options,
@@ -248,7 +249,7 @@ fn multicast_section(group: &str, send: bool) -> String {
     )
 }
 
-/// The three receiver hubs of one phase.
+/// The receiver hubs of one phase (`--receivers`, default 3).
 struct Receivers {
     hubs: Vec<HubProcess>,
     dirs: Vec<tempfile::TempDir>,

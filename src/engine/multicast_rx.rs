@@ -15,11 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio_util::task::TaskTracker;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::client::classify;
 use super::upstream::{self, Ended, Follow, Item, SessionError, Taker, Upstream};
@@ -34,6 +34,11 @@ const REPAIRS_IN_FLIGHT: usize = 8;
 const REPAIR_PAGES: usize = 16;
 /// Bytes of answers one repair reads at most (the rest of its range is asked for again).
 const REPAIR_BYTES: usize = 32 << 20;
+/// Longest a repair request may take (a hung answer would keep its range asked for).
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the window may hold events behind a gap without its cursor moving before the
+/// receiver follows over HTTP instead (whatever holds it up, the receiver does not stall).
+const STUCK: Duration = Duration::from_secs(10);
 /// Datagrams read in one go before the events they completed are taken.
 const DRAIN: usize = 512;
 /// Upper bounds (ms) of the repair latency histogram's buckets.
@@ -108,6 +113,8 @@ enum Fallback {
     Behind,
     /// No datagram (not even a heartbeat) for a while.
     Silent,
+    /// Events held behind a gap that was not filled for [`STUCK`].
+    Stuck,
     /// Below the upstream's trail: reconciled by fetching, the cursor moved.
     Reconciled,
 }
@@ -206,6 +213,7 @@ pub async fn run(follow: Arc<Follow>, up: Arc<Upstream>) {
                         rx.counts.fallbacks += 1;
                         let why = match why {
                             Fallback::Behind => "further behind than multicast.window",
+                            Fallback::Stuck => "a gap was not repaired in 10 s",
                             _ => "the group fell silent",
                         };
                         tracing::warn!(upstream = %up.cfg.name, why,
@@ -393,7 +401,11 @@ impl Receiver<'_> {
         let silence = (heartbeat * 20).max(Duration::from_secs(2));
         let mut last_heard = Instant::now();
         let mut published = Instant::now();
+        let (mut progress_at, mut progress) = (Instant::now(), self.window.cursor());
         loop {
+            if self.window.cursor() != progress || self.window.lead() <= progress {
+                (progress_at, progress) = (Instant::now(), self.window.cursor());
+            }
             if taking.is_none()
                 && let Some(t) = taker.take()
             {
@@ -471,6 +483,11 @@ impl Receiver<'_> {
                 }
                 _ = tokio::time::sleep_until(last_heard + silence) => {
                     return Ok(Fallback::Silent);
+                }
+                _ = tokio::time::sleep_until(progress_at + STUCK) => {
+                    if self.window.cursor() == progress && self.window.lead() > progress {
+                        return Ok(Fallback::Stuck);
+                    }
                 }
             }
             if published.elapsed() >= Duration::from_millis(200) {
@@ -559,6 +576,7 @@ fn repair(
             })?;
             let resp = client
                 .get(url)
+                .timeout(REPAIR_TIMEOUT)
                 .bearer_auth(&token)
                 .header(reqwest::header::ACCEPT, MEDIA_TYPE)
                 .send()
