@@ -37,6 +37,7 @@ pub mod shared;
 pub mod snapshot;
 pub mod stream;
 pub mod sweep;
+pub mod taker;
 mod topic_queue;
 pub mod transport;
 pub mod upstream;

@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::client::classify;
-use super::upstream::{self, Ended, Follow, Item, SessionError, Taker, Upstream};
+use super::taker::Taker;
+use super::upstream::{self, Ended, Follow, Item, SessionError, Upstream};
 use crate::config::multicast::UpstreamMulticast;
 use crate::multicast::datagram::{self, DatagramError, MAX_DATAGRAM};
 use crate::multicast::reorder::{Reorder, ReorderConfig, Taken};

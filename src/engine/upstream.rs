@@ -1,12 +1,12 @@
-//! Following another hub's stream (`[[upstreams]]`): each event taken goes into this hub's own
-//! log, with this hub added to its path and the follower's cursor stored in the same
-//! transaction, so a crash at any moment loses nothing and takes nothing twice; its jobs go to
-//! this hub's subscribers of the topic as a fat ping's would (the origin already diffed it).
-//! An event whose path already names this hub is refused (mutual peers do not loop). The
-//! follower reconnects with jittered backoff; below the upstream's trail (`410`) it fetches
-//! the followed topics that have subscribers here (the light-ping path), so they converge.
+//! Following another hub's stream (`[[upstreams]]`): each event taken (by [`super::taker`])
+//! goes into this hub's own log, with this hub added to its path and the follower's cursor
+//! stored in the same transaction, so a crash at any moment loses nothing and takes nothing
+//! twice; its jobs go to this hub's subscribers of the topic as a fat ping's would (the origin
+//! already diffed it). An event whose path already names this hub is refused (mutual peers do
+//! not loop). The follower reconnects with jittered backoff; below the upstream's trail
+//! (`410`) it fetches the followed topics that have subscribers here (the light-ping path), so
+//! they converge.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +19,11 @@ use super::bounded_set::BoundedSet;
 use super::client::{Clients, classify};
 use super::keyed::KeyedQueue;
 use super::shared::Shared;
-use super::snapshot::Snapshot;
 use super::stream::{CommitError, EventStream};
+use super::taker::Taker;
 use crate::config::relay::UpstreamConfig;
 use crate::relay::wire::{self, Beat, EventLine, Line, LineError, MEDIA_TYPE};
-use crate::storage::{Commit, NewEvent, Ping, Relayed, StorageError};
+use crate::storage::{Ping, StorageError};
 use crate::topic_prefix::TopicPrefix;
 
 /// The first pause before reconnecting; it doubles up to `relay.reconnect_max`.
@@ -159,13 +159,13 @@ impl Default for Seen {
 impl Seen {
     /// Claims the event for the caller: `false` when another follower has it (taken, or
     /// being taken).
-    fn claim(&self, origin: &str, seq: u64) -> bool {
+    pub(super) fn claim(&self, origin: &str, seq: u64) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.insert((origin.to_owned(), seq))
     }
 
     /// Lets go of claims whose events were not committed after all.
-    fn release(&self, claimed: &[(String, u64)]) {
+    pub(super) fn release(&self, claimed: &[(String, u64)]) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for k in claimed {
             g.remove(k);
@@ -489,173 +489,6 @@ pub(super) fn relay_url(
         }
     }
     url
-}
-
-/// Takes lines into the log.
-pub(super) struct Taker {
-    follow: Arc<Follow>,
-    up: Arc<Upstream>,
-    name: String,
-    pub(super) position: u64,
-    /// Subscribers read per topic within one batch.
-    subscribers: HashMap<String, (Vec<String>, Option<Snapshot>)>,
-}
-
-impl Taker {
-    /// A taker whose events follow `position` (everything up to it already taken).
-    pub(super) fn new(follow: &Arc<Follow>, up: &Arc<Upstream>, position: u64) -> Taker {
-        Taker {
-            follow: follow.clone(),
-            up: up.clone(),
-            name: up.cfg.cursor_name(),
-            position,
-            subscribers: HashMap::new(),
-        }
-    }
-
-    pub(super) async fn take(&mut self, items: Vec<Item>) -> Result<(), SessionError> {
-        let follow = self.follow.clone();
-        let s = &follow.shared;
-        let me = s.store.log.hub_id();
-        let mut commits = Vec::new();
-        let mut taken = (0u64, 0u64);
-        let mut refused = 0u64;
-        let mut duplicates = 0u64;
-        let mut origins = Vec::new();
-        let mut newest_created = None;
-        let mut beat = None;
-        self.subscribers.clear();
-        let mut position = self.position;
-        for item in items {
-            match item {
-                Item::Beat(heartbeat) => {
-                    if heartbeat.position > position {
-                        position = heartbeat.position;
-                    }
-                    beat = Some(heartbeat);
-                }
-                Item::Event(e, _) if e.seq <= position => {
-                    // Already taken (never sent twice by a correct upstream).
-                }
-                Item::Event(e, body) => {
-                    position = e.seq;
-                    if e.path.contains(&me) {
-                        refused += 1;
-                        continue;
-                    }
-                    newest_created = Some(e.created_ms);
-                    let (destinations, snapshot) = self.subscribers(&e.topic).await?;
-                    // Each commit carries the cursor up to its event: however the stream
-                    // splits the commits into transactions, the stored cursor names exactly
-                    // what is stored.
-                    let seq = e.seq;
-                    let mut c = commit(e, body, destinations);
-                    c.cursor = Some((self.name.clone(), seq));
-                    commits.push((c, snapshot));
-                }
-            }
-        }
-        // Claimed here, once nothing can fail before the commit but the commit itself.
-        commits.retain(|(c, _)| {
-            let Some(ev) = &c.event else { return true };
-            let Some(r) = &ev.relayed else { return true };
-            if !self.follow.seen.claim(&r.origin, r.origin_seq) {
-                duplicates += 1;
-                return false;
-            }
-            origins.push((r.origin.clone(), r.origin_seq));
-            taken.0 += 1;
-            taken.1 += ev.body.len() as u64;
-            true
-        });
-        if position > self.position {
-            // The cursor moves with the last commit; events refused or filtered out and
-            // heartbeats move it with a commit of their own.
-            match commits.last_mut() {
-                Some((c, _)) => c.cursor = Some((self.name.clone(), position)),
-                None => commits.push((
-                    Commit {
-                        topic: String::new(),
-                        state: None,
-                        ping_ids: Vec::new(),
-                        event: None,
-                        destinations: Vec::new(),
-                        cursor: Some((self.name.clone(), position)),
-                    },
-                    None,
-                )),
-            }
-            if let Err(e) = self.follow.stream.commit_all(commits).await {
-                self.follow.seen.release(&origins);
-                return Err(e.into());
-            }
-            self.position = position;
-        }
-        let now = s.clock.now_ms();
-        self.up.update(|st| {
-            st.cursor = position;
-            st.events_taken += taken.0;
-            st.bytes_taken += taken.1;
-            st.loops_refused += refused;
-            st.duplicates += duplicates;
-            if let Some(created) = newest_created {
-                st.lag_ms = now.saturating_sub(created);
-            }
-            if let Some(b) = beat {
-                st.upstream_lead = b.lead;
-                if b.position >= b.lead {
-                    st.lag_ms = 0;
-                }
-            }
-            st.upstream_lead = st.upstream_lead.max(position);
-            st.lag_events = st.upstream_lead - position;
-        });
-        if refused > 0 {
-            tracing::debug!(upstream = %self.up.cfg.name, refused,
-                "events refused: their path already names this hub");
-        }
-        Ok(())
-    }
-
-    async fn subscribers(
-        &mut self,
-        topic: &str,
-    ) -> Result<(Vec<String>, Option<Snapshot>), SessionError> {
-        if let Some(known) = self.subscribers.get(topic) {
-            return Ok(known.clone());
-        }
-        let s = &self.follow.shared;
-        let read = s
-            .health
-            .persist("subscribers of a topic", &s.shutdown, || {
-                super::publish::subscribers_of(s, topic)
-            })
-            .await
-            .ok_or(SessionError::Stopping)?;
-        self.subscribers.insert(topic.to_owned(), read.clone());
-        Ok(read)
-    }
-}
-
-/// The event as a commit into this hub's log (its cursor set by the caller).
-fn commit(e: EventLine, body: Bytes, destinations: Vec<String>) -> Commit {
-    Commit {
-        topic: e.topic,
-        state: None,
-        ping_ids: Vec::new(),
-        event: Some(NewEvent {
-            content_type: e.content_type,
-            body,
-            created_ms: e.created_ms,
-            relayed: Some(Relayed {
-                origin: e.origin,
-                origin_seq: e.origin_seq,
-                path: e.path,
-            }),
-        }),
-        destinations,
-        cursor: None,
-    }
 }
 
 /// Below the upstream's trail: every topic with subscribers here that this follower asks for
