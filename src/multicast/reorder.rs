@@ -90,6 +90,9 @@ struct Gap {
     noticed: Instant,
     /// Asked for at least once (a gap a late datagram fills is no repair).
     requested: bool,
+    /// The range last asked for: numbers the gap grew to since are asked for after
+    /// `repair_delay`, not after the backoff.
+    asked: (u64, u64),
     next_request: Instant,
     backoff: Duration,
 }
@@ -473,6 +476,7 @@ impl Reorder {
         for (lo, g) in self.gaps.iter_mut() {
             if g.next_request <= now {
                 g.requested = true;
+                g.asked = (*lo, g.hi);
                 g.next_request = now + g.backoff;
                 g.backoff = (g.backoff * 2).min(self.cfg.retry_max);
                 // Gaps a few events apart are one request: the events between come again,
@@ -626,6 +630,11 @@ impl Reorder {
                     if urgent && !g.requested {
                         g.next_request = g.next_request.min(now);
                     }
+                    // Grown past what was asked (a later loss next to it, or merged with a
+                    // newer gap): the new numbers wait the repair delay, not the backoff.
+                    if g.requested && (lo < g.asked.0 || hi > g.asked.1) {
+                        g.next_request = g.next_request.min(now + self.cfg.repair_delay);
+                    }
                     g
                 }
                 None => {
@@ -634,6 +643,7 @@ impl Reorder {
                         hi,
                         noticed: now,
                         requested: false,
+                        asked: (1, 0),
                         next_request: if urgent {
                             now
                         } else {

@@ -398,3 +398,24 @@ fn an_announced_event_is_asked_for_at_once_then_waits_its_backoff() {
     }
     assert_eq!(w.due(now + Duration::from_millis(260)), vec![(1, 1)]);
 }
+
+#[test]
+fn a_gap_that_grows_after_it_was_asked_for_asks_for_the_rest_after_the_repair_delay() {
+    let mut w = Reorder::new(config(), 0);
+    let t0 = Instant::now();
+    w.datagram(Body::Heartbeat { lead: 3, trail: 1 }, t0);
+    let at = |ms| t0 + Duration::from_millis(ms);
+    assert!(w.due(at(2)).is_empty(), "not before the repair delay");
+    assert_eq!(w.due(at(13)), vec![(1, 3)]);
+    // The answer has not come; the group's lead moves on and none of 4..=6 arrives.
+    w.datagram(Body::Heartbeat { lead: 6, trail: 1 }, at(20));
+    assert!(
+        w.due(at(22)).is_empty(),
+        "the new numbers wait the repair delay too"
+    );
+    let again = w.due(at(33));
+    assert!(
+        again.iter().any(|(from, to)| *from <= 4 && 6 <= *to),
+        "4..=6 asked for 10 ms after they were known, not after the 250 ms backoff: {again:?}"
+    );
+}
