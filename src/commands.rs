@@ -127,3 +127,50 @@ pub async fn replay(store: Storage, ids: Vec<u64>, all: bool) -> anyhow::Result<
     }
     Ok(())
 }
+
+pub async fn topic_create(
+    store: Storage,
+    cfg: hubcast::config::Config,
+    name: String,
+    token: String,
+    title: Option<String>,
+) -> anyhow::Result<()> {
+    let now = Clock::new().now_ms();
+    let topic =
+        hubcast::engine::hosted::new_topic(&cfg.hosted, &name, &token, title.as_deref(), now)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    if !store.hosted.create_hosted(topic).await? {
+        anyhow::bail!("a hosted topic named {name:?} exists");
+    }
+    store.flush().await?;
+    if !cfg.hosted.enabled {
+        eprintln!(
+            "note: hosted.enabled is false in this config: the hub will not serve it until it is true"
+        );
+    }
+    eprintln!("created hosted topic {name:?}: /t/{name} (Atom), /t/{name}.json (JSON Feed)");
+    Ok(())
+}
+
+pub async fn topic_list(store: Storage) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut after: Option<String> = None;
+    loop {
+        let topics = store.hosted.hosted_topics(after.as_deref(), 1000).await?;
+        let Some(last) = topics.last() else { break };
+        after = Some(last.name.clone());
+        for t in &topics {
+            let line = serde_json::json!({
+                "name": t.name,
+                "title": t.title,
+                "created_ms": t.created_ms,
+                "max_entries": t.max_entries,
+                "max_age_ms": t.max_age_ms,
+                "trail": t.trail,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

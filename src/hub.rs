@@ -73,6 +73,7 @@ pub async fn start_with_storage(
         engine.health().clone(),
         engine.forwarder().clone(),
         engine.chain().clone(),
+        engine.hosted().clone(),
     );
     let state = web::Data::new(AppState {
         cfg: shared_cfg,

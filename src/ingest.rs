@@ -15,6 +15,7 @@ use crate::engine::Intake;
 use crate::engine::chain::{Chain, ChainError, Pushed};
 use crate::engine::forward::{ForwardError, Forwarder, TakenBatch};
 use crate::engine::health::Health;
+use crate::engine::hosted::Hosted;
 use crate::engine::{Busy, FatOutcome, Work, stream};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
 use crate::urls::HttpUrl;
@@ -54,6 +55,7 @@ pub struct Ingest {
     health: Arc<Health>,
     forwarder: Arc<Forwarder>,
     chain: Arc<Chain>,
+    hosted: Arc<Hosted>,
 }
 
 impl Ingest {
@@ -65,6 +67,7 @@ impl Ingest {
         health: Arc<Health>,
         forwarder: Arc<Forwarder>,
         chain: Arc<Chain>,
+        hosted: Arc<Hosted>,
     ) -> Ingest {
         Ingest {
             cfg,
@@ -74,7 +77,14 @@ impl Ingest {
             health,
             forwarder,
             chain,
+            hosted,
         }
+    }
+
+    /// Hosted topics' writes (posts, edits, deletions; mail into a topic): each returns once
+    /// the entry and its fan-out are durable.
+    pub fn hosted(&self) -> &Hosted {
+        &self.hosted
     }
 
     /// An upstream hub verifying this hub's subscription of `topic` (hub chaining): whether

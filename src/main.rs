@@ -1,5 +1,6 @@
 //! The `hubcast` binary: `serve`, `check-config`, and operator commands on a stopped hub's
-//! store: `export`, `import`, `subscriptions`, `dead-letters`, `replay`.
+//! store: `export`, `import`, `subscriptions`, `dead-letters`, `replay`, `topic create|list`;
+//! and `resolve`, which looks a name up.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,27 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Hosted topics (the hub publishes them at /t/NAME), on a stopped hub's store.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// What a name like user@example.org stands for (WebFinger): its topic and hub, as JSON;
+    /// with --subscribe, subscribe that callback to it at its hub.
+    Resolve {
+        /// The name: user@domain (or acct:user@domain).
+        name: String,
+        /// Callback to subscribe to the named topic (a normal WebSub subscribe request, which
+        /// the named hub then verifies with the callback).
+        #[arg(long)]
+        subscribe: Option<String>,
+        /// hub.secret of that subscription.
+        #[arg(long, requires = "subscribe")]
+        secret: Option<String>,
+        /// Config file (its [ssrf] and [webfinger] settings apply).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Turn dead letters back into retries, due at once when the hub next runs.
     Replay {
         #[command(flatten)]
@@ -90,6 +112,29 @@ enum Command {
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a hosted topic owned by whoever holds TOKEN.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Its name: lowercase letters, digits, '-' and '_'.
+        name: String,
+        /// The owner's token (16 characters or more): posts carry it as a bearer token or
+        /// sign with it.
+        #[arg(long, env = "HUBCAST_TOPIC_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Its title (the name when absent).
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// List hosted topics as JSON lines.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -119,6 +164,29 @@ fn main() -> ExitCode {
             operate(store, |s| commands::dead_letters(s, limit))
         }
         Command::Replay { store, ids, all } => operate(store, |s| commands::replay(s, ids, all)),
+        Command::Topic {
+            command:
+                TopicCommand::Create {
+                    store,
+                    name,
+                    token,
+                    title,
+                },
+        } => operate_cfg(store, |s, cfg| {
+            commands::topic_create(s, cfg, name, token, title)
+        }),
+        Command::Topic {
+            command: TopicCommand::List { store },
+        } => operate(store, commands::topic_list),
+        Command::Resolve {
+            name,
+            subscribe,
+            secret,
+            config,
+        } => match load(config.as_deref(), Overrides::default()) {
+            Ok(cfg) => finish(resolve(cfg, name, subscribe, secret)),
+            Err(code) => code,
+        },
         Command::CheckConfig { file } => match load(Some(&file), Overrides::default()) {
             Ok(cfg) => {
                 println!(
@@ -159,6 +227,15 @@ where
     F: FnOnce(hubcast::storage::Storage) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    operate_cfg(args, |s, _| f(s))
+}
+
+/// [`operate`] for commands that also read the config.
+fn operate_cfg<F, Fut>(args: StoreArgs, f: F) -> ExitCode
+where
+    F: FnOnce(hubcast::storage::Storage, Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let overrides = Overrides {
         data_dir: args.data_dir,
         ..Overrides::default()
@@ -182,7 +259,7 @@ where
                     cfg.data_dir.display()
                 )
             })?;
-            f(store).await
+            f(store, cfg.clone()).await
         })
     })();
     finish(result)
@@ -226,6 +303,39 @@ fn init_logging(cfg: &Config) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// `hubcast resolve`: the name's topic and hub as JSON on standard output.
+fn resolve(
+    cfg: Config,
+    name: String,
+    subscribe: Option<String>,
+    secret: Option<String>,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build a runtime")?;
+    runtime.block_on(async {
+        let clients = hubcast::engine::client::Clients::build(&cfg)
+            .context("cannot build the HTTP client")?;
+        let client = &clients.topics;
+        let resolved =
+            hubcast::names::resolve(client, &name, cfg.webfinger.allow_http).await?;
+        let mut out = serde_json::to_value(&resolved)?;
+        if let Some(callback) = subscribe {
+            let callback = hubcast::urls::HttpUrl::parse(&callback)
+                .map_err(|e| anyhow::anyhow!("--subscribe: {e}"))?
+                .to_string();
+            let status =
+                hubcast::names::subscribe(client, &resolved, &callback, secret.as_deref()).await?;
+            out["subscribed"] = serde_json::json!({ "callback": callback, "hub_status": status });
+            eprintln!("subscribe request accepted by {} ({status}); the hub verifies it with the callback", resolved.hub);
+        }
+        println!("{out}");
+        Ok(())
+    })
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //!
 //! Loading never binds anything; every error names the key at fault.
 
+pub mod gateways;
 mod layers;
 pub mod multicast;
 mod problems;
@@ -182,6 +183,10 @@ pub struct Config {
     pub log_level: String,
     /// The stream served to peers and the upstreams followed.
     pub relay: relay::RelayConfig,
+    /// Topics this hub publishes (`[hosted]`).
+    pub hosted: gateways::HostedConfig,
+    /// Names (`[webfinger]`).
+    pub webfinger: gateways::WebfingerConfig,
 }
 
 /// What anonymous clients can make the hub do (`[limits]`); `None` is off.

@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     log: RawLog,
     relay: super::relay::RawRelay,
     multicast: super::multicast::RawMulticast,
+    hosted: super::gateways::RawHosted,
+    webfinger: super::gateways::RawWebfinger,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
     #[serde(default)]
@@ -369,8 +371,12 @@ impl RawConfig {
             fetches_per_topic: rate("limits.fetches_per_topic", &l.fetches_per_topic)?,
         };
         let relay = super::relay::validate(self.relay, self.peers, self.upstreams, self.multicast)?;
+        let hosted = super::gateways::validate_hosted(self.hosted)?;
+        let webfinger = super::gateways::validate_webfinger(self.webfinger)?;
         Ok(Config {
             relay,
+            hosted,
+            webfinger,
             limits,
             retention,
             node_id,

@@ -215,6 +215,7 @@ impl Chain {
             }),
             destinations,
             cursor: None,
+            hosted: None,
         };
         let seq = self
             .stream

@@ -173,6 +173,7 @@ impl Forwarder {
             }),
             destinations: Vec::new(),
             cursor: None,
+            hosted: None,
         };
         let seq =
             self.stream.commit(commit, None).await?.ok_or_else(|| {

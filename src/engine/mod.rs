@@ -22,6 +22,7 @@ pub mod dispatch;
 pub mod forward;
 pub mod health;
 pub mod history;
+pub mod hosted;
 pub mod keyed;
 pub mod multicast_rx;
 pub mod multicast_tx;
@@ -159,6 +160,9 @@ pub struct Engine {
     forwarder: Arc<forward::Forwarder>,
     registrations: Arc<relay_register::Registrations>,
     chain: Arc<chain::Chain>,
+    hosted: Arc<hosted::Hosted>,
+    /// The topic client (SSRF-guarded, bounded redirects): names are looked up with it.
+    topic_client: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,7 +316,10 @@ impl Engine {
             clients.clone(),
         ));
         tracker.spawn(chain::run(chain.clone()));
+        let hosted = Arc::new(hosted::Hosted::new(shared.clone(), stream.clone()));
         let engine = Arc::new(Engine {
+            hosted,
+            topic_client: clients.topics.clone(),
             multicast,
             chain,
             forwarder,
@@ -411,6 +418,16 @@ impl Engine {
     }
 
     /// Hub chaining: upstream subscriptions and what their hubs push.
+    pub fn hosted(&self) -> &Arc<hosted::Hosted> {
+        &self.hosted
+    }
+
+    /// The client of outbound calls made for operators (name lookups), guarded like topic
+    /// fetches.
+    pub fn topic_client(&self) -> &reqwest::Client {
+        &self.topic_client
+    }
+
     pub fn chain(&self) -> &Arc<chain::Chain> {
         &self.chain
     }

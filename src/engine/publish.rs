@@ -421,6 +421,7 @@ async fn process(
         event,
         destinations,
         cursor: None,
+        hosted: None,
     };
     // Appended with its jobs when it returns (the next diff sees the new state); the stream
     // flushes it before the planner, following the stream, hands the jobs to the dispatcher.

@@ -53,5 +53,35 @@ pub async fn sweep_once(shared: &Shared, collect: &[u64]) -> crate::storage::Res
     if pruned > 0 {
         tracing::debug!(pruned, "events past retention pruned");
     }
+    if shared.cfg.hosted.enabled {
+        prune_hosted(shared, now).await?;
+    }
     Ok(unreferenced)
+}
+
+/// Hosted topics' retention: each topic's own numbers (entries kept, age of the last update).
+async fn prune_hosted(shared: &Shared, now: u64) -> crate::storage::Result<()> {
+    let hosted = &shared.store.hosted;
+    let mut after: Option<String> = None;
+    loop {
+        let topics = hosted.hosted_topics(after.as_deref(), 256).await?;
+        let Some(last) = topics.last() else { break };
+        after = Some(last.name.clone());
+        for t in &topics {
+            if t.max_entries == 0 && t.max_age_ms == 0 {
+                continue;
+            }
+            let older_than = match t.max_age_ms {
+                0 => 0,
+                age => now.saturating_sub(age),
+            };
+            let pruned = hosted
+                .prune_hosted(&t.name, older_than, SWEEP_BATCH)
+                .await?;
+            if pruned > 0 {
+                tracing::debug!(topic = %t.name, pruned, "hosted entries past retention pruned");
+            }
+        }
+    }
+    Ok(())
 }

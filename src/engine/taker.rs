@@ -104,6 +104,7 @@ impl Taker {
                         event: None,
                         destinations: Vec::new(),
                         cursor: Some((self.name.clone(), position)),
+                        hosted: None,
                     },
                     None,
                 )),
@@ -178,5 +179,6 @@ fn commit(e: EventLine, body: Bytes, destinations: Vec<String>) -> Commit {
         }),
         destinations,
         cursor: None,
+        hosted: None,
     }
 }

@@ -1,5 +1,6 @@
 //! `POST /`: subscribe, unsubscribe, publish (light and fat pings). `GET /`: the status page
-//! (`?hub.topic=URL`: a plain-text report on one topic).
+//! (`?hub.topic=URL`: a plain-text report on one topic; `?hub.mode=retrieve`: a hosted topic's
+//! past entries).
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,6 +19,24 @@ const FORM: &str = "application/x-www-form-urlencoded";
 /// The status page (or, for non-admins, a short notice); with `?hub.topic=URL`, that topic's
 /// subscriber count and last fetch, as plain text for anyone.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let pairs = match crate::form::parse(req.query_string().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    match pairs
+        .iter()
+        .find(|(k, _)| k == "hub.mode")
+        .map(|(_, v)| v.as_str())
+    {
+        Some("retrieve") => return super::retrieve::retrieve(&pairs, state).await,
+        Some(m) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("hub.mode={m} is not answered on GET (retrieve is; the others are POST)"),
+            );
+        }
+        None => {}
+    }
     let topic = form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "hub.topic")
         .map(|(_, v)| v.into_owned());

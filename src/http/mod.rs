@@ -3,18 +3,23 @@
 
 mod admin_api;
 pub mod admin_auth;
+mod admin_hosted;
 pub mod body_deadline;
 mod chain;
 pub mod conn_limit;
 mod fat_ping;
+mod hosted;
 mod hub_endpoint;
 mod ops;
+mod profile;
 mod relay_batch;
 mod relay_stream;
 pub mod request_id;
+mod retrieve;
 mod status_multicast;
 mod status_page;
 mod status_relay;
+mod webfinger;
 
 use std::sync::Arc;
 
@@ -53,6 +58,22 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route(web::post().to(hub_endpoint::post))
                     .route(web::get().to(hub_endpoint::get)),
             )
+            .service(
+                web::resource("/t/{name}")
+                    .route(web::get().to(hosted::feed))
+                    .route(web::post().to(hosted::post)),
+            )
+            .service(
+                web::resource("/t/{name}/{key}")
+                    .route(web::get().to(hosted::entry))
+                    .route(web::put().to(hosted::edit))
+                    .route(web::delete().to(hosted::delete)),
+            )
+            .route("/@{name}", web::get().to(profile::profile))
+            .route(
+                "/.well-known/webfinger",
+                web::get().to(webfinger::webfinger),
+            )
             .route("/metrics", web::get().to(ops::metrics))
             .route("/healthz", web::get().to(ops::healthz))
             .route("/readyz", web::get().to(ops::readyz))
@@ -89,6 +110,12 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route("/subscriptions", web::get().to(admin_api::subscriptions))
                     .route("/events", web::get().to(admin_api::events))
                     .route("/relay", web::get().to(admin_api::relay))
+                    .service(
+                        web::resource("/hosted-topics")
+                            .route(web::get().to(admin_hosted::list))
+                            .route(web::post().to(admin_hosted::create)),
+                    )
+                    .route("/resolve", web::post().to(admin_hosted::resolve))
                     .route("/dead-letters", web::get().to(admin_api::dead_letters))
                     .route(
                         "/dead-letters/replay-all",

@@ -34,6 +34,9 @@ pub struct Commit {
     /// A consumer's cursor stored in the same transaction (a follower of another hub's stream
     /// takes an event into this log and moves past it atomically).
     pub cursor: Option<(String, u64)>,
+    /// A hosted topic's entry written (or deleted) with the event, under the event's topic
+    /// number.
+    pub hosted: Option<super::hosted::HostedWrite>,
 }
 
 /// How long the log keeps events: an event goes once it is older than `max_age_ms`, or, oldest

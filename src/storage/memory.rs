@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::*;
+use crate::storage::hosted::{EntryRange, HostedChange, HostedEntry, HostedTopic, HostedWrite};
 
 #[derive(Default)]
 struct Inner {
@@ -25,6 +26,36 @@ struct Inner {
     jobs: BTreeMap<(u64, String), Job>,
     retries: BTreeMap<(u64, u64, String, String), Retry>,
     dead: BTreeMap<u64, DeadLetter>,
+    hosted: BTreeMap<String, HostedTopic>,
+    /// (name, number) → entry.
+    hosted_entries: BTreeMap<(String, u64), HostedEntry>,
+    /// (name, key) → number.
+    hosted_keys: BTreeMap<(String, String), u64>,
+}
+
+impl Inner {
+    fn apply_hosted(&mut self, w: &HostedWrite, seq: u64) {
+        let key = match &w.change {
+            HostedChange::Put(e) => e.key.clone(),
+            HostedChange::Delete { key } => key.clone(),
+        };
+        if let Some(old) = self.hosted_keys.remove(&(w.name.clone(), key)) {
+            self.hosted_entries.remove(&(w.name.clone(), old));
+        }
+        if let HostedChange::Put(e) = &w.change {
+            let mut e = e.clone();
+            e.seq = seq;
+            self.hosted_keys
+                .insert((w.name.clone(), e.key.clone()), seq);
+            self.hosted_entries.insert((w.name.clone(), seq), e);
+        }
+    }
+
+    fn hosted_range(&self, name: &str) -> impl DoubleEndedIterator<Item = &HostedEntry> {
+        self.hosted_entries
+            .range((name.to_owned(), 0)..=(name.to_owned(), u64::MAX))
+            .map(|(_, e)| e)
+    }
 }
 
 pub struct MemoryStore {
@@ -458,7 +489,11 @@ impl EventLog for MemoryStore {
             let seq = g.lead;
             let topic_seq = g.topic_seqs.entry(c.topic.clone()).or_default();
             *topic_seq += 1;
-            let event = ev.stored(seq, &c.topic, *topic_seq, &self.hub_id);
+            let topic_seq = *topic_seq;
+            if let Some(w) = &c.hosted {
+                g.apply_hosted(w, topic_seq);
+            }
+            let event = ev.stored(seq, &c.topic, topic_seq, &self.hub_id);
             for d in &c.destinations {
                 g.jobs.insert((seq, d.clone()), Job::new(seq, d, &c.topic));
             }
@@ -659,5 +694,106 @@ impl MemoryStore {
             .filter(|item| self.leases.take(c, &key_of(item), false))
             .take(limit)
             .collect()
+    }
+}
+
+#[async_trait]
+impl HostedStore for MemoryStore {
+    async fn create_hosted(&self, topic: HostedTopic) -> Result<bool> {
+        let mut g = self.lock();
+        if g.hosted.contains_key(&topic.name) {
+            return Ok(false);
+        }
+        g.hosted.insert(topic.name.clone(), topic);
+        Ok(true)
+    }
+
+    async fn hosted(&self, name: &str) -> Result<Option<HostedTopic>> {
+        Ok(self.lock().hosted.get(name).cloned())
+    }
+
+    async fn hosted_topics(&self, after: Option<&str>, limit: usize) -> Result<Vec<HostedTopic>> {
+        let g = self.lock();
+        Ok(g.hosted
+            .values()
+            .filter(|t| after.is_none_or(|a| t.name.as_str() > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn hosted_entry(&self, name: &str, key: &str) -> Result<Option<HostedEntry>> {
+        let g = self.lock();
+        let seq = g.hosted_keys.get(&(name.to_owned(), key.to_owned()));
+        Ok(seq.and_then(|s| g.hosted_entries.get(&(name.to_owned(), *s)).cloned()))
+    }
+
+    async fn hosted_entry_by_id(&self, name: &str, id: &str) -> Result<Option<HostedEntry>> {
+        let g = self.lock();
+        Ok(g.hosted_range(name).find(|e| e.id == id).cloned())
+    }
+
+    async fn hosted_entries(
+        &self,
+        name: &str,
+        range: EntryRange,
+        limit: usize,
+    ) -> Result<Vec<HostedEntry>> {
+        let g = self.lock();
+        Ok(match range {
+            EntryRange::Before(b) => g
+                .hosted_range(name)
+                .rev()
+                .filter(|e| e.seq < b)
+                .take(limit)
+                .cloned()
+                .collect(),
+            EntryRange::After(a) => g
+                .hosted_range(name)
+                .filter(|e| e.seq > a)
+                .take(limit)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn hosted_count(&self, name: &str) -> Result<(u64, u64)> {
+        let g = self.lock();
+        let n = g.hosted_range(name).count() as u64;
+        let newest = g.hosted_range(name).next_back().map_or(0, |e| e.seq);
+        Ok((n, newest))
+    }
+
+    async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64> {
+        let mut g = self.lock();
+        let Some(topic) = g.hosted.get(name).cloned() else {
+            return Ok(0);
+        };
+        let count = g.hosted_range(name).count() as u64;
+        let mut over = match topic.max_entries {
+            0 => 0,
+            max => count.saturating_sub(max),
+        };
+        let doomed: Vec<HostedEntry> = g
+            .hosted_range(name)
+            .take(limit)
+            .take_while(|e| {
+                let old = older_than_ms > 0 && e.updated_ms < older_than_ms;
+                let goes = over > 0 || old;
+                over = over.saturating_sub(1);
+                goes
+            })
+            .cloned()
+            .collect();
+        let mut trail = topic.trail;
+        for e in &doomed {
+            g.hosted_keys.remove(&(name.to_owned(), e.key.clone()));
+            g.hosted_entries.remove(&(name.to_owned(), e.seq));
+            trail = trail.max(e.seq + 1);
+        }
+        if let Some(t) = g.hosted.get_mut(name) {
+            t.trail = trail;
+        }
+        Ok(doomed.len() as u64)
     }
 }

@@ -14,12 +14,14 @@
 mod claims;
 pub mod codec;
 mod event_log;
+pub mod hosted;
 pub mod memory;
 pub mod sled_backend;
 mod sub_changes;
 
 pub use claims::{Claim, ClaimStore, RetryKey, WorkKey};
 pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, Retention};
+pub use hosted::HostedStore;
 pub use sub_changes::SubChanges;
 
 use std::sync::Arc;
@@ -478,10 +480,13 @@ pub trait DeliveryStore: Send + Sync {
 
 /// A backend implements every trait; the hub holds them as trait objects.
 pub trait Backend:
-    SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore
+    SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore + HostedStore
 {
 }
-impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore> Backend for T {}
+impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore + HostedStore>
+    Backend for T
+{
+}
 
 /// The hub's handle on storage.
 #[derive(Clone)]
@@ -491,6 +496,8 @@ pub struct Storage {
     pub delivery: Arc<dyn DeliveryStore>,
     pub log: Arc<dyn EventLog>,
     pub claims: Arc<dyn ClaimStore>,
+    /// Hosted topics and their history.
+    pub hosted: Arc<dyn HostedStore>,
     /// Writes through `subs`, counted per topic.
     pub sub_changes: Arc<SubChanges>,
     ids: Arc<dyn IdSource>,
@@ -525,6 +532,7 @@ impl Storage {
             delivery: backend.clone(),
             log: backend.clone(),
             claims: backend.clone(),
+            hosted: backend.clone(),
             ids: backend.clone(),
             flusher: backend,
         }

@@ -15,6 +15,7 @@ mod firehose;
 mod first_hour;
 mod followers;
 mod helpers;
+mod hosted;
 mod isolation;
 mod jobs_done;
 mod kept_subscribers;

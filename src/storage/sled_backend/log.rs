@@ -26,10 +26,22 @@ impl EventLog for SledStore {
             &self.pings,
             &self.fanouts,
             &self.cursors,
+            &self.hosted_entries,
+            &self.hosted_index,
         );
         let (numbers, new_lead, added) = trees
             .transaction(
-                |(meta, topic_seqs, topics, events, pings, fanouts, cursors)| {
+                |(
+                    meta,
+                    topic_seqs,
+                    topics,
+                    events,
+                    pings,
+                    fanouts,
+                    cursors,
+                    hosted_entries,
+                    hosted_index,
+                )| {
                     let mut next = lead;
                     let mut added = 0u64;
                     let mut numbers = Vec::with_capacity(commits.len());
@@ -67,6 +79,9 @@ impl EventLog for SledStore {
                                 n
                             }
                         };
+                        if let Some(w) = &c.hosted {
+                            super::hosted::put_in_tx(hosted_entries, hosted_index, w, topic_seq)?;
+                        }
                         let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
                         events.insert(&be(next), encode_event(&event))?;
                         if !c.destinations.is_empty() {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 mod claims;
+mod hosted;
 mod jobs;
 mod log;
 mod subs;
@@ -64,6 +65,10 @@ pub struct SledStore {
     /// gauges and the status page do not walk the trees (sled's `len` does).
     retry_count: AtomicU64,
     dead_count: AtomicU64,
+    /// Hosted topics ([`hosted`]).
+    hosted_topics: sled::Tree,
+    hosted_entries: sled::Tree,
+    hosted_index: sled::Tree,
 }
 
 /// The log's lead and size, read at open and kept up to date under `log_lock`.
@@ -191,6 +196,9 @@ impl SledStore {
             intents: t("intents")?,
             pings: t("pings")?,
             topics: t("topics")?,
+            hosted_topics: t("hosted_topics")?,
+            hosted_entries: t("hosted_entries")?,
+            hosted_index: t("hosted_index")?,
             flusher: GroupFlush::default(),
             db,
         })

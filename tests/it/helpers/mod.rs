@@ -114,6 +114,17 @@ pub fn hubcast_binary() -> std::process::Command {
     cmd
 }
 
+/// The system's Python 3 (Debian's `/usr/bin/python3`, where the suite's packages —
+/// python3-feedparser, python3-aiosmtpd — are installed), else the first on the path.
+pub fn python3() -> tokio::process::Command {
+    let system = std::path::Path::new("/usr/bin/python3");
+    tokio::process::Command::new(if system.exists() {
+        system.as_os_str()
+    } else {
+        "python3".as_ref()
+    })
+}
+
 pub struct TestHub {
     pub hub: Option<RunningHub>,
     pub url: String,

@@ -53,6 +53,7 @@ pub(super) async fn publishing(s: Storage) {
                 event: Some(new_event(b"one", 100)),
                 destinations: vec!["http://x:80".into()],
                 cursor: None,
+                hosted: None,
             },
             Commit {
                 topic: "http://u/".into(),
@@ -61,6 +62,7 @@ pub(super) async fn publishing(s: Storage) {
                 event: None,
                 destinations: vec![],
                 cursor: None,
+                hosted: None,
             },
             Commit {
                 topic: "http://t/".into(),
@@ -69,6 +71,7 @@ pub(super) async fn publishing(s: Storage) {
                 event: Some(new_event(b"two", 200)),
                 destinations: vec!["http://x:80".into()],
                 cursor: None,
+                hosted: None,
             },
         ])
         .await
@@ -99,6 +102,7 @@ pub(super) async fn publishing(s: Storage) {
             event: Some(new_event(b"three", 300)),
             destinations: vec!["http://x:80".into(), "http://y:80".into()],
             cursor: None,
+            hosted: None,
         }])
         .await
         .unwrap();
@@ -231,6 +235,7 @@ pub(super) async fn publishing(s: Storage) {
             event: Some(new_event(b"four", 2_000)),
             destinations: vec![],
             cursor: None,
+            hosted: None,
         }])
         .await
         .unwrap();
@@ -290,6 +295,7 @@ pub(super) async fn relayed(s: Storage) {
         }),
         destinations: vec!["http://x:80".into()],
         cursor: Some(("upstream:a".into(), 40 + n)),
+        hosted: None,
     };
     let stored = s.log.append(&[relayed(1), relayed(2)]).await.unwrap();
     let e = stored[1].clone().unwrap();
@@ -318,6 +324,7 @@ pub(super) async fn relayed(s: Storage) {
                 ..relayed(3).event.unwrap()
             }),
             cursor: None,
+            hosted: None,
             ..relayed(3)
         }])
         .await

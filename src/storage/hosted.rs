@@ -1,0 +1,156 @@
+//! Hosted topics: topics this hub publishes itself (`/t/{name}`), with their history.
+//!
+//! A hosted topic is a record (owner credential, retention) and its entries, each stored under
+//! the topic's number of its newest version: the number the event log gave the event that
+//! carried it, so history, the retrieve cursor (`seq:N`) and newsgroup article numbers are one
+//! number. An entry written, edited or deleted is a [`HostedWrite`] in the same
+//! [`super::Commit`] as its event, so the entry and its fan-out become durable together.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::Result;
+
+/// A topic the hub publishes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedTopic {
+    /// `[a-z0-9][a-z0-9_-]*`: the path segment, the mail local part, the newsgroup's last part.
+    pub name: String,
+    /// The owner's token: a bearer token, and the secret of `X-Hub-Signature` (like a
+    /// subscription's secret, it is stored as given and never shown or logged).
+    pub token: String,
+    pub title: String,
+    pub created_ms: u64,
+    /// Entries kept (0: no limit).
+    pub max_entries: u64,
+    /// Oldest entry kept, by last update (0: no limit).
+    pub max_age_ms: u64,
+    /// The lowest number history still holds: everything below was pruned (1 when nothing was).
+    pub trail: u64,
+}
+
+impl std::fmt::Debug for HostedTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostedTopic")
+            .field("name", &self.name)
+            .field("title", &self.title)
+            .field("max_entries", &self.max_entries)
+            .field("max_age_ms", &self.max_age_ms)
+            .field("trail", &self.trail)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an entry's content is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKind {
+    #[default]
+    Text,
+    /// Sanitised HTML.
+    Html,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Author {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// Where an entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EntrySource {
+    /// The owner, over HTTP.
+    #[default]
+    Post,
+    /// A mail to the topic's address.
+    Mail,
+}
+
+/// One entry of a hosted topic, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostedEntry {
+    /// Its short name in URLs (`/t/{name}/{key}`), fixed when it is first written.
+    pub key: String,
+    /// The topic's number of its newest version (set by the log when it is appended).
+    pub seq: u64,
+    /// Its Atom id (unique in the topic).
+    pub id: String,
+    pub title: String,
+    pub content: String,
+    pub kind: ContentKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+    pub published_ms: u64,
+    pub updated_ms: u64,
+    /// The Atom id of the entry it answers (RFC 4685 `thr:in-reply-to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// Its own web page, when it has one elsewhere (a posted entry's `alternate` link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The Message-ID of the mail it came from, without angle brackets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The Message-IDs it answers (mail `References`, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// SHA-256 (hex) of what makes it this entry: a resend with the same digest is the same.
+    pub digest: String,
+    #[serde(default)]
+    pub source: EntrySource,
+}
+
+/// A change to a hosted topic's history, made in the transaction that appends its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedWrite {
+    pub name: String,
+    pub change: HostedChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostedChange {
+    /// A new entry, or a new version of one (same key): stored under the event's topic
+    /// number; the previous version's number is freed.
+    Put(HostedEntry),
+    /// The entry with this key leaves the history.
+    Delete { key: String },
+}
+
+/// Which entries of a topic to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRange {
+    /// The newest with a number below `before` (`u64::MAX`: the newest of all), newest first.
+    Before(u64),
+    /// The oldest with a number above `after`, oldest first.
+    After(u64),
+}
+
+#[async_trait]
+pub trait HostedStore: Send + Sync {
+    /// Creates the topic; `false` when one of that name exists (it is left as it is).
+    async fn create_hosted(&self, topic: HostedTopic) -> Result<bool>;
+    async fn hosted(&self, name: &str) -> Result<Option<HostedTopic>>;
+    /// Hosted topics in name order, after `after`.
+    async fn hosted_topics(&self, after: Option<&str>, limit: usize) -> Result<Vec<HostedTopic>>;
+    /// The entry with this key.
+    async fn hosted_entry(&self, name: &str, key: &str) -> Result<Option<HostedEntry>>;
+    /// The entry with this Atom id.
+    async fn hosted_entry_by_id(&self, name: &str, id: &str) -> Result<Option<HostedEntry>>;
+    async fn hosted_entries(
+        &self,
+        name: &str,
+        range: EntryRange,
+        limit: usize,
+    ) -> Result<Vec<HostedEntry>>;
+    /// Entries kept and the newest number.
+    async fn hosted_count(&self, name: &str) -> Result<(u64, u64)>;
+    /// Applies the topic's retention: removes its oldest entries while it keeps more than
+    /// `max_entries`, or while they were last updated before `older_than_ms`, at most `limit`
+    /// at a time, and moves the trail past them. Returns how many went.
+    async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64>;
+}
