@@ -80,6 +80,13 @@ pub enum Record {
     Job(Job),
     Retry(Retry),
     DeadLetter(DeadLetter),
+    /// A hosted topic (its owner's token included).
+    HostedTopic(crate::storage::hosted::HostedTopic),
+    /// An entry of a hosted topic's history.
+    HostedEntry {
+        name: String,
+        entry: crate::storage::hosted::HostedEntry,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -97,6 +104,8 @@ pub struct Counts {
     pub jobs: u64,
     pub retries: u64,
     pub dead_letters: u64,
+    pub hosted_topics: u64,
+    pub hosted_entries: u64,
 }
 
 impl std::fmt::Display for Counts {
@@ -104,7 +113,7 @@ impl std::fmt::Display for Counts {
         write!(
             f,
             "{} subscriptions, {} pending verifications, {} pings, {} topic states, {} events, \
-             {} jobs, {} retries, {} dead letters",
+             {} jobs, {} retries, {} dead letters, {} hosted topics, {} hosted entries",
             self.subscriptions,
             self.intents,
             self.pings,
@@ -112,7 +121,9 @@ impl std::fmt::Display for Counts {
             self.events,
             self.jobs,
             self.retries,
-            self.dead_letters
+            self.dead_letters,
+            self.hosted_topics,
+            self.hosted_entries
         )
     }
 }
@@ -232,6 +243,32 @@ pub async fn export<W: Write>(
         line(out, &Record::DeadLetter(d))?;
         n.dead_letters += 1;
     }
+    let mut after_topic: Option<String> = None;
+    loop {
+        let topics = store
+            .hosted
+            .hosted_topics(after_topic.as_deref(), PAGE)
+            .await?;
+        let Some(last) = topics.last() else { break };
+        after_topic = Some(last.name.clone());
+        for t in topics {
+            let name = t.name.clone();
+            line(out, &Record::HostedTopic(t))?;
+            n.hosted_topics += 1;
+            let mut after = 0;
+            loop {
+                let range = crate::storage::hosted::EntryRange::After(after);
+                let page = store.hosted.hosted_entries(&name, range, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for entry in page {
+                    let name = name.clone();
+                    line(out, &Record::HostedEntry { name, entry })?;
+                    n.hosted_entries += 1;
+                }
+            }
+        }
+    }
     out.flush().map_err(BackupError::Write)?;
     progress.finish();
     Ok(n)
@@ -255,6 +292,8 @@ async fn first_content(store: &Storage) -> Result<Option<&'static str>, StorageE
         Some("retries")
     } else if !store.delivery.dead_letters(1).await?.is_empty() {
         Some("dead letters")
+    } else if !store.hosted.hosted_topics(None, 1).await?.is_empty() {
+        Some("hosted topics")
     } else {
         None
     })
@@ -485,6 +524,14 @@ async fn restore(
             store.delivery.put_dead_letter(d).await?;
             n.dead_letters += 1;
         }
+        Record::HostedTopic(t) => {
+            store.hosted.create_hosted(t).await?;
+            n.hosted_topics += 1;
+        }
+        Record::HostedEntry { name, entry } => {
+            store.hosted.restore_hosted_entry(&name, entry).await?;
+            n.hosted_entries += 1;
+        }
     }
     Ok(())
 }
@@ -531,11 +578,33 @@ mod tests {
             )
             .await
             .unwrap();
+        let hosted = crate::storage::hosted::HostedTopic {
+            name: "b".into(),
+            token: "owner-token-0123456789".into(),
+            title: "B".into(),
+            created_ms: 1,
+            max_entries: 10,
+            max_age_ms: 0,
+            trail: 2,
+        };
+        a.hosted.create_hosted(hosted.clone()).await.unwrap();
+        let entry = crate::storage::hosted::HostedEntry {
+            key: "k".into(),
+            seq: 7,
+            id: "urn:k".into(),
+            title: "t".into(),
+            ..Default::default()
+        };
+        a.hosted
+            .restore_hosted_entry("b", entry.clone())
+            .await
+            .unwrap();
         let mut out = Vec::new();
         let counts = export(&a, &mut out, 7, &mut Progress::hidden())
             .await
             .unwrap();
         assert_eq!((counts.subscriptions, counts.events), (1, 1));
+        assert_eq!((counts.hosted_topics, counts.hosted_entries), (1, 1));
 
         let b = store();
         let total = check(out.as_slice()).unwrap();
@@ -561,6 +630,11 @@ mod tests {
             b.log.bounds().await.unwrap().lead,
             40,
             "the lead follows restored events"
+        );
+        assert_eq!(b.hosted.hosted("b").await.unwrap(), Some(hosted));
+        assert_eq!(
+            b.hosted.hosted_entry_by_id("b", "urn:k").await.unwrap(),
+            Some(entry)
         );
 
         // Not into a store that has content.

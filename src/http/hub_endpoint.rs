@@ -84,6 +84,15 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
+    if let HubRequest::Publish(topics) = &request {
+        let urls = crate::hosted::Urls::new(&state.hub_url);
+        if let Some(t) = topics.iter().find(|t| urls.topic_of(t.as_str()).is_some()) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("{t} is a topic this hub hosts: its owner posts entries to it (POST {t})"),
+            );
+        }
+    }
     let light = is_form || body.is_empty();
     if let Some(refused) = over_rate(&state, &req, &request, light) {
         return refused;

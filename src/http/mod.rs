@@ -17,6 +17,7 @@ mod relay_stream;
 pub mod request_id;
 mod retrieve;
 mod status_multicast;
+mod status_names;
 mod status_page;
 mod status_relay;
 mod webfinger;
@@ -93,6 +94,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .route("/admin/topic", web::get().to(status_page::topic))
             .route("/admin/callback", web::get().to(status_page::callback))
             .route("/admin/login", web::post().to(status_page::login))
+            .route("/admin/resolve", web::post().to(status_names::resolve))
             .route(
                 "/admin/dead-letters/replay-all",
                 web::post().to(status_page::replay_all),

@@ -84,7 +84,7 @@ pub(super) fn when(ms: u64) -> String {
     crate::clock::format_utc(ms)
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
     let html = format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
@@ -148,7 +148,7 @@ fn guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
         .map_err(|d| notice(state, d.status(), Some(&d)))
 }
 
-fn header_html(state: &AppState) -> String {
+pub(super) fn header_html(state: &AppState) -> String {
     format!(
         "<h1><a href=\"/\">hubcast</a> status</h1><p class=note>Hub URL {} · \
          <a href=\"/metrics\">metrics</a> · <a href=\"/admin/api/status\">API</a></p>",
@@ -317,7 +317,14 @@ fn debug_forms_html() -> String {
      <button>Send subscription request</button></form>\
      <form method=post action=\"/\"><input type=hidden name=\"hub.mode\" value=publish>\
      <label>Topic <input type=url name=\"hub.url\" required></label>\
-     <button>Send publish ping</button></form>"
+     <button>Send publish ping</button></form>\
+     <h3 id=names>Follow a name</h3>\
+     <p class=note>A name like user@example.org is looked up with WebFinger (redirects followed); \
+     with a callback, a subscribe request for it goes to the hub it names.</p>\
+     <form method=post action=\"/admin/resolve\"><label>Name <input type=text name=name required \
+     placeholder=\"user@example.org\"></label>\
+     <label>Callback <input type=url name=callback></label>\
+     <button>Resolve</button></form>"
         .to_owned()
 }
 
@@ -595,7 +602,7 @@ pub async fn callback(
     }
 }
 
-fn action_guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+pub(super) fn action_guard(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
     state
         .admin_gate
         .check_action(req)

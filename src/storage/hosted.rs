@@ -149,6 +149,8 @@ pub trait HostedStore: Send + Sync {
     ) -> Result<Vec<HostedEntry>>;
     /// Entries kept and the newest number.
     async fn hosted_count(&self, name: &str) -> Result<(u64, u64)>;
+    /// Stores an entry under its own number (restoring a backup).
+    async fn restore_hosted_entry(&self, name: &str, entry: HostedEntry) -> Result<()>;
     /// Applies the topic's retention: removes its oldest entries while it keeps more than
     /// `max_entries`, or while they were last updated before `older_than_ms`, at most `limit`
     /// at a time, and moves the trail past them. Returns how many went.

@@ -764,6 +764,14 @@ impl HostedStore for MemoryStore {
         Ok((n, newest))
     }
 
+    async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
+        let mut g = self.lock();
+        g.hosted_keys
+            .insert((name.to_owned(), e.key.clone()), e.seq);
+        g.hosted_entries.insert((name.to_owned(), e.seq), e);
+        Ok(())
+    }
+
     async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64> {
         let mut g = self.lock();
         let Some(topic) = g.hosted.get(name).cloned() else {

@@ -21,6 +21,7 @@ mod jobs_done;
 mod kept_subscribers;
 mod logging;
 mod multicast;
+mod names;
 mod operations;
 mod ops_scene;
 mod process;

@@ -166,6 +166,16 @@ impl HostedStore for SledStore {
         Ok((n, newest))
     }
 
+    async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
+        self.hosted_index
+            .insert(index_key(name, ID, &e.id), &be(e.seq))?;
+        self.hosted_index
+            .insert(index_key(name, KEY, &e.key), &be(e.seq))?;
+        self.hosted_entries
+            .insert(entry_key(name, e.seq), json(&e))?;
+        Ok(())
+    }
+
     async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64> {
         let Some(mut topic) = self.hosted(name).await? else {
             return Ok(0);

@@ -10,6 +10,7 @@ use hubcast::storage::*;
 
 mod claims;
 mod event_log;
+mod hosted;
 
 fn sub(topic: &str, callback: &str, expires_ms: u64) -> Subscription {
     Subscription {
@@ -549,6 +550,12 @@ macro_rules! conformance {
             async fn delivery_conforms() {
                 let (_guard, s) = $make;
                 delivery(s).await;
+            }
+
+            #[tokio::test]
+            async fn hosted_topics_conform() {
+                let (_guard, s) = $make;
+                hosted::hosted(s).await;
             }
 
             #[tokio::test]
