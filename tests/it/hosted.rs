@@ -331,6 +331,10 @@ async fn writes_without_the_owners_credentials_or_with_bad_bodies_are_refused_wi
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Pings for a hosted topic would have the hub fetch itself: its owner posts instead.
+    let r = hub.publish(&topic).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("hosts"));
     // A second topic of the same name is a conflict; a bad name or token a 400.
     for (body, status) in [
         (serde_json::json!({"name": "b", "token": TOKEN}), 409),
