@@ -586,6 +586,8 @@ mod tests {
             max_entries: 10,
             max_age_ms: 0,
             trail: 2,
+            policy: crate::storage::hosted::PostingPolicy::AllowList,
+            allow: vec!["a@example.org".into()],
         };
         a.hosted.create_hosted(hosted.clone()).await.unwrap();
         let entry = crate::storage::hosted::HostedEntry {

@@ -133,12 +133,19 @@ pub async fn topic_create(
     cfg: hubcast::config::Config,
     name: String,
     token: String,
-    title: Option<String>,
+    (title, policy, allow): (Option<String>, String, Vec<String>),
 ) -> anyhow::Result<()> {
     let now = Clock::new().now_ms();
-    let topic =
-        hubcast::engine::hosted::new_topic(&cfg.hosted, &name, &token, title.as_deref(), now)
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let policy = hubcast::storage::hosted::PostingPolicy::parse(&policy).ok_or_else(|| {
+        anyhow::anyhow!("--policy {policy:?} is not open, subscribers or allow-list")
+    })?;
+    let options = hubcast::engine::hosted::TopicOptions {
+        title,
+        policy,
+        allow,
+    };
+    let topic = hubcast::engine::hosted::new_topic(&cfg.hosted, &name, &token, options, now)
+        .map_err(|e| anyhow::anyhow!(e))?;
     if !store.hosted.create_hosted(topic).await? {
         anyhow::bail!("a hosted topic named {name:?} exists");
     }
@@ -167,6 +174,7 @@ pub async fn topic_list(store: Storage) -> anyhow::Result<()> {
                 "max_entries": t.max_entries,
                 "max_age_ms": t.max_age_ms,
                 "trail": t.trail,
+                "policy": t.policy.as_str(),
             });
             writeln!(out, "{line}")?;
         }

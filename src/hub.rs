@@ -19,6 +19,8 @@ pub enum StartError {
     Storage { dir: String, source: StorageError },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Lmtp(#[from] crate::mail::lmtp::LmtpError),
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -40,6 +42,9 @@ pub fn open_storage(cfg: &Config) -> Result<Storage, StartError> {
 
 pub struct RunningHub {
     pub addr: SocketAddr,
+    /// Where the LMTP door listens (the bound address), when `[lmtp]` is on.
+    pub lmtp_listen: Option<crate::config::gateways::LmtpListen>,
+    lmtp: Option<crate::mail::lmtp::Running>,
     pub hub_url: String,
     pub engine: Arc<Engine>,
     shutdown_deadline: std::time::Duration,
@@ -65,16 +70,7 @@ pub async fn start_with_storage(
     };
     let (engine, intake) = Engine::start(cfg.clone(), store.clone(), hub_url.clone()).await?;
     let shared_cfg = Arc::new(cfg.clone());
-    let ingest = crate::ingest::Ingest::new(
-        shared_cfg.clone(),
-        store.clone(),
-        intake,
-        engine.clock(),
-        engine.health().clone(),
-        engine.forwarder().clone(),
-        engine.chain().clone(),
-        engine.hosted().clone(),
-    );
+    let ingest = crate::ingest::Ingest::new(shared_cfg.clone(), store.clone(), intake, &engine);
     let state = web::Data::new(AppState {
         cfg: shared_cfg,
         store,
@@ -87,6 +83,16 @@ pub async fn start_with_storage(
         ping_rate: crate::rate_limit::Limiter::new(cfg.limits.pings_per_client),
         engine: engine.clone(),
     });
+    let lmtp = if cfg.lmtp.enabled {
+        let door = crate::mail::lmtp::Door {
+            cfg: cfg.lmtp.clone(),
+            hosted: engine.hosted().clone(),
+            store: engine.store().clone(),
+        };
+        Some(crate::mail::lmtp::start(door).await?)
+    } else {
+        None
+    };
     let connections = crate::http::conn_limit::ConnLimit::new(cfg.max_connections_per_client);
     let server = HttpServer::new(move || {
         App::new()
@@ -111,6 +117,8 @@ pub async fn start_with_storage(
     let server_task = tokio::spawn(server);
     tracing::info!(%addr, %hub_url, "hub listening");
     Ok(RunningHub {
+        lmtp_listen: lmtp.as_ref().map(|l| l.listen.clone()),
+        lmtp,
         addr,
         hub_url,
         engine,
@@ -128,6 +136,9 @@ impl RunningHub {
         // Peers' streams never end by themselves: end them, so the server's graceful stop
         // does not wait for them.
         self.engine.peer_streams().end_all();
+        if let Some(lmtp) = self.lmtp {
+            lmtp.stop().await;
+        }
         self.server.stop(true).await;
         let _ = self.server_task.await;
         self.engine.drain(self.shutdown_deadline).await;

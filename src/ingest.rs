@@ -16,7 +16,7 @@ use crate::engine::chain::{Chain, ChainError, Pushed};
 use crate::engine::forward::{ForwardError, Forwarder, TakenBatch};
 use crate::engine::health::Health;
 use crate::engine::hosted::Hosted;
-use crate::engine::{Busy, FatOutcome, Work, stream};
+use crate::engine::{Busy, Engine, FatOutcome, Work, stream};
 use crate::storage::{FatContent, Intent, IntentMode, Ping, Storage, StorageError};
 use crate::urls::HttpUrl;
 use crate::websub::SubRequest;
@@ -59,25 +59,18 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(
-        cfg: Arc<Config>,
-        store: Storage,
-        intake: Intake,
-        clock: Clock,
-        health: Arc<Health>,
-        forwarder: Arc<Forwarder>,
-        chain: Arc<Chain>,
-        hosted: Arc<Hosted>,
-    ) -> Ingest {
+    /// The ingest service of `engine`: what is accepted goes to its intake, its parts (the
+    /// forwarder, hub chaining, hosted topics) take their own requests.
+    pub fn new(cfg: Arc<Config>, store: Storage, intake: Intake, engine: &Engine) -> Ingest {
         Ingest {
             cfg,
             store,
             intake,
-            clock,
-            health,
-            forwarder,
-            chain,
-            hosted,
+            clock: engine.clock(),
+            health: engine.health().clone(),
+            forwarder: engine.forwarder().clone(),
+            chain: engine.chain().clone(),
+            hosted: engine.hosted().clone(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod hosted;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod multicast;
 pub mod names;

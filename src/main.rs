@@ -1,6 +1,6 @@
 //! The `hubcast` binary: `serve`, `check-config`, and operator commands on a stopped hub's
 //! store: `export`, `import`, `subscriptions`, `dead-letters`, `replay`, `topic create|list`;
-//! and `resolve`, which looks a name up.
+//! `resolve`, which looks a name up; `deliver`, which hands a message to the running hub.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +102,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Hand a mail message (standard input) to the running hub for a hosted topic, through its
+    /// LMTP listener: for .forward, procmail or a pipe transport. Exit codes (sysexits): 0
+    /// stored, 75 try again later, 67 no such topic, 65 message refused.
+    Deliver {
+        /// The hosted topic's name.
+        #[arg(long)]
+        topic: String,
+        /// The envelope sender (mail servers set SENDER for the programs they run).
+        #[arg(long, env = "SENDER", default_value = "")]
+        sender: String,
+        /// Config file (its [lmtp] section says where the hub listens).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Turn dead letters back into retries, due at once when the hub next runs.
     Replay {
         #[command(flatten)]
@@ -130,6 +144,12 @@ enum TopicCommand {
         /// Its title (the name when absent).
         #[arg(long)]
         title: Option<String>,
+        /// Who may post by mail: open, subscribers or allow-list.
+        #[arg(long, default_value = "open")]
+        policy: String,
+        /// An address allowed to post by mail (with --policy allow-list); repeatable.
+        #[arg(long)]
+        allow: Vec<String>,
     },
     /// List hosted topics as JSON lines.
     List {
@@ -171,13 +191,23 @@ fn main() -> ExitCode {
                     name,
                     token,
                     title,
+                    policy,
+                    allow,
                 },
         } => operate_cfg(store, |s, cfg| {
-            commands::topic_create(s, cfg, name, token, title)
+            commands::topic_create(s, cfg, name, token, (title, policy, allow))
         }),
         Command::Topic {
             command: TopicCommand::List { store },
         } => operate(store, commands::topic_list),
+        Command::Deliver {
+            topic,
+            sender,
+            config,
+        } => match load(config.as_deref(), Overrides::default()) {
+            Ok(cfg) => deliver(cfg, topic, sender),
+            Err(code) => code,
+        },
         Command::Resolve {
             name,
             subscribe,
@@ -303,6 +333,44 @@ fn init_logging(cfg: &Config) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// `hubcast deliver`: the message on standard input to the hub's LMTP listener.
+fn deliver(cfg: Config, topic: String, sender: String) -> ExitCode {
+    use hubcast::mail::deliver::{EX_DATAERR, EX_TEMPFAIL};
+    use std::io::Read;
+    let max = cfg.lmtp.max_message;
+    let mut message = Vec::new();
+    if let Err(e) = std::io::stdin()
+        .take(max as u64 + 1)
+        .read_to_end(&mut message)
+    {
+        eprintln!("hubcast deliver: cannot read the message: {e}");
+        return ExitCode::from(EX_TEMPFAIL);
+    }
+    if message.len() > max {
+        eprintln!("hubcast deliver: the message is larger than {max} bytes (lmtp.max_message)");
+        return ExitCode::from(EX_DATAERR);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hubcast deliver: cannot build a runtime: {e}");
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+    };
+    let outcome = runtime.block_on(hubcast::mail::deliver::deliver(
+        &cfg.lmtp, &topic, &sender, &message,
+    ));
+    if outcome.exit == 0 {
+        eprintln!("{}", outcome.reply);
+    } else {
+        eprintln!("hubcast deliver: {}", outcome.reply);
+    }
+    ExitCode::from(outcome.exit)
 }
 
 /// `hubcast resolve`: the name's topic and hub as JSON on standard output.

@@ -1,5 +1,8 @@
-//! `[hosted]` (topics this hub publishes, with their history) and `[webfinger]` (names).
+//! `[hosted]` (topics this hub publishes, with their history), `[webfinger]` (names) and
+//! `[lmtp]` (mail into hosted topics).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -88,5 +91,117 @@ pub(super) fn validate_webfinger(r: RawWebfinger) -> Result<WebfingerConfig, Con
         enabled: r.enabled,
         domain,
         allow_http: r.allow_http,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLmtp {
+    enabled: bool,
+    listen: String,
+    domain: String,
+    max_message: String,
+    max_connections: usize,
+    idle_timeout: String,
+}
+
+/// Where the LMTP door listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for LmtpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpListen::Tcp(a) => write!(f, "{a}"),
+            LmtpListen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Mail into hosted topics: an LMTP listener behind the operator's mail server.
+#[derive(Debug, Clone)]
+pub struct LmtpConfig {
+    pub enabled: bool,
+    pub listen: LmtpListen,
+    /// The lists' mail domain: a hosted topic NAME is NAME@domain.
+    pub domain: String,
+    /// Largest message taken (bigger ones: 552).
+    pub max_message: usize,
+    pub max_connections: usize,
+    /// A session silent this long is closed.
+    pub idle_timeout: Duration,
+}
+
+pub(super) fn parse_listen(key: &str, v: &str) -> Result<LmtpListen, ConfigError> {
+    if let Some(path) = v.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(invalid(
+                key,
+                format!("{v:?}: the socket path must be absolute"),
+            ));
+        }
+        return Ok(LmtpListen::Unix(path));
+    }
+    let addr: SocketAddr = v.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{v:?} is not \"IP:PORT\" or \"unix:/absolute/path\""),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(
+            key,
+            format!(
+                "{addr} is not a loopback address: LMTP has no authentication, so it listens on loopback or a Unix socket behind the mail server"
+            ),
+        ));
+    }
+    Ok(LmtpListen::Tcp(addr))
+}
+
+pub(super) fn validate_lmtp(r: RawLmtp, hosted: &HostedConfig) -> Result<LmtpConfig, ConfigError> {
+    let listen = parse_listen("lmtp.listen", r.listen.trim())?;
+    let domain = r.domain.trim().to_ascii_lowercase();
+    if r.enabled {
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+        {
+            return Err(invalid(
+                "lmtp.domain",
+                format!(
+                    "{domain:?}: the lists' mail domain is required (e.g. \"lists.example.org\")"
+                ),
+            ));
+        }
+        if !hosted.enabled {
+            return Err(invalid(
+                "lmtp.enabled",
+                "mail goes into hosted topics: set hosted.enabled = true as well",
+            ));
+        }
+    }
+    let max_message = parse_size("lmtp.max_message", &r.max_message)?;
+    if !(1024..=64 << 20).contains(&max_message) {
+        return Err(invalid(
+            "lmtp.max_message",
+            "must be between 1KiB and 64MiB",
+        ));
+    }
+    if r.max_connections == 0 {
+        return Err(invalid("lmtp.max_connections", "must be at least 1"));
+    }
+    Ok(LmtpConfig {
+        enabled: r.enabled,
+        listen,
+        domain,
+        max_message: max_message as usize,
+        max_connections: r.max_connections,
+        idle_timeout: parse_duration("lmtp.idle_timeout", &r.idle_timeout)?,
     })
 }

@@ -187,6 +187,8 @@ pub struct Config {
     pub hosted: gateways::HostedConfig,
     /// Names (`[webfinger]`).
     pub webfinger: gateways::WebfingerConfig,
+    /// Mail into hosted topics (`[lmtp]`).
+    pub lmtp: gateways::LmtpConfig,
 }
 
 /// What anonymous clients can make the hub do (`[limits]`); `None` is off.

@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
     multicast: super::multicast::RawMulticast,
     hosted: super::gateways::RawHosted,
     webfinger: super::gateways::RawWebfinger,
+    lmtp: super::gateways::RawLmtp,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
     #[serde(default)]
@@ -373,7 +374,9 @@ impl RawConfig {
         let relay = super::relay::validate(self.relay, self.peers, self.upstreams, self.multicast)?;
         let hosted = super::gateways::validate_hosted(self.hosted)?;
         let webfinger = super::gateways::validate_webfinger(self.webfinger)?;
+        let lmtp = super::gateways::validate_lmtp(self.lmtp, &hosted)?;
         Ok(Config {
+            lmtp,
             relay,
             hosted,
             webfinger,

@@ -12,7 +12,9 @@ use super::shared::Shared;
 use super::stream::{CommitError, EventStream};
 use crate::hosted::input::{EntryInput, InputError};
 use crate::hosted::{Urls, atom, json_feed};
-use crate::storage::hosted::{EntrySource, HostedChange, HostedEntry, HostedTopic, HostedWrite};
+use crate::storage::hosted::{
+    EntrySource, HostedChange, HostedEntry, HostedTopic, HostedWrite, PostingPolicy,
+};
 use crate::storage::{Commit, NewEvent, StorageError};
 
 /// Locks writes of a topic take turns on (topics share them by hash).
@@ -26,6 +28,8 @@ pub enum HostedError {
     NoEntry(String),
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("another entry has the identity {0:?}")]
+    Taken(String),
     #[error("storage unavailable; try again shortly")]
     Storage(#[from] StorageError),
     #[error("the hub is stopping; try again shortly")]
@@ -110,16 +114,11 @@ impl Hosted {
         &self,
         name: &str,
         token: &str,
-        title: Option<&str>,
+        options: TopicOptions,
     ) -> Result<bool, HostedError> {
-        let topic = new_topic(
-            &self.shared.cfg.hosted,
-            name,
-            token,
-            title,
-            self.shared.clock.now_ms(),
-        )
-        .map_err(|e| HostedError::Input(InputError::Invalid(e)))?;
+        let now = self.shared.clock.now_ms();
+        let topic = new_topic(&self.shared.cfg.hosted, name, token, options, now)
+            .map_err(|e| HostedError::Input(InputError::Invalid(e)))?;
         let created = self.shared.store.hosted.create_hosted(topic).await?;
         self.shared.store.flush().await?;
         Ok(created)
@@ -127,7 +126,7 @@ impl Hosted {
 
     /// A post by the owner: a new entry, or a new version of the entry with the posted id.
     pub async fn post(&self, name: &str, input: EntryInput) -> Result<Posted, HostedError> {
-        self.write(name, input, None, EntrySource::Post).await
+        self.write(name, input).await
     }
 
     /// A new version of the entry with key `key`.
@@ -142,12 +141,13 @@ impl Hosted {
         let Some(old) = self.shared.store.hosted.hosted_entry(name, key).await? else {
             return Err(HostedError::NoEntry(key.to_owned()));
         };
-        self.put(&topic, Some(old), input, None, EntrySource::Post)
-            .await
+        self.put(&topic, Some(old), input).await
     }
 
-    /// An entry from elsewhere (mail) with the identity the caller derived; a resend of the
-    /// same entry is [`Posted::Unchanged`].
+    /// An entry from elsewhere (mail) under the identity the caller derived. It never
+    /// replaces another: an entry already there under that identity is [`Posted::Unchanged`]
+    /// when it is the same (a resend), else [`HostedError::Taken`] (the caller keeps the new
+    /// one apart, under another identity).
     pub async fn take(
         &self,
         name: &str,
@@ -155,23 +155,30 @@ impl Hosted {
         identity: Identity,
         source: EntrySource,
     ) -> Result<Posted, HostedError> {
-        self.write(name, input, Some(identity), source).await
-    }
-
-    async fn write(
-        &self,
-        name: &str,
-        input: EntryInput,
-        identity: Option<Identity>,
-        source: EntrySource,
-    ) -> Result<Posted, HostedError> {
         let _turn = self.lock_of(name).lock().await;
         let topic = self.topic(name).await?;
-        let id = identity
-            .as_ref()
-            .map(|i| i.id.as_str())
-            .or(input.id.as_deref());
-        let old = match id {
+        let old = self
+            .shared
+            .store
+            .hosted
+            .hosted_entry(name, &identity.key)
+            .await?;
+        let now = self.shared.clock.now_ms();
+        let max = self.shared.cfg.hosted.max_entry_bytes;
+        let entry = input.into_entry(identity.key, identity.id, now, max, source)?;
+        if let Some(o) = old {
+            if o.digest == entry.digest {
+                return Ok(Posted::Unchanged(o));
+            }
+            return Err(HostedError::Taken(o.key));
+        }
+        self.store_new(&topic, entry).await
+    }
+
+    async fn write(&self, name: &str, input: EntryInput) -> Result<Posted, HostedError> {
+        let _turn = self.lock_of(name).lock().await;
+        let topic = self.topic(name).await?;
+        let old = match input.id.as_deref() {
             Some(id) => {
                 self.shared
                     .store
@@ -181,7 +188,7 @@ impl Hosted {
             }
             None => None,
         };
-        self.put(&topic, old, input, identity, source).await
+        self.put(&topic, old, input).await
     }
 
     async fn put(
@@ -189,14 +196,11 @@ impl Hosted {
         topic: &HostedTopic,
         old: Option<HostedEntry>,
         input: EntryInput,
-        identity: Option<Identity>,
-        source: EntrySource,
     ) -> Result<Posted, HostedError> {
         let now = self.shared.clock.now_ms();
-        let (key, id) = match (&old, identity) {
-            (Some(o), _) => (o.key.clone(), o.id.clone()),
-            (None, Some(i)) => (i.key, i.id),
-            (None, None) => {
+        let (key, id) = match &old {
+            Some(o) => (o.key.clone(), o.id.clone()),
+            None => {
                 let key = crate::hosted::new_key();
                 let id = match &input.id {
                     Some(id) => id.clone(),
@@ -206,13 +210,32 @@ impl Hosted {
             }
         };
         let max = self.shared.cfg.hosted.max_entry_bytes;
-        let mut entry = input.into_entry(key, id, now, max, source)?;
-        if let Some(o) = &old {
-            if o.digest == entry.digest {
-                return Ok(Posted::Unchanged(o.clone()));
-            }
-            entry.published_ms = o.published_ms;
+        let mut entry = input.into_entry(key, id, now, max, EntrySource::Post)?;
+        let Some(o) = old else {
+            return self.store_new(topic, entry).await;
+        };
+        if o.digest == entry.digest {
+            return Ok(Posted::Unchanged(o));
         }
+        entry.published_ms = o.published_ms;
+        let stored = self.store_entry(topic, entry).await?;
+        Ok(Posted::Updated(stored))
+    }
+
+    async fn store_new(
+        &self,
+        topic: &HostedTopic,
+        entry: HostedEntry,
+    ) -> Result<Posted, HostedError> {
+        Ok(Posted::Created(self.store_entry(topic, entry).await?))
+    }
+
+    /// Commits the entry with its event; the entry as stored (with its number).
+    async fn store_entry(
+        &self,
+        topic: &HostedTopic,
+        entry: HostedEntry,
+    ) -> Result<HostedEntry, HostedError> {
         let atom_body = atom::feed(
             &self.urls,
             topic,
@@ -230,7 +253,7 @@ impl Hosted {
         );
         let write = HostedWrite {
             name: topic.name.clone(),
-            change: HostedChange::Put(entry.clone()),
+            change: HostedChange::Put(Box::new(entry.clone())),
         };
         self.commit(topic, write, atom_body, json_body).await?;
         let stored = self
@@ -240,10 +263,7 @@ impl Hosted {
             .hosted_entry(&topic.name, &entry.key)
             .await?
             .unwrap_or(entry);
-        Ok(match old {
-            Some(_) => Posted::Updated(stored),
-            None => Posted::Created(stored),
-        })
+        Ok(stored)
     }
 
     /// Deletes the entry with key `key`: it leaves the history, and the deletion fans out
@@ -325,23 +345,49 @@ impl Hosted {
     }
 }
 
-/// A new topic's record, checked: name, token, title (the name when none is given), and the
-/// `[hosted]` retention.
+/// What a new topic is made with beyond its name and token.
+#[derive(Debug, Clone, Default)]
+pub struct TopicOptions {
+    /// Its title (the name when absent).
+    pub title: Option<String>,
+    pub policy: PostingPolicy,
+    /// Addresses allowed to post by mail, for [`PostingPolicy::AllowList`].
+    pub allow: Vec<String>,
+}
+
+/// A new topic's record, checked: name, token, title, posting policy, and the `[hosted]`
+/// retention.
 pub fn new_topic(
     cfg: &crate::config::gateways::HostedConfig,
     name: &str,
     token: &str,
-    title: Option<&str>,
+    options: TopicOptions,
     now_ms: u64,
 ) -> Result<HostedTopic, String> {
     crate::hosted::valid_name(name)?;
     crate::hosted::valid_token(token)?;
-    let title = title
+    let title = options
+        .title
+        .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .unwrap_or(name);
     if title.len() > 256 || title.chars().any(char::is_control) {
         return Err("the title must be at most 256 bytes, without control characters".into());
+    }
+    let mut allow = Vec::with_capacity(options.allow.len());
+    for a in &options.allow {
+        let a = a.trim().to_ascii_lowercase();
+        if a.len() > 254
+            || !a.contains('@')
+            || a.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("{a:?} is not a mail address"));
+        }
+        allow.push(a);
+    }
+    if options.policy == PostingPolicy::AllowList && allow.is_empty() {
+        return Err("the allow-list policy needs at least one address to allow".into());
     }
     Ok(HostedTopic {
         name: name.to_owned(),
@@ -351,5 +397,7 @@ pub fn new_topic(
         max_entries: cfg.max_entries,
         max_age_ms: cfg.max_age.as_millis() as u64,
         trail: 1,
+        policy: options.policy,
+        allow,
     })
 }

@@ -119,6 +119,7 @@ pub fn entry(urls: &Urls, topic: &HostedTopic, e: &HostedEntry) -> Entry {
             ),
             ..Content::default()
         }),
+        summary: e.text.as_ref().map(|t| Text::plain(t.clone())),
         links,
         extensions,
         ..Entry::default()
@@ -280,5 +281,6 @@ pub fn parse_entry(body: &[u8]) -> Result<EntryInput, InputError> {
         in_reply_to,
         link,
         published_ms,
+        ..EntryInput::default()
     })
 }

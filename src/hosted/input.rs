@@ -17,6 +17,11 @@ pub struct EntryInput {
     pub in_reply_to: Option<String>,
     pub link: Option<String>,
     pub published_ms: Option<u64>,
+    /// A plain-text rendering of HTML content (mail).
+    pub text: Option<String>,
+    /// The Message-ID of the mail it came from, and the ones it answers.
+    pub message_id: Option<String>,
+    pub references: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +133,7 @@ impl EntryInput {
             title,
             content,
             kind: self.kind,
+            text: self.text.map(|t| xml_safe(&t)),
             author: self.author.map(|a| Author {
                 name: xml_safe(a.name.trim()),
                 email: a.email.map(|e| xml_safe(e.trim())),
@@ -137,8 +143,8 @@ impl EntryInput {
             updated_ms: now_ms,
             in_reply_to: self.in_reply_to.map(|r| r.trim().to_owned()),
             link: self.link,
-            message_id: None,
-            references: Vec::new(),
+            message_id: self.message_id,
+            references: self.references,
             digest: String::new(),
             source,
         };

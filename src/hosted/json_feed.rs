@@ -25,7 +25,12 @@ fn item(urls: &Urls, topic: &HostedTopic, e: &HostedEntry) -> Value {
     }
     match e.kind {
         ContentKind::Text => v["content_text"] = json!(e.content),
-        ContentKind::Html => v["content_html"] = json!(e.content),
+        ContentKind::Html => {
+            v["content_html"] = json!(e.content);
+            if let Some(t) = &e.text {
+                v["content_text"] = json!(t);
+            }
+        }
     }
     if let Some(a) = &e.author {
         let mut author = json!({ "name": a.name });
@@ -131,5 +136,6 @@ pub fn parse_item(body: &[u8]) -> Result<EntryInput, InputError> {
         in_reply_to: item.hubcast.and_then(|h| h.in_reply_to),
         link: item.url,
         published_ms,
+        ..EntryInput::default()
     })
 }

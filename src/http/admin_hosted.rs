@@ -3,13 +3,17 @@
 //! `POST /admin/api/resolve` (`{"name": "user@domain", "callback"?, "secret"?}`: what a name
 //! stands for, through WebFinger; with a callback, that callback is subscribed to it).
 
+// Early answers are returned as `Err(HttpResponse)`, the usual actix-web shape.
+#![allow(clippy::result_large_err)]
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
 use super::admin_api::json_error;
-use crate::engine::hosted::HostedError;
+use crate::engine::hosted::{HostedError, TopicOptions};
+use crate::storage::hosted::PostingPolicy;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +22,12 @@ struct NewTopic {
     token: String,
     #[serde(default)]
     title: Option<String>,
+    /// Who may post by mail: "open" (the default), "subscribers" or "allow-list".
+    #[serde(default)]
+    policy: Option<String>,
+    /// Addresses allowed to post by mail (with "allow-list").
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpResponse> {
@@ -47,8 +57,25 @@ pub async fn create(
         Ok(t) => t,
         Err(r) => return r,
     };
+    let policy = match t.policy.as_deref() {
+        None => PostingPolicy::Open,
+        Some(p) => match PostingPolicy::parse(p) {
+            Some(p) => p,
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("policy {p:?} is not open, subscribers or allow-list"),
+                );
+            }
+        },
+    };
+    let options = TopicOptions {
+        title: t.title.clone(),
+        policy,
+        allow: t.allow.clone(),
+    };
     let hosted = state.ingest.hosted();
-    match hosted.create(&t.name, &t.token, t.title.as_deref()).await {
+    match hosted.create(&t.name, &t.token, options).await {
         Ok(true) => {
             let urls = hosted.urls();
             HttpResponse::Created()
@@ -104,6 +131,8 @@ pub async fn list(
                         "max_entries": t.max_entries,
                         "max_age_ms": t.max_age_ms,
                         "trail": t.trail,
+                        "policy": t.policy.as_str(),
+                        "allow": t.allow,
                     })
                 })
                 .collect();

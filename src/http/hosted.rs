@@ -3,6 +3,9 @@
 //! JSON Feed item or form fields); `GET`, `PUT` and `DELETE /t/{name}/{key}` (one entry: its
 //! page; a new version; its deletion).
 
+// Early answers are returned as `Err(HttpResponse)`, the usual actix-web shape.
+#![allow(clippy::result_large_err)]
+
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -250,6 +253,7 @@ fn input_error(e: InputError) -> HttpResponse {
 fn hosted_error(e: HostedError) -> HttpResponse {
     match e {
         HostedError::NoTopic(_) | HostedError::NoEntry(_) => text(StatusCode::NOT_FOUND, e),
+        HostedError::Taken(_) => text(StatusCode::CONFLICT, e),
         HostedError::Input(e) => input_error(e),
         HostedError::Storage(_) | HostedError::Stopping => {
             tracing::warn!(error = %e, "hosted topic write not taken");

@@ -1,10 +1,11 @@
 //! Hosted topics: topics this hub publishes itself (`/t/{name}`), with their history.
 //!
 //! A hosted topic is a record (owner credential, retention) and its entries, each stored under
-//! the topic's number of its newest version: the number the event log gave the event that
-//! carried it, so history, the retrieve cursor (`seq:N`) and newsgroup article numbers are one
-//! number. An entry written, edited or deleted is a [`HostedWrite`] in the same
-//! [`super::Commit`] as its event, so the entry and its fan-out become durable together.
+//! the number of its newest version: the topic's own sequence (1, 2, 3, …, kept by name, never
+//! reused), which history, the retrieve cursor (`seq:N`) and newsgroup article numbers share.
+//! An entry written, edited or deleted is a [`HostedWrite`] in the same [`super::Commit`] as
+//! its event, numbered in the same transaction, so the entry and its fan-out become durable
+//! together.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,44 @@ pub struct HostedTopic {
     pub max_age_ms: u64,
     /// The lowest number history still holds: everything below was pruned (1 when nothing was).
     pub trail: u64,
+    /// Who may post by mail.
+    #[serde(default)]
+    pub policy: PostingPolicy,
+    /// Addresses allowed to post when the policy is [`PostingPolicy::AllowList`] (lowercase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+/// Who may post to a hosted topic by mail (the owner posts over HTTP with the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostingPolicy {
+    /// Anyone (the operator's mail server filters spam).
+    #[default]
+    Open,
+    /// Confirmed mail subscribers of the topic.
+    Subscribers,
+    /// The addresses listed in `allow`.
+    AllowList,
+}
+
+impl PostingPolicy {
+    pub fn parse(s: &str) -> Option<PostingPolicy> {
+        match s {
+            "open" => Some(PostingPolicy::Open),
+            "subscribers" => Some(PostingPolicy::Subscribers),
+            "allow-list" => Some(PostingPolicy::AllowList),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostingPolicy::Open => "open",
+            PostingPolicy::Subscribers => "subscribers",
+            PostingPolicy::AllowList => "allow-list",
+        }
+    }
 }
 
 impl std::fmt::Debug for HostedTopic {
@@ -37,6 +76,7 @@ impl std::fmt::Debug for HostedTopic {
             .field("max_entries", &self.max_entries)
             .field("max_age_ms", &self.max_age_ms)
             .field("trail", &self.trail)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -76,13 +116,16 @@ pub enum EntrySource {
 pub struct HostedEntry {
     /// Its short name in URLs (`/t/{name}/{key}`), fixed when it is first written.
     pub key: String,
-    /// The topic's number of its newest version (set by the log when it is appended).
+    /// The topic's number of its newest version (set when it is appended).
     pub seq: u64,
     /// Its Atom id (unique in the topic).
     pub id: String,
     pub title: String,
     pub content: String,
     pub kind: ContentKind,
+    /// A plain-text rendering of HTML content (mail's HTML parts), for text-only readers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Author>,
     pub published_ms: u64,
@@ -114,9 +157,9 @@ pub struct HostedWrite {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostedChange {
-    /// A new entry, or a new version of one (same key): stored under the event's topic
+    /// A new entry, or a new version of one (same key): stored under the topic's next
     /// number; the previous version's number is freed.
-    Put(HostedEntry),
+    Put(Box<HostedEntry>),
     /// The entry with this key leaves the history.
     Delete { key: String },
 }

@@ -31,10 +31,12 @@ struct Inner {
     hosted_entries: BTreeMap<(String, u64), HostedEntry>,
     /// (name, key) → number.
     hosted_keys: BTreeMap<(String, String), u64>,
+    /// name → the last entry number given.
+    hosted_seqs: BTreeMap<String, u64>,
 }
 
 impl Inner {
-    fn apply_hosted(&mut self, w: &HostedWrite, seq: u64) {
+    fn apply_hosted(&mut self, w: &HostedWrite) {
         let key = match &w.change {
             HostedChange::Put(e) => e.key.clone(),
             HostedChange::Delete { key } => key.clone(),
@@ -43,11 +45,14 @@ impl Inner {
             self.hosted_entries.remove(&(w.name.clone(), old));
         }
         if let HostedChange::Put(e) = &w.change {
+            let n = self.hosted_seqs.entry(w.name.clone()).or_default();
+            *n += 1;
+            let seq = *n;
             let mut e = e.clone();
             e.seq = seq;
             self.hosted_keys
                 .insert((w.name.clone(), e.key.clone()), seq);
-            self.hosted_entries.insert((w.name.clone(), seq), e);
+            self.hosted_entries.insert((w.name.clone(), seq), *e);
         }
     }
 
@@ -491,7 +496,7 @@ impl EventLog for MemoryStore {
             *topic_seq += 1;
             let topic_seq = *topic_seq;
             if let Some(w) = &c.hosted {
-                g.apply_hosted(w, topic_seq);
+                g.apply_hosted(w);
             }
             let event = ev.stored(seq, &c.topic, topic_seq, &self.hub_id);
             for d in &c.destinations {
@@ -766,6 +771,8 @@ impl HostedStore for MemoryStore {
 
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
         let mut g = self.lock();
+        let last = g.hosted_seqs.entry(name.to_owned()).or_default();
+        *last = (*last).max(e.seq);
         g.hosted_keys
             .insert((name.to_owned(), e.key.clone()), e.seq);
         g.hosted_entries.insert((name.to_owned(), e.seq), e);

@@ -20,6 +20,7 @@ mod isolation;
 mod jobs_done;
 mod kept_subscribers;
 mod logging;
+mod mail_in;
 mod multicast;
 mod names;
 mod operations;

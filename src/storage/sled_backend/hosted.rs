@@ -1,5 +1,6 @@
 //! Hosted topics on sled: `hosted_topics` (name → record), `hosted_entries` (name `\0` number
-//! → entry) and `hosted_index` (name `\0` `k` key, and name `\0` `i` Atom id → number). The
+//! → entry) and `hosted_index` (name `\0` `k` key, and name `\0` `i` Atom id → number; name
+//! `\0` `#` → the last number given). The
 //! entries and their index are written by the log's append ([`put_in_tx`]), in the transaction
 //! of the event that carries them.
 
@@ -33,12 +34,19 @@ fn index_key(name: &str, tag: u8, value: &str) -> Vec<u8> {
 const KEY: u8 = b'k';
 const ID: u8 = b'i';
 
-/// Applies `write` with the event's topic number `seq`, inside the append transaction.
+/// The topic's last entry number, in `hosted_index` under name `\0` `#`.
+fn counter_key(name: &str) -> Vec<u8> {
+    let mut k = prefix(name);
+    k.push(b'#');
+    k
+}
+
+/// Applies `write` inside the append transaction: an entry written gets the topic's next
+/// number (kept by name, so a change of the hub's URL does not touch it).
 pub(super) fn put_in_tx(
     entries: &TransactionalTree,
     index: &TransactionalTree,
     write: &HostedWrite,
-    seq: u64,
 ) -> std::result::Result<(), ConflictableTransactionError<StorageError>> {
     let name = write.name.as_str();
     let key = match &write.change {
@@ -55,6 +63,11 @@ pub(super) fn put_in_tx(
         index.remove(index_key(name, KEY, key))?;
     }
     if let HostedChange::Put(e) = &write.change {
+        let seq = match index.get(counter_key(name))? {
+            Some(v) => read_be(&v).map_err(abort)? + 1,
+            None => 1,
+        };
+        index.insert(counter_key(name), &be(seq))?;
         let mut e = e.clone();
         e.seq = seq;
         entries.insert(entry_key(name, seq), json(&e))?;
@@ -167,6 +180,13 @@ impl HostedStore for SledStore {
     }
 
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
+        let last = match self.hosted_index.get(counter_key(name))? {
+            Some(v) => read_be(&v)?,
+            None => 0,
+        };
+        if e.seq > last {
+            self.hosted_index.insert(counter_key(name), &be(e.seq))?;
+        }
         self.hosted_index
             .insert(index_key(name, ID, &e.id), &be(e.seq))?;
         self.hosted_index

@@ -80,7 +80,7 @@ impl EventLog for SledStore {
                             }
                         };
                         if let Some(w) = &c.hosted {
-                            super::hosted::put_in_tx(hosted_entries, hosted_index, w, topic_seq)?;
+                            super::hosted::put_in_tx(hosted_entries, hosted_index, w)?;
                         }
                         let event = ev.clone().stored(next, &c.topic, topic_seq, hub_id);
                         events.insert(&be(next), encode_event(&event))?;

@@ -13,6 +13,8 @@ fn topic(name: &str, max_entries: u64) -> HostedTopic {
         max_entries,
         max_age_ms: 0,
         trail: 1,
+        policy: PostingPolicy::Open,
+        allow: vec![],
     }
 }
 
@@ -72,9 +74,17 @@ pub async fn hosted(s: Storage) {
     let mut commits: Vec<Commit> = ["k1", "k2", "k3"]
         .iter()
         .enumerate()
-        .map(|(i, k)| commit("b", HostedChange::Put(entry(k, "v1", 10 + i as u64))))
+        .map(|(i, k)| {
+            commit(
+                "b",
+                HostedChange::Put(Box::new(entry(k, "v1", 10 + i as u64))),
+            )
+        })
         .collect();
-    commits.push(commit("a", HostedChange::Put(entry("k1", "other", 5))));
+    commits.push(commit(
+        "a",
+        HostedChange::Put(Box::new(entry("k1", "other", 5))),
+    ));
     let events = s.log.append(&commits).await.unwrap();
     assert_eq!(events[2].as_ref().unwrap().topic_seq, 3);
     assert_eq!(h.hosted_entry("b", "k2").await.unwrap().unwrap().seq, 2);
@@ -95,7 +105,7 @@ pub async fn hosted(s: Storage) {
     // A new version moves to the new number; a deletion frees its own.
     s.log
         .append(&[
-            commit("b", HostedChange::Put(entry("k1", "v2", 20))),
+            commit("b", HostedChange::Put(Box::new(entry("k1", "v2", 20)))),
             commit("b", HostedChange::Delete { key: "k2".into() }),
         ])
         .await
@@ -148,7 +158,7 @@ pub async fn hosted(s: Storage) {
     // Retention: at most 3 kept, then by age; the trail moves past what went.
     for k in ["k5", "k6"] {
         s.log
-            .append(&[commit("b", HostedChange::Put(entry(k, "v1", 30)))])
+            .append(&[commit("b", HostedChange::Put(Box::new(entry(k, "v1", 30))))])
             .await
             .unwrap();
     }
@@ -159,8 +169,8 @@ pub async fn hosted(s: Storage) {
                 .await
                 .unwrap()
         ),
-        [4, 6, 7],
-        "the deletion took 5"
+        [4, 5, 6],
+        "a deletion takes no number"
     );
     assert_eq!(h.hosted("b").await.unwrap().unwrap().trail, 4);
     assert_eq!(
@@ -170,6 +180,11 @@ pub async fn hosted(s: Storage) {
     );
     assert_eq!(h.hosted("b").await.unwrap().unwrap().trail, 5);
     assert_eq!(h.prune_hosted("b", 0, 100).await.unwrap(), 0);
+    // Numbers belong to the name, not to the URL the events carry (a hub whose URL changed).
+    let mut moved = commit("b", HostedChange::Put(Box::new(entry("k7", "v1", 40))));
+    moved.topic = "https://new.example/t/b".into();
+    s.log.append(&[moved]).await.unwrap();
+    assert_eq!(h.hosted_entry("b", "k7").await.unwrap().unwrap().seq, 7);
     assert_eq!(
         h.hosted("a").await.unwrap().unwrap().trail,
         1,
