@@ -88,6 +88,8 @@ pub async fn start_with_storage(
             cfg: cfg.lmtp.clone(),
             hosted: engine.hosted().clone(),
             store: engine.store().clone(),
+            ingest: state.ingest.clone(),
+            mail: engine.mail().cloned(),
         };
         Some(crate::mail::lmtp::start(door).await?)
     } else {

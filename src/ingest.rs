@@ -179,6 +179,66 @@ impl Ingest {
         Ok(())
     }
 
+    /// A mail subscription (or its end), to be confirmed by mail by the engine: `false` when
+    /// mail subscriptions are off.
+    pub async fn mail_request(&self, r: crate::websub::MailRequest) -> Result<bool, IngestError> {
+        if !self.cfg.smtp.enabled {
+            return Ok(false);
+        }
+        let mode = if r.subscribe {
+            IntentMode::Subscribe
+        } else {
+            IntentMode::Unsubscribe
+        };
+        let id = self.reported("id allocation", self.store.next_id().await)?;
+        let intent = Intent {
+            id,
+            mode,
+            topic: r.topic.to_string(),
+            callback: format!("mailto:{}", r.address),
+            secret: None,
+            lease_seconds: 0,
+            created_ms: self.clock.now_ms(),
+        };
+        let put = self.store.subs.put_intent(intent.clone()).await;
+        self.reported("pending verification", put)?;
+        self.flushed().await?;
+        self.intake.hand_off(Work::Intent(intent));
+        Ok(true)
+    }
+
+    /// A mail subscription confirmed (the link in its confirmation mail): stored, or removed,
+    /// and flushed. Mail subscriptions have no lease: they last until unsubscribed or bounced.
+    pub async fn mail_confirmed(
+        &self,
+        claim: &crate::mail::token::Claim,
+    ) -> Result<bool, IngestError> {
+        let callback = format!("mailto:{}", claim.address);
+        let changed = match claim.act {
+            crate::mail::token::Action::Subscribe => {
+                let now = self.clock.now_ms();
+                let sub = crate::storage::Subscription {
+                    topic: claim.topic.clone(),
+                    destination: crate::storage::destination_of(&callback),
+                    callback,
+                    secret: None,
+                    lease_seconds: 0,
+                    expires_ms: u64::MAX,
+                    created_ms: now,
+                };
+                let put = self.store.subs.upsert(sub).await;
+                self.reported("mail subscription", put)?;
+                true
+            }
+            crate::mail::token::Action::Unsubscribe => {
+                let removed = self.store.subs.remove(&claim.topic, &callback).await;
+                self.reported("mail subscription", removed)?
+            }
+        };
+        self.flushed().await?;
+        Ok(changed)
+    }
+
     /// A relay registration (or its end), to be verified by the engine like a subscription.
     pub async fn relay(
         &self,

@@ -16,6 +16,40 @@ pub enum HubRequest {
     /// `hub.mode=relay`: the callback takes batches for every callback of its destination.
     Relay(RelayRequest),
     Unrelay(RelayRequest),
+    /// `hub.callback=mailto:ADDRESS`: updates of the topic by mail (or no more).
+    Mail(MailRequest),
+}
+
+/// A mail subscription's request: verified with a confirmation mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailRequest {
+    pub topic: HttpUrl,
+    /// Lowercase.
+    pub address: String,
+    pub subscribe: bool,
+}
+
+/// The address of a `mailto:` callback (one address, no query), lowercase.
+pub fn mail_address(callback: &str) -> Result<String, RequestError> {
+    let invalid = |reason: &str| RequestError::Invalid {
+        param: "hub.callback",
+        reason: reason.to_owned(),
+    };
+    let rest = callback
+        .strip_prefix("mailto:")
+        .ok_or_else(|| invalid("is not a mailto: URL"))?;
+    let address = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| invalid("is not UTF-8"))?
+        .trim()
+        .to_ascii_lowercase();
+    if address.contains(['?', ',', ' ', '<', '>']) || address.len() > 254 {
+        return Err(invalid("must name one mail address, without headers"));
+    }
+    address
+        .parse::<lettre::Address>()
+        .map_err(|e| invalid(&format!("is not a mail address: {e}")))?;
+    Ok(address)
 }
 
 /// A relay registration (an extension of WebSub: one batch per destination server).
@@ -107,6 +141,17 @@ pub fn parse(pairs: &[(String, String)]) -> Result<HubRequest, RequestError> {
             } else {
                 HubRequest::Unrelay(req)
             })
+        }
+        "subscribe" | "unsubscribe"
+            if first(pairs, "hub.callback").is_some_and(|c| c.trim().starts_with("mailto:")) =>
+        {
+            let address = mail_address(first(pairs, "hub.callback").unwrap_or_default().trim())?;
+            let topic = url_param(pairs, "hub.topic")?;
+            Ok(HubRequest::Mail(MailRequest {
+                topic,
+                address,
+                subscribe: mode == "subscribe",
+            }))
         }
         "subscribe" | "unsubscribe" => {
             let callback = url_param(pairs, "hub.callback")?;

@@ -1,5 +1,5 @@
-//! `[hosted]` (topics this hub publishes, with their history), `[webfinger]` (names) and
-//! `[lmtp]` (mail into hosted topics).
+//! `[hosted]` (topics this hub publishes, with their history), `[webfinger]` (names),
+//! `[lmtp]` (mail into hosted topics) and `[smtp]` (topics out to mail).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -203,5 +203,81 @@ pub(super) fn validate_lmtp(r: RawLmtp, hosted: &HostedConfig) -> Result<LmtpCon
         max_message: max_message as usize,
         max_connections: r.max_connections,
         idle_timeout: parse_duration("lmtp.idle_timeout", &r.idle_timeout)?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    enabled: bool,
+    smarthost: String,
+    from_domain: String,
+    timeout: String,
+    max_bounces: u32,
+}
+
+/// Topics out to mail: mail subscribers, sent through the operator's SMTP server.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub enabled: bool,
+    /// The operator's mail server (host, port), plain SMTP.
+    pub smarthost: (String, u16),
+    /// The domain of list addresses in `From` (NAME@from_domain).
+    pub from_domain: String,
+    pub timeout: Duration,
+    /// Hard bounces after which a mail subscription ends.
+    pub max_bounces: u32,
+}
+
+pub(super) fn validate_smtp(r: RawSmtp, lmtp: &LmtpConfig) -> Result<SmtpConfig, ConfigError> {
+    let url = r.smarthost.trim();
+    let smarthost = match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "smtp" && u.host_str().is_some() => (
+            u.host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned(),
+            u.port().unwrap_or(25),
+        ),
+        Ok(u) if u.scheme() == "smtps" => {
+            return Err(invalid(
+                "smtp.smarthost",
+                "smtps:// is not supported: relay through a local mail server over smtp://",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "smtp.smarthost",
+                format!("{url:?} is not a URL like \"smtp://localhost:25\""),
+            ));
+        }
+    };
+    let from_domain = match r.from_domain.trim() {
+        "" => lmtp.domain.clone(),
+        d => d.to_ascii_lowercase(),
+    };
+    if r.enabled {
+        if from_domain.is_empty() {
+            return Err(invalid(
+                "smtp.from_domain",
+                "the domain of list addresses is required (or set lmtp.domain)",
+            ));
+        }
+        if !lmtp.enabled {
+            return Err(invalid(
+                "smtp.enabled",
+                "mail subscribers confirm, unsubscribe and bounce by mail: set lmtp.enabled = true as well",
+            ));
+        }
+    }
+    if r.max_bounces == 0 {
+        return Err(invalid("smtp.max_bounces", "must be at least 1"));
+    }
+    Ok(SmtpConfig {
+        enabled: r.enabled,
+        smarthost,
+        from_domain,
+        timeout: parse_duration("smtp.timeout", &r.timeout)?,
+        max_bounces: r.max_bounces,
     })
 }

@@ -189,6 +189,8 @@ pub struct Config {
     pub webfinger: gateways::WebfingerConfig,
     /// Mail into hosted topics (`[lmtp]`).
     pub lmtp: gateways::LmtpConfig,
+    /// Topics out to mail (`[smtp]`).
+    pub smtp: gateways::SmtpConfig,
 }
 
 /// What anonymous clients can make the hub do (`[limits]`); `None` is off.

@@ -45,6 +45,7 @@ pub(super) struct RawConfig {
     hosted: super::gateways::RawHosted,
     webfinger: super::gateways::RawWebfinger,
     lmtp: super::gateways::RawLmtp,
+    smtp: super::gateways::RawSmtp,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
     #[serde(default)]
@@ -375,7 +376,9 @@ impl RawConfig {
         let hosted = super::gateways::validate_hosted(self.hosted)?;
         let webfinger = super::gateways::validate_webfinger(self.webfinger)?;
         let lmtp = super::gateways::validate_lmtp(self.lmtp, &hosted)?;
+        let smtp = super::gateways::validate_smtp(self.smtp, &lmtp)?;
         Ok(Config {
+            smtp,
             lmtp,
             relay,
             hosted,

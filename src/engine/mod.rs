@@ -161,6 +161,8 @@ pub struct Engine {
     registrations: Arc<relay_register::Registrations>,
     chain: Arc<chain::Chain>,
     hosted: Arc<hosted::Hosted>,
+    /// Mail out (`[smtp]`), when on.
+    mail: Option<Arc<crate::mail::smtp::MailSender>>,
     /// The topic client (SSRF-guarded, bounded redirects): names are looked up with it.
     topic_client: reqwest::Client,
 }
@@ -212,13 +214,27 @@ impl Engine {
             cfg.connect_timeout,
             cfg.per_destination,
         )?);
-        let transports =
-            transport::Transports::new(vec![Arc::new(transport::http::HttpTransport::new(
+        let mail = cfg.smtp.enabled.then(|| {
+            Arc::new(crate::mail::smtp::MailSender::new(
+                cfg.smtp.clone(),
+                cfg.lmtp.clone(),
+                &hub_url,
+                store.log.hub_key(),
+            ))
+        });
+        let mut all: Vec<Arc<dyn transport::Transport>> =
+            vec![Arc::new(transport::http::HttpTransport::new(
                 lean.clone(),
                 clients.callback_policy.clone(),
                 cfg.delivery_timeout,
                 cfg.signature,
-            ))]);
+            ))];
+        if let Some(sender) = &mail {
+            all.push(Arc::new(crate::mail::smtp::MailTransport {
+                sender: sender.clone(),
+            }));
+        }
+        let transports = transport::Transports::new(all);
         let batches = relay_batch::BatchSender::new(
             lean,
             clients.callback_policy.clone(),
@@ -246,7 +262,11 @@ impl Engine {
         });
         let dispatcher =
             Dispatcher::new(shared.clone(), stream.clone(), transports, batches, history);
-        let verifier = Arc::new(verify::Verifier::new(shared.clone(), &clients));
+        let verifier = Arc::new(verify::Verifier::new(
+            shared.clone(),
+            &clients,
+            mail.clone(),
+        ));
         let fetcher = Arc::new(publish::Fetcher::new(
             shared.clone(),
             &clients,
@@ -318,6 +338,7 @@ impl Engine {
         tracker.spawn(chain::run(chain.clone()));
         let hosted = Arc::new(hosted::Hosted::new(shared.clone(), stream.clone()));
         let engine = Arc::new(Engine {
+            mail,
             hosted,
             topic_client: clients.topics.clone(),
             multicast,
@@ -420,6 +441,11 @@ impl Engine {
     /// Hub chaining: upstream subscriptions and what their hubs push.
     pub fn hosted(&self) -> &Arc<hosted::Hosted> {
         &self.hosted
+    }
+
+    /// Mail out, when `[smtp]` is on.
+    pub fn mail(&self) -> Option<&Arc<crate::mail::smtp::MailSender>> {
+        self.mail.as_ref()
     }
 
     /// The client of outbound calls made for operators (name lookups), guarded like topic

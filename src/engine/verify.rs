@@ -36,10 +36,16 @@ pub struct Verifier {
     /// Recent outcomes, by callback and by topic (bounded like the delivery history).
     by_callback: History<VerificationRecord>,
     by_topic: History<VerificationRecord>,
+    /// Mail subscriptions are confirmed by mail (when `[smtp]` is on).
+    mail: Option<Arc<crate::mail::smtp::MailSender>>,
 }
 
 impl Verifier {
-    pub fn new(shared: Arc<Shared>, clients: &Clients) -> Verifier {
+    pub fn new(
+        shared: Arc<Shared>,
+        clients: &Clients,
+        mail: Option<Arc<crate::mail::smtp::MailSender>>,
+    ) -> Verifier {
         let limit = shared.cfg.verify_limit;
         let (per_key, keys) = (
             shared.cfg.admin.history_per_callback,
@@ -52,6 +58,7 @@ impl Verifier {
             newest: Mutex::new(HashMap::new()),
             by_callback: History::new(per_key, keys),
             by_topic: History::new(per_key, keys),
+            mail,
             shared,
         }
     }
@@ -230,7 +237,9 @@ async fn run(v: &Verifier, intent: Intent) {
     let callback = intent.callback.clone();
     let topic = intent.topic.clone();
     let mode = intent.mode.as_str();
-    if let Some(refusal) = policy_refusal(v, &intent).await {
+    if let Some(address) = intent.callback.strip_prefix("mailto:") {
+        confirm_by_mail(v, &intent, address).await;
+    } else if let Some(refusal) = policy_refusal(v, &intent).await {
         v.shared.metrics.verification(Verification::Denied);
         tracing::warn!(mode, %topic, %callback, reason = %refusal.reason,
             hint = refusal.hint.unwrap_or_default(), "subscription request denied");
@@ -269,6 +278,47 @@ async fn run(v: &Verifier, intent: Intent) {
     }
     if let Err(e) = v.shared.store.subs.remove_intent(intent.id).await {
         tracing::error!(error = %e, "cannot remove finished intent");
+    }
+}
+
+/// A mail subscription (or its end) is verified by mail: a confirmation with a signed link
+/// goes to the address, and the link makes the change. Nothing is stored until then.
+async fn confirm_by_mail(v: &Verifier, intent: &Intent, address: &str) {
+    let (topic, mode) = (&intent.topic, intent.mode.as_str());
+    let Some(mail) = &v.mail else {
+        v.record(
+            intent,
+            "failed",
+            Some("other"),
+            Some("mail subscriptions are off".into()),
+            Some("smtp.enabled"),
+        );
+        return;
+    };
+    let act = if intent.mode.adds() {
+        crate::mail::token::Action::Subscribe
+    } else {
+        crate::mail::token::Action::Unsubscribe
+    };
+    match mail
+        .confirm(topic, address, act, v.shared.clock.now_ms())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(mode, %topic, %address, "confirmation mail sent");
+            v.record(intent, "confirmation sent", None, None, None);
+        }
+        Err(f) => {
+            v.shared.metrics.verification(Verification::Failed);
+            tracing::warn!(mode, %topic, %address, failure = %f, "confirmation mail not sent");
+            v.record(
+                intent,
+                "failed",
+                Some(f.class()),
+                Some(f.to_string()),
+                Some("smtp.smarthost"),
+            );
+        }
     }
 }
 

@@ -107,6 +107,25 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             .subscription(IntentMode::Unsubscribe, s)
             .await
             .map(|()| accepted("the hub will verify this unsubscribe request")),
+        HubRequest::Mail(m) => {
+            let mode = if m.subscribe {
+                "subscription"
+            } else {
+                "unsubscription"
+            };
+            match ingest.mail_request(m).await {
+                Ok(true) => Ok(accepted(&format!(
+                    "a mail with a confirmation link goes to the address; the {mode} takes effect when it is followed"
+                ))),
+                Ok(false) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "this hub sends no mail: mailto: callbacks need smtp.enabled",
+                    );
+                }
+                Err(e) => Err(e),
+            }
+        }
         HubRequest::Relay(r) => ingest
             .relay(IntentMode::Relay, r)
             .await
@@ -161,6 +180,7 @@ fn over_rate(
     let (checked, key, refusal) = match request {
         HubRequest::Subscribe(_)
         | HubRequest::Unsubscribe(_)
+        | HubRequest::Mail(_)
         | HubRequest::Relay(_)
         | HubRequest::Unrelay(_) => (
             state.subscribe_rate.check(&ip),

@@ -10,6 +10,7 @@ pub mod conn_limit;
 mod fat_ping;
 mod hosted;
 mod hub_endpoint;
+mod mail_links;
 mod ops;
 mod profile;
 mod relay_batch;
@@ -71,6 +72,16 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route(web::delete().to(hosted::delete)),
             )
             .route("/@{name}", web::get().to(profile::profile))
+            .service(
+                web::resource("/mail/confirm")
+                    .route(web::get().to(mail_links::confirm_page))
+                    .route(web::post().to(mail_links::confirm)),
+            )
+            .service(
+                web::resource("/mail/unsubscribe")
+                    .route(web::get().to(mail_links::unsubscribe_page))
+                    .route(web::post().to(mail_links::unsubscribe)),
+            )
             .route(
                 "/.well-known/webfinger",
                 web::get().to(webfinger::webfinger),

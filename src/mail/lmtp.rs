@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::message::{self, MessageError};
+use super::message;
 use crate::config::gateways::{LmtpConfig, LmtpListen};
 use crate::engine::hosted::{Hosted, HostedError, Posted};
 use crate::hosted::input::InputError;
@@ -45,6 +45,21 @@ pub struct Door {
     pub cfg: LmtpConfig,
     pub hosted: Arc<Hosted>,
     pub store: Storage,
+    /// Subscription requests by mail go through the ingest service.
+    pub ingest: crate::ingest::Ingest,
+    /// Mail out, when on: bounce tags, and how many hard bounces end a subscription.
+    pub mail: Option<Arc<crate::mail::smtp::MailSender>>,
+}
+
+/// What a recipient address asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rcpt {
+    /// `NAME@`: a post to the topic.
+    Post(String),
+    /// `NAME+subscribe@`, `NAME+unsubscribe@`: the sender's mail subscription.
+    Subscription { name: String, subscribe: bool },
+    /// `NAME-bounces+TAG@`: a bounce of a mail sent to the subscriber TAG names.
+    Bounce { name: String, tag: String },
 }
 
 enum Listener {
@@ -173,8 +188,8 @@ async fn busy<S: AsyncWrite + Unpin>(s: &mut S) {
 #[derive(Default)]
 struct Envelope {
     from: Option<String>,
-    /// Hosted topic names, one per accepted recipient.
-    to: Vec<String>,
+    /// One per accepted recipient.
+    to: Vec<Rcpt>,
 }
 
 enum State {
@@ -386,8 +401,8 @@ async fn command(
     (reply, Next::Go)
 }
 
-/// The hosted topic a recipient address names, or the refusal.
-async fn recipient(door: &Door, address: &str) -> Result<String, String> {
+/// What a recipient address names, or the refusal.
+async fn recipient(door: &Door, address: &str) -> Result<Rcpt, String> {
     let (local, domain) = address
         .rsplit_once('@')
         .ok_or_else(|| format!("550 5.1.3 {address:?} is not an address\r\n"))?;
@@ -398,17 +413,43 @@ async fn recipient(door: &Door, address: &str) -> Result<String, String> {
         ));
     }
     let local = local.to_ascii_lowercase();
-    if let Some((name, command)) = local.split_once('+') {
-        return Err(format!(
-            "550 5.1.1 {name}+{command}: mail commands are not taken here yet\r\n"
-        ));
+    let rcpt = match local.split_once('+') {
+        None => Rcpt::Post(local.clone()),
+        Some((name, "subscribe")) => Rcpt::Subscription {
+            name: name.to_owned(),
+            subscribe: true,
+        },
+        Some((name, "unsubscribe")) => Rcpt::Subscription {
+            name: name.to_owned(),
+            subscribe: false,
+        },
+        Some((base, tag)) if base.ends_with("-bounces") && door.mail.is_some() => Rcpt::Bounce {
+            name: base.trim_end_matches("-bounces").to_owned(),
+            tag: tag.to_owned(),
+        },
+        Some((_, command)) => {
+            return Err(format!(
+                "550 5.1.1 {local}@{domain}: {command:?} is not a command here (subscribe, unsubscribe)\r\n"
+            ));
+        }
+    };
+    let name = match &rcpt {
+        Rcpt::Post(n) | Rcpt::Subscription { name: n, .. } | Rcpt::Bounce { name: n, .. } => n,
+    };
+    if matches!(rcpt, Rcpt::Subscription { .. }) && door.mail.is_none() {
+        return Err(
+            "550 5.3.3 this hub sends no mail: no mail subscriptions (smtp.enabled)\r\n".into(),
+        );
     }
-    if crate::hosted::valid_name(&local).is_err() {
+    if name == "hub" && matches!(rcpt, Rcpt::Bounce { .. }) {
+        return Ok(rcpt);
+    }
+    if crate::hosted::valid_name(name).is_err() {
         return Err(format!("550 5.1.1 no list {local}@{domain} here\r\n"));
     }
-    match door.store.hosted.hosted(&local).await {
-        Ok(Some(_)) => Ok(local),
-        Ok(None) => Err(format!("550 5.1.1 no list {local}@{domain} here\r\n")),
+    match door.store.hosted.hosted(name).await {
+        Ok(Some(_)) => Ok(rcpt),
+        Ok(None) => Err(format!("550 5.1.1 no list {name}@{domain} here\r\n")),
         Err(e) => {
             tracing::warn!(error = %e, "LMTP recipient lookup failed");
             Err("451 4.3.0 storage unavailable; try again later\r\n".into())
@@ -416,17 +457,121 @@ async fn recipient(door: &Door, address: &str) -> Result<String, String> {
     }
 }
 
+/// A mail subscription asked for by mail: confirmed by mail like any other.
+async fn subscription_by_mail(
+    door: &Door,
+    name: &str,
+    subscribe: bool,
+    from: Option<&str>,
+) -> String {
+    let Some(address) = from else {
+        return "550 5.1.7 no sender address to subscribe\r\n".into();
+    };
+    let Ok(topic) = crate::urls::HttpUrl::parse(&door.hosted.urls().atom(name)) else {
+        return "451 4.3.0 the hub URL is not usable\r\n".into();
+    };
+    let Ok(address) = crate::websub::mail_address(&format!("mailto:{address}")) else {
+        return format!("550 5.1.7 {address:?} is not a mail address\r\n");
+    };
+    let request = crate::websub::MailRequest {
+        topic,
+        address: address.clone(),
+        subscribe,
+    };
+    match door.ingest.mail_request(request).await {
+        Ok(true) => format!("250 2.0.0 a confirmation mail goes to {address}\r\n"),
+        Ok(false) => "550 5.3.3 this hub sends no mail (smtp.enabled)\r\n".into(),
+        Err(e) => format!("451 4.3.0 {}\r\n", one_line(&e.to_string())),
+    }
+}
+
+/// A bounce (a delivery status notification): a hard one counts against the subscriber its
+/// tag names, and ends the subscription at `smtp.max_bounces`.
+async fn bounce(door: &Door, name: &str, tag: &str, raw: &[u8]) -> String {
+    let Some(mail) = &door.mail else {
+        return "250 2.0.0 ignored\r\n".into();
+    };
+    // RFC 3464: the per-recipient Status field; 5.x.x is permanent.
+    let text = String::from_utf8_lossy(raw);
+    let hard = text.lines().any(|l| {
+        l.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("status: 5.")
+    });
+    if !hard {
+        return "250 2.0.0 bounce noted (not permanent)\r\n".into();
+    }
+    let urls = door.hosted.urls();
+    let topics = match urls.topic_of(&urls.atom(name)) {
+        Some(_) => vec![urls.atom(name), urls.json(name)],
+        None => Vec::new(),
+    };
+    for topic in topics {
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = match door
+                .store
+                .subs
+                .scan(
+                    Some(&topic),
+                    after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
+                    1000,
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
+            };
+            let Some(last) = page.last() else { break };
+            after = Some((last.topic.clone(), last.callback.clone()));
+            for sub in &page {
+                let Some(address) = sub.callback.strip_prefix("mailto:") else {
+                    continue;
+                };
+                if mail.signer.bounce_tag(&topic, address) != tag {
+                    continue;
+                }
+                let count = match door.store.hosted.note_bounce(&topic, address).await {
+                    Ok(n) => n,
+                    Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
+                };
+                if count >= mail.smtp.max_bounces {
+                    if door.store.subs.remove(&topic, &sub.callback).await.is_err()
+                        || door.store.flush().await.is_err()
+                    {
+                        return "451 4.3.0 storage unavailable; try again later\r\n".into();
+                    }
+                    tracing::info!(%topic, %address, count, "mail subscription ended after hard bounces");
+                    return format!("250 2.0.0 {address} bounced {count} times: unsubscribed\r\n");
+                }
+                let _ = door.store.flush().await;
+                return format!(
+                    "250 2.0.0 bounce {count} of {} noted\r\n",
+                    mail.smtp.max_bounces
+                );
+            }
+        }
+    }
+    "250 2.0.0 bounce for no current subscriber\r\n".into()
+}
+
 /// One reply per recipient, in order.
 async fn deliver_all(door: &Door, env: &Envelope, raw: &[u8]) -> Vec<String> {
     let incoming = message::read(raw);
     let mut replies = Vec::with_capacity(env.to.len());
-    for name in &env.to {
-        let reply = match &incoming {
-            Err(e @ (MessageError::NoMessageId | MessageError::BadMessageId)) => {
-                format!("550 5.6.0 {e}\r\n")
+    for rcpt in &env.to {
+        let reply = match (rcpt, &incoming) {
+            (Rcpt::Bounce { name, tag }, _) => bounce(door, name, tag, raw).await,
+            (Rcpt::Subscription { name, subscribe }, m) => {
+                let from = m
+                    .as_ref()
+                    .ok()
+                    .and_then(|m| m.from.as_deref())
+                    .or(env.from.as_deref());
+                subscription_by_mail(door, name, *subscribe, from).await
             }
-            Err(e) => format!("550 5.6.0 {e}\r\n"),
-            Ok(m) => deliver(door, name, m, env.from.as_deref()).await,
+            (Rcpt::Post(_), Err(e)) => format!("550 5.6.0 {e}\r\n"),
+            (Rcpt::Post(name), Ok(m)) => deliver(door, name, m, env.from.as_deref()).await,
         };
         replies.push(reply);
     }

@@ -71,6 +71,11 @@ pub trait EventLog: Send + Sync {
     /// This hub's id: generated when the store was created, then stored.
     fn hub_id(&self) -> String;
 
+    /// This store's secret key (32 random bytes, generated once, then stored): what the hub
+    /// signs links and addresses with (mail confirmations, unsubscriptions, bounces). Every
+    /// node sharing the store signs with the same key.
+    fn hub_key(&self) -> Vec<u8>;
+
     /// Records `commits` in one transaction: topic states, ping removals, and for every commit
     /// with an event the next number of the stream (in `commits` order) and of its topic, and
     /// its delivery jobs. Returns each commit's event as stored. Durable after the next flush.

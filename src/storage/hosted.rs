@@ -192,6 +192,9 @@ pub trait HostedStore: Send + Sync {
     ) -> Result<Vec<HostedEntry>>;
     /// Entries kept and the newest number.
     async fn hosted_count(&self, name: &str) -> Result<(u64, u64)>;
+    /// Counts a hard bounce of a mail subscriber of `topic` (any topic, hosted or not);
+    /// returns the count so far.
+    async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32>;
     /// Stores an entry under its own number (restoring a backup).
     async fn restore_hosted_entry(&self, name: &str, entry: HostedEntry) -> Result<()>;
     /// Applies the topic's retention: removes its oldest entries while it keeps more than

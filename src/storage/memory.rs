@@ -33,6 +33,8 @@ struct Inner {
     hosted_keys: BTreeMap<(String, String), u64>,
     /// name → the last entry number given.
     hosted_seqs: BTreeMap<String, u64>,
+    /// (topic, address) → hard bounces.
+    bounces: BTreeMap<(String, String), u32>,
 }
 
 impl Inner {
@@ -68,6 +70,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     ids: AtomicU64,
     hub_id: String,
+    hub_key: Vec<u8>,
     leases: super::claims::LeaseTable,
     /// Calls made to fail, and how many more times.
     faults: Mutex<std::collections::HashMap<Fault, u32>>,
@@ -90,6 +93,7 @@ impl Default for MemoryStore {
             inner: Mutex::default(),
             ids: AtomicU64::default(),
             hub_id: new_hub_id(),
+            hub_key: rand::random::<[u8; 32]>().to_vec(),
             faults: Mutex::default(),
             leases: Default::default(),
         }
@@ -472,6 +476,10 @@ impl EventLog for MemoryStore {
         self.hub_id.clone()
     }
 
+    fn hub_key(&self) -> Vec<u8> {
+        self.hub_key.clone()
+    }
+
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {
         self.check(Fault::Append)?;
         let mut g = self.lock();
@@ -767,6 +775,16 @@ impl HostedStore for MemoryStore {
         let n = g.hosted_range(name).count() as u64;
         let newest = g.hosted_range(name).next_back().map_or(0, |e| e.seq);
         Ok((n, newest))
+    }
+
+    async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32> {
+        let mut g = self.lock();
+        let n = g
+            .bounces
+            .entry((topic.to_owned(), address.to_owned()))
+            .or_default();
+        *n += 1;
+        Ok(*n)
     }
 
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {

@@ -42,7 +42,7 @@ fn lmtp_addr(hub: &TestHub) -> std::net::SocketAddr {
 
 /// Sends each message with Python's smtplib.LMTP (one session each, as a mail server's LMTP
 /// client does); prints one line per message: `ok` or the refusal's code.
-const SEND: &str = r#"
+pub const SEND: &str = r#"
 import smtplib, sys
 target, rcpt = sys.argv[1], sys.argv[2]
 raw = sys.stdin.buffer.read().split(b"\n=====\n")
@@ -69,7 +69,7 @@ for m in raw:
         print("fail %s" % type(e).__name__, flush=True)
 "#;
 
-async fn send_with_python(target: &str, rcpt: &str, messages: &[String]) -> Vec<String> {
+pub async fn send_with_python(target: &str, rcpt: &str, messages: &[String]) -> Vec<String> {
     let mut child = python3()
         .args(["-c", SEND, target, rcpt])
         .stdin(Stdio::piped())
@@ -95,7 +95,7 @@ async fn send_with_python(target: &str, rcpt: &str, messages: &[String]) -> Vec<
         .collect()
 }
 
-fn message(id: &str, subject: &str, body: &str, extra: &str) -> String {
+pub fn message(id: &str, subject: &str, body: &str, extra: &str) -> String {
     format!(
         "From: Ann Example <ann@example.org>\r\nTo: list@{DOMAIN}\r\nSubject: {subject}\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{id}>\r\n{extra}\r\n{body}\r\n"
     )

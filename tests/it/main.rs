@@ -21,6 +21,7 @@ mod jobs_done;
 mod kept_subscribers;
 mod logging;
 mod mail_in;
+mod mail_out;
 mod multicast;
 mod names;
 mod operations;

@@ -179,6 +179,21 @@ impl HostedStore for SledStore {
         Ok((n, newest))
     }
 
+    async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32> {
+        let key = index_key(topic, b'b', address);
+        let n = self
+            .hosted_index
+            .update_and_fetch(&key, |old| {
+                let n = old
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map_or(0, u32::from_be_bytes);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map_or(1, u32::from_be_bytes);
+        Ok(n)
+    }
+
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
         let last = match self.hosted_index.get(counter_key(name))? {
             Some(v) => read_be(&v)?,

@@ -14,6 +14,10 @@ impl EventLog for SledStore {
         self.hub_id.clone()
     }
 
+    fn hub_key(&self) -> Vec<u8> {
+        self.hub_key.clone()
+    }
+
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {
         let mut counters = self.counters();
         let lead = counters.lead;

@@ -36,7 +36,7 @@ impl From<sled::Error> for StorageError {
 pub struct SledStore {
     db: sled::Db,
     flusher: GroupFlush,
-    /// `lead`, `hub_id`.
+    /// `lead`, `hub_id`, `hub_key`.
     meta: sled::Tree,
     /// topic → its last event number.
     topic_seqs: sled::Tree,
@@ -47,6 +47,8 @@ pub struct SledStore {
     /// Claimed work (in memory: one process holds a sled store).
     leases: super::claims::LeaseTable,
     hub_id: String,
+    /// The store's secret (links and addresses the hub signs).
+    hub_key: Vec<u8>,
     /// Appends and prunes take turns, so that numbers are handed out without conflicts and the
     /// counters below stay exact.
     log_lock: Mutex<LogCounters>,
@@ -82,6 +84,7 @@ const LEAD: &[u8] = b"lead";
 /// Most events one retention pass removes (the rest go at the next sweep).
 const PRUNE_BATCH: usize = 10_000;
 const HUB_ID: &[u8] = b"hub_id";
+const HUB_KEY: &[u8] = b"hub_key";
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
@@ -152,6 +155,14 @@ impl SledStore {
                 id
             }
         };
+        let hub_key = match meta.get(HUB_KEY)? {
+            Some(v) => v.to_vec(),
+            None => {
+                let key = rand::random::<[u8; 32]>().to_vec();
+                meta.insert(HUB_KEY, key.as_slice())?;
+                key
+            }
+        };
         let mut counters = LogCounters {
             lead: 0,
             events: 0,
@@ -183,6 +194,7 @@ impl SledStore {
             docs: t("delivery_docs")?,
             leases: Default::default(),
             hub_id,
+            hub_key,
             log_lock: Mutex::new(counters),
             meta,
             events,
