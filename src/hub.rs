@@ -21,6 +21,8 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Lmtp(#[from] crate::mail::lmtp::LmtpError),
+    #[error(transparent)]
+    Nntp(#[from] crate::news::server::BindError),
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -45,6 +47,9 @@ pub struct RunningHub {
     /// Where the LMTP door listens (the bound address), when `[lmtp]` is on.
     pub lmtp_listen: Option<crate::config::gateways::LmtpListen>,
     lmtp: Option<crate::mail::lmtp::Running>,
+    /// Where the NNTP server listens (the bound address), when `[nntp]` is on.
+    pub nntp_addr: Option<SocketAddr>,
+    nntp: Option<crate::news::server::Running>,
     pub hub_url: String,
     pub engine: Arc<Engine>,
     shutdown_deadline: std::time::Duration,
@@ -95,6 +100,30 @@ pub async fn start_with_storage(
     } else {
         None
     };
+    let nntp = if cfg.nntp.enabled {
+        let host = cfg.nntp.path_host.clone().unwrap_or_else(|| {
+            url::Url::parse(&hub_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".into())
+        });
+        let mail_domain = cfg.lmtp.enabled.then(|| cfg.lmtp.domain.clone());
+        let server = crate::news::server::Server {
+            cfg: cfg.nntp.clone(),
+            site: crate::news::article::Site {
+                host,
+                group_prefix: cfg.nntp.group_prefix.clone(),
+                mail_domain: mail_domain.clone(),
+                urls: crate::hosted::Urls::new(&hub_url),
+            },
+            store: engine.store().clone(),
+            lmtp_domain: mail_domain,
+            clock: engine.clock(),
+        };
+        Some(crate::news::server::start(server).await?)
+    } else {
+        None
+    };
     let connections = crate::http::conn_limit::ConnLimit::new(cfg.max_connections_per_client);
     let server = HttpServer::new(move || {
         App::new()
@@ -119,6 +148,8 @@ pub async fn start_with_storage(
     let server_task = tokio::spawn(server);
     tracing::info!(%addr, %hub_url, "hub listening");
     Ok(RunningHub {
+        nntp_addr: nntp.as_ref().map(|n| n.addr),
+        nntp,
         lmtp_listen: lmtp.as_ref().map(|l| l.listen.clone()),
         lmtp,
         addr,
@@ -140,6 +171,9 @@ impl RunningHub {
         self.engine.peer_streams().end_all();
         if let Some(lmtp) = self.lmtp {
             lmtp.stop().await;
+        }
+        if let Some(nntp) = self.nntp {
+            nntp.stop().await;
         }
         self.server.stop(true).await;
         let _ = self.server_task.await;

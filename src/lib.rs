@@ -13,6 +13,7 @@ pub mod mail;
 pub mod metrics;
 pub mod multicast;
 pub mod names;
+pub mod news;
 pub mod progress;
 pub mod rate_limit;
 pub mod relay;

@@ -1,5 +1,6 @@
 //! `[hosted]` (topics this hub publishes, with their history), `[webfinger]` (names),
-//! `[lmtp]` (mail into hosted topics) and `[smtp]` (topics out to mail).
+//! `[lmtp]` (mail into hosted topics), `[smtp]` (topics out to mail) and `[nntp]` (topics as
+//! newsgroups).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -279,5 +280,88 @@ pub(super) fn validate_smtp(r: RawSmtp, lmtp: &LmtpConfig) -> Result<SmtpConfig,
         from_domain,
         timeout: parse_duration("smtp.timeout", &r.timeout)?,
         max_bounces: r.max_bounces,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNntp {
+    enabled: bool,
+    listen: String,
+    group_prefix: String,
+    path_host: String,
+    max_connections_per_client: usize,
+    idle_timeout: String,
+}
+
+/// Hosted topics as read-only newsgroups.
+#[derive(Debug, Clone)]
+pub struct NntpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Groups are `group_prefix.NAME`.
+    pub group_prefix: String,
+    /// The server's name in `Path` and `Xref`; `None`: the hub URL's host.
+    pub path_host: Option<String>,
+    pub max_connections_per_client: usize,
+    pub idle_timeout: Duration,
+}
+
+pub(super) fn validate_nntp(r: RawNntp, hosted: &HostedConfig) -> Result<NntpConfig, ConfigError> {
+    let listen: SocketAddr = r.listen.trim().parse().map_err(|_| {
+        invalid(
+            "nntp.listen",
+            format!("{:?} is not \"IP:PORT\", e.g. \"127.0.0.1:1119\"", r.listen),
+        )
+    })?;
+    let prefix = r.group_prefix.trim().to_ascii_lowercase();
+    let prefix_ok = !prefix.is_empty()
+        && prefix.len() <= 200
+        && !prefix.starts_with('.')
+        && !prefix.ends_with('.')
+        && !prefix.contains("..")
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if !prefix_ok {
+        return Err(invalid(
+            "nntp.group_prefix",
+            format!("{prefix:?} is not a newsgroup name prefix like \"hub.example\""),
+        ));
+    }
+    if r.enabled && !hosted.enabled {
+        return Err(invalid(
+            "nntp.enabled",
+            "newsgroups are hosted topics: set hosted.enabled = true as well",
+        ));
+    }
+    if r.max_connections_per_client == 0 {
+        return Err(invalid(
+            "nntp.max_connections_per_client",
+            "must be at least 1",
+        ));
+    }
+    let path_host = match r.path_host.trim() {
+        "" => None,
+        h if h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) =>
+        {
+            Some(h.to_owned())
+        }
+        h => {
+            return Err(invalid(
+                "nntp.path_host",
+                format!("{h:?} is not a host name"),
+            ));
+        }
+    };
+    Ok(NntpConfig {
+        enabled: r.enabled,
+        listen,
+        group_prefix: prefix,
+        path_host,
+        max_connections_per_client: r.max_connections_per_client,
+        idle_timeout: parse_duration("nntp.idle_timeout", &r.idle_timeout)?,
     })
 }

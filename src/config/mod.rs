@@ -191,6 +191,8 @@ pub struct Config {
     pub lmtp: gateways::LmtpConfig,
     /// Topics out to mail (`[smtp]`).
     pub smtp: gateways::SmtpConfig,
+    /// Topics as newsgroups (`[nntp]`).
+    pub nntp: gateways::NntpConfig,
 }
 
 /// What anonymous clients can make the hub do (`[limits]`); `None` is off.

@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     webfinger: super::gateways::RawWebfinger,
     lmtp: super::gateways::RawLmtp,
     smtp: super::gateways::RawSmtp,
+    nntp: super::gateways::RawNntp,
     #[serde(default)]
     publishers: Vec<PublisherConfig>,
     #[serde(default)]
@@ -377,7 +378,9 @@ impl RawConfig {
         let webfinger = super::gateways::validate_webfinger(self.webfinger)?;
         let lmtp = super::gateways::validate_lmtp(self.lmtp, &hosted)?;
         let smtp = super::gateways::validate_smtp(self.smtp, &lmtp)?;
+        let nntp = super::gateways::validate_nntp(self.nntp, &hosted)?;
         Ok(Config {
+            nntp,
             smtp,
             lmtp,
             relay,

@@ -24,6 +24,7 @@ mod mail_in;
 mod mail_out;
 mod multicast;
 mod names;
+mod news;
 mod operations;
 mod ops_scene;
 mod process;
