@@ -95,6 +95,25 @@ pub async fn profile(path: web::Path<String>, state: web::Data<AppState>) -> Htt
         json = esc(&urls.json(&topic.name)),
         hub = esc(&urls.hub()),
     ));
+    let (mail, subscribe, news) = super::webfinger::doors(&state, &topic.name);
+    if let Some(m) = &subscribe {
+        page.push_str(&format!(
+            "<dt>Mail</dt><dd>send a mail to <a href=\"mailto:{m}\">{m}</a> (or subscribe <code>mailto:you@example.org</code> at the hub) and follow the link in the answer</dd>",
+            m = esc(m)
+        ));
+    }
+    if let Some(m) = &mail {
+        page.push_str(&format!(
+            "<dt>Post by mail</dt><dd><a href=\"mailto:{m}\">{m}</a></dd>",
+            m = esc(m)
+        ));
+    }
+    if let Some(n) = &news {
+        page.push_str(&format!(
+            "<dt>News</dt><dd><a href=\"{n}\">{n}</a></dd>",
+            n = esc(n)
+        ));
+    }
     page.push_str("</dl><h2>Recent entries</h2>");
     if entries.is_empty() {
         page.push_str("<p>Nothing yet.</p>");

@@ -1,5 +1,6 @@
 //! `GET /.well-known/webfinger` (RFC 7033): a hosted topic's name (`acct:NAME@DOMAIN`, or one of
-//! its URLs) → a JRD linking its profile page, Atom and JSON feeds and hub. `400` without
+//! its URLs) → a JRD linking its profile page, Atom and JSON feeds and hub, and, when those doors
+//! are on, its mail addresses (post, follow) and newsgroup. `400` without
 //! `resource`, `404` for anything else; `rel` filters the links; any origin may read it (CORS).
 
 use actix_web::http::{StatusCode, header};
@@ -24,6 +25,32 @@ pub fn domain(state: &AppState) -> Option<String> {
         Some(p) => format!("{host}:{p}"),
         None => host,
     })
+}
+
+/// The other doors of a hosted topic, when they are on: its mail address (to post; `+subscribe`
+/// to follow by mail) and its newsgroup URL.
+pub fn doors(state: &AppState, name: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let cfg = &state.cfg;
+    let mail = cfg
+        .lmtp
+        .enabled
+        .then(|| format!("{name}@{}", cfg.lmtp.domain));
+    let subscribe = (cfg.lmtp.enabled && cfg.smtp.enabled)
+        .then(|| format!("{name}+subscribe@{}", cfg.lmtp.domain));
+    let news = cfg.nntp.enabled.then(|| {
+        let host = cfg.nntp.path_host.clone().unwrap_or_else(|| {
+            url::Url::parse(&state.hub_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".into())
+        });
+        let port = match cfg.nntp.listen.port() {
+            119 | 0 => String::new(),
+            p => format!(":{p}"),
+        };
+        format!("news://{host}{port}/{}.{name}", cfg.nntp.group_prefix)
+    });
+    (mail, subscribe, news)
 }
 
 /// A hosted topic's `acct:` name, when names are on.
@@ -116,6 +143,20 @@ pub async fn webfinger(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
         json!({"rel": "hub", "href": urls.hub()}),
     ]
     .into_iter()
+    .chain({
+        let (mail, subscribe, news) = doors(&state, &topic.name);
+        let mut more = Vec::new();
+        if let Some(m) = mail {
+            more.push(json!({"rel": "alternate", "href": format!("mailto:{m}"), "titles": {"und": "post by mail"}}));
+        }
+        if let Some(m) = subscribe {
+            more.push(json!({"rel": "alternate", "href": format!("mailto:{m}"), "titles": {"und": "follow by mail"}}));
+        }
+        if let Some(n) = news {
+            more.push(json!({"rel": "alternate", "href": n, "titles": {"und": "newsgroup"}}));
+        }
+        more
+    })
     .filter(|l| rels.is_empty() || rels.iter().any(|r| l["rel"] == *r))
     .collect();
     let subject = acct(&state, &topic.name).unwrap_or_else(|| resource.clone());

@@ -17,7 +17,7 @@ const DOMAIN: &str = "lists.example";
 /// `per_client`: `nntp.max_connections_per_client`.
 async fn news_hub(per_client: usize) -> TestHub {
     spawn_hub_with(&format!(
-        "[hosted]\nenabled = true\n[lmtp]\nenabled = true\nlisten = \"127.0.0.1:0\"\ndomain = \"{DOMAIN}\"\n[nntp]\nenabled = true\nlisten = \"127.0.0.1:0\"\ngroup_prefix = \"hub.example\"\npath_host = \"news.example\"\nmax_connections_per_client = {per_client}\n[admin]\ntoken = \"{ADMIN}\"\n"
+        "[hosted]\nenabled = true\n[webfinger]\nenabled = true\n[lmtp]\nenabled = true\nlisten = \"127.0.0.1:0\"\ndomain = \"{DOMAIN}\"\n[nntp]\nenabled = true\nlisten = \"127.0.0.1:0\"\ngroup_prefix = \"hub.example\"\npath_host = \"news.example\"\nmax_connections_per_client = {per_client}\n[admin]\ntoken = \"{ADMIN}\"\n"
     ))
     .await
 }
@@ -210,6 +210,36 @@ async fn a_newsreader_reads_posts_and_mail_of_a_hosted_topic_as_a_threaded_group
     );
     assert!(v["post"].as_str().unwrap().starts_with("440"), "{v}");
     assert!(v["no_group"].as_str().unwrap().starts_with("411"), "{v}");
+    // Names lead to the newsgroup and the list address too.
+    let r = hub
+        .client
+        .get(format!(
+            "{}.well-known/webfinger?resource={}t/b",
+            hub.url, hub.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let jrd: serde_json::Value = r.json().await.unwrap();
+    let hrefs: Vec<&str> = jrd["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["href"].as_str().unwrap())
+        .collect();
+    assert!(
+        hrefs.contains(&"news://news.example/hub.example.b"),
+        "{hrefs:?}"
+    );
+    assert!(
+        hrefs.contains(&format!("mailto:b@{DOMAIN}").as_str()),
+        "{hrefs:?}"
+    );
+    let profile = hub.get_text("@b").await;
+    assert!(
+        profile.contains("news://news.example/hub.example.b")
+            && profile.contains(&format!("b@{DOMAIN}"))
+    );
     // The dot-stuffed line reached the reader as written.
     let raw = raw_session(addr, &["GROUP hub.example.b", "BODY 2"]).await;
     assert!(
