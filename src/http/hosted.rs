@@ -97,7 +97,7 @@ async fn document(
     let urls = urls(state);
     let size = state.cfg.hosted.page_size as u64;
     let hosted = &state.store.hosted;
-    let (_, newest) = hosted.hosted_count(&topic.name).await?;
+    let newest = hosted.hosted_last(&topic.name).await?;
     // Complete pages: 1 ..= full.
     let full = newest / size;
     let (entries, paging) = match page {

@@ -614,6 +614,18 @@ async fn deliver(
     envelope_from: Option<&str>,
 ) -> String {
     let from = m.from.as_deref().or(envelope_from);
+    // Loops: a mail this hub sent (to a subscriber that forwards to a list, or to a list
+    // subscribed to itself) or any robot's mail does not become an entry again.
+    if let Some(auto) = &m.auto_submitted {
+        return format!("550 5.7.0 Auto-Submitted: {auto} mail is not posted (mail loops)\r\n");
+    }
+    if let (Some(list_id), Some(mail)) = (&m.list_id, &door.mail)
+        && list_id.contains(&format!(".{}>", mail.smtp.from_domain))
+    {
+        return format!(
+            "550 5.7.0 {list_id} is a list of this hub: not posted again (mail loops)\r\n"
+        );
+    }
     match allowed(door, name, from).await {
         Ok(true) => {}
         Ok(false) => {

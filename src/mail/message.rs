@@ -40,6 +40,10 @@ pub struct Incoming {
     /// Over what makes the message this message (public-inbox's field set: subject, from,
     /// date, references, in-reply-to, text).
     pub content_hash: String,
+    /// Its `List-Id` header, if any (loop detection).
+    pub list_id: Option<String>,
+    /// Its `Auto-Submitted` header, lowercase, if any and not `no` (RFC 3834).
+    pub auto_submitted: Option<String>,
 }
 
 fn ids(v: &HeaderValue<'_>) -> Vec<String> {
@@ -172,11 +176,18 @@ pub fn read(raw: &[u8]) -> Result<Incoming, MessageError> {
         message_id: Some(message_id.clone()),
         references,
     };
+    let list_id = msg.header_raw("List-Id").map(|v| v.trim().to_owned());
+    let auto_submitted = msg
+        .header_raw("Auto-Submitted")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.starts_with("no"));
     Ok(Incoming {
         message_id,
         from: from_address,
         input,
         content_hash,
+        list_id,
+        auto_submitted,
     })
 }
 

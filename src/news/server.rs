@@ -332,7 +332,9 @@ impl<'a> Session<'a> {
 
     /// (count, low, high) of a group; an empty group has low = high + 1.
     async fn marks(&self, t: &HostedTopic) -> Result<(u64, u64, u64), StorageError> {
-        let (count, high) = self.s.store.hosted.hosted_count(&t.name).await?;
+        let (count, _) = self.s.store.hosted.hosted_count(&t.name).await?;
+        // The high water mark never goes down (RFC 3977 §6.1.1.2), also after deletions.
+        let high = self.s.store.hosted.hosted_last(&t.name).await?;
         let low = self
             .s
             .store

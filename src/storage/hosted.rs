@@ -190,8 +190,10 @@ pub trait HostedStore: Send + Sync {
         range: EntryRange,
         limit: usize,
     ) -> Result<Vec<HostedEntry>>;
-    /// Entries kept and the newest number.
+    /// Entries kept and the newest number kept.
     async fn hosted_count(&self, name: &str) -> Result<(u64, u64)>;
+    /// The last number the topic gave (0: none yet); never goes down.
+    async fn hosted_last(&self, name: &str) -> Result<u64>;
     /// Counts a hard bounce of a mail subscriber of `topic` (any topic, hosted or not);
     /// returns the count so far.
     async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32>;

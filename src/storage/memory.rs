@@ -797,6 +797,10 @@ impl HostedStore for MemoryStore {
         Ok(())
     }
 
+    async fn hosted_last(&self, name: &str) -> Result<u64> {
+        Ok(self.lock().hosted_seqs.get(name).copied().unwrap_or(0))
+    }
+
     async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64> {
         let mut g = self.lock();
         let Some(topic) = g.hosted.get(name).cloned() else {

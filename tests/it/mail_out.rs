@@ -271,6 +271,23 @@ async fn a_confirmed_mail_subscriber_gets_each_entry_with_list_headers_and_leave
         Some("\"Ann Example\" <ann@example.org>")
     );
 
+    // A list's own mail coming back (a subscriber forwarding it, a list subscribed to itself)
+    // is not posted again; nor is a robot's.
+    let mut looped = mail.replace("\r\n=== text part ===", "");
+    looped = looped.replacen("Message-ID:", "X-Old-Message-ID:", 1);
+    // (Without its Auto-Submitted header: the List-Id alone is enough.)
+    looped = looped.replace("Auto-Submitted: auto-generated\r\n", "");
+    assert!(looped.contains("List-Id:"));
+    let looped = format!("Message-ID: <looped@example.org>\r\n{looped}");
+    let robot = message(
+        "robot@example.org",
+        "Out of office",
+        "Away.",
+        "Auto-Submitted: auto-replied\r\n",
+    );
+    let answers = send_with_python(&target, &format!("list@{DOMAIN}"), &[looped, robot]).await;
+    assert_eq!(answers, ["data 550", "data 550"], "loops refused");
+
     // One click (RFC 8058) ends it.
     let one_click = link(&unsubscribe, &format!("{}mail/unsubscribe?t=", hub.url));
     let r = hub

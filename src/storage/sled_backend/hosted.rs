@@ -211,6 +211,13 @@ impl HostedStore for SledStore {
         Ok(())
     }
 
+    async fn hosted_last(&self, name: &str) -> Result<u64> {
+        match self.hosted_index.get(counter_key(name))? {
+            Some(v) => read_be(&v),
+            None => Ok(0),
+        }
+    }
+
     async fn prune_hosted(&self, name: &str, older_than_ms: u64, limit: usize) -> Result<u64> {
         let Some(mut topic) = self.hosted(name).await? else {
             return Ok(0);

@@ -101,6 +101,8 @@ pub async fn hosted(s: Storage) {
         "other"
     );
     assert_eq!(h.hosted_count("b").await.unwrap(), (3, 3));
+    assert_eq!(h.hosted_last("b").await.unwrap(), 3);
+    assert_eq!(h.hosted_last("nobody").await.unwrap(), 0);
 
     // A new version moves to the new number; a deletion frees its own.
     s.log
