@@ -451,15 +451,20 @@ impl<'a> Session<'a> {
         let mut out = Vec::new();
         let mut after = from.saturating_sub(1);
         loop {
+            // Never more than the range asks for (one article reads one entry).
+            let want = to.saturating_sub(after).min(PAGE as u64) as usize;
+            if want == 0 {
+                break;
+            }
             let page = self
                 .s
                 .store
                 .hosted
-                .hosted_entries(&t.name, EntryRange::After(after), PAGE)
+                .hosted_entries(&t.name, EntryRange::After(after), want)
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            let done = page.len() < PAGE || after >= to;
+            let done = page.len() < want || after >= to;
             out.extend(page.into_iter().filter(|e| e.seq <= to));
             if done {
                 break;
