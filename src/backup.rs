@@ -588,6 +588,7 @@ mod tests {
             trail: 2,
             policy: crate::storage::hosted::PostingPolicy::AllowList,
             allow: vec!["a@example.org".into()],
+            mirror_of: None,
         };
         a.hosted.create_hosted(hosted.clone()).await.unwrap();
         let entry = crate::storage::hosted::HostedEntry {

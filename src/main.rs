@@ -390,14 +390,14 @@ fn resolve(
             .context("cannot build the HTTP client")?;
         let client = &clients.topics;
         let resolved =
-            hubcast::names::resolve(client, &name, cfg.webfinger.allow_http).await?;
+            hubcast::names::resolve(client, &clients.topic_policy, &name, cfg.webfinger.allow_http).await?;
         let mut out = serde_json::to_value(&resolved)?;
         if let Some(callback) = subscribe {
             let callback = hubcast::urls::HttpUrl::parse(&callback)
                 .map_err(|e| anyhow::anyhow!("--subscribe: {e}"))?
                 .to_string();
             let status =
-                hubcast::names::subscribe(client, &resolved, &callback, secret.as_deref()).await?;
+                hubcast::names::subscribe(client, &clients.topic_policy, &resolved, &callback, secret.as_deref()).await?;
             out["subscribed"] = serde_json::json!({ "callback": callback, "hub_status": status });
             eprintln!("subscribe request accepted by {} ({status}); the hub verifies it with the callback", resolved.hub);
         }

@@ -16,6 +16,8 @@ pub enum NameError {
     Invalid(String),
     #[error("WebFinger lookup at {url} failed: {reason}")]
     Lookup { url: String, reason: String },
+    #[error("{url} is not reachable from this hub: {reason}")]
+    Blocked { url: String, reason: String },
     #[error("{url} answered {status}")]
     Status { url: String, status: u16 },
     #[error("{url} did not answer a JRD: {reason}")]
@@ -90,6 +92,7 @@ pub fn parse(name: &str) -> Result<(String, String), NameError> {
 /// Looks `name` up: over https, and when `allow_http`, over plain http if https cannot connect.
 pub async fn resolve(
     client: &reqwest::Client,
+    policy: &crate::ssrf::Policy,
     name: &str,
     allow_http: bool,
 ) -> Result<Resolved, NameError> {
@@ -106,7 +109,7 @@ pub async fn resolve(
     let mut last = None;
     for scheme in schemes {
         let url = format!("{scheme}://{domain}/.well-known/webfinger?{query}");
-        match lookup(client, &url).await {
+        match lookup(client, policy, &url).await {
             Ok((jrd, answered_by)) => return interpret(name, jrd, answered_by),
             // Only a failure to connect tries the next scheme; an answer is final.
             Err(e @ NameError::Lookup { .. }) => last = Some(e),
@@ -116,11 +119,27 @@ pub async fn resolve(
     Err(last.expect("one scheme at least"))
 }
 
-async fn lookup(client: &reqwest::Client, url: &str) -> Result<(Jrd, String), NameError> {
+/// An address literal in `url` the policy refuses (host names are checked by the resolver).
+fn refused_literal(policy: &crate::ssrf::Policy, url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    policy.check_literal(&parsed).err().map(|e| e.to_string())
+}
+
+async fn lookup(
+    client: &reqwest::Client,
+    policy: &crate::ssrf::Policy,
+    url: &str,
+) -> Result<(Jrd, String), NameError> {
     let lookup_err = |e: &dyn std::fmt::Display| NameError::Lookup {
         url: url.to_owned(),
         reason: e.to_string(),
     };
+    if let Some(why) = refused_literal(policy, url) {
+        return Err(NameError::Blocked {
+            url: url.to_owned(),
+            reason: why,
+        });
+    }
     let mut resp = client
         .get(url)
         .header("accept", "application/jrd+json, application/json")
@@ -182,10 +201,17 @@ fn interpret(name: &str, jrd: Jrd, answered_by: String) -> Result<Resolved, Name
 /// then verifies it with the callback as usual.
 pub async fn subscribe(
     client: &reqwest::Client,
+    policy: &crate::ssrf::Policy,
     r: &Resolved,
     callback: &str,
     secret: Option<&str>,
 ) -> Result<u16, NameError> {
+    if let Some(why) = refused_literal(policy, &r.hub) {
+        return Err(NameError::Blocked {
+            url: r.hub.clone(),
+            reason: why,
+        });
+    }
     let mut form = vec![
         ("hub.mode", "subscribe"),
         ("hub.topic", r.topic.as_str()),

@@ -287,6 +287,8 @@ pub(super) fn validate_smtp(r: RawSmtp, lmtp: &LmtpConfig) -> Result<SmtpConfig,
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNntp {
     enabled: bool,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
     listen: String,
     group_prefix: String,
     path_host: String,
@@ -294,10 +296,28 @@ pub(super) struct RawNntp {
     idle_timeout: String,
 }
 
+/// `[[nntp.groups]]`: a topic the hub does not host, opted in as a newsgroup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    topic: String,
+}
+
+/// A topic the hub does not host, served as the group `group_prefix.name`: its entries are
+/// kept as they arrive (a mirror), from when it was opted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredGroup {
+    pub name: String,
+    pub topic: String,
+}
+
 /// Hosted topics as read-only newsgroups.
 #[derive(Debug, Clone)]
 pub struct NntpConfig {
     pub enabled: bool,
+    /// Other topics opted in.
+    pub groups: Vec<MirroredGroup>,
     pub listen: SocketAddr,
     /// Groups are `group_prefix.NAME`.
     pub group_prefix: String,
@@ -356,8 +376,26 @@ pub(super) fn validate_nntp(r: RawNntp, hosted: &HostedConfig) -> Result<NntpCon
             ));
         }
     };
+    let mut groups: Vec<MirroredGroup> = Vec::with_capacity(r.groups.len());
+    for (i, g) in r.groups.into_iter().enumerate() {
+        let key = format!("nntp.groups[{i}]");
+        crate::hosted::valid_name(&g.name).map_err(|e| invalid(&format!("{key}.name"), e))?;
+        let topic = crate::urls::HttpUrl::parse(g.topic.trim())
+            .map_err(|e| invalid(&format!("{key}.topic"), e.to_string()))?;
+        if groups.iter().any(|o| o.name == g.name) {
+            return Err(invalid(
+                &format!("{key}.name"),
+                format!("{:?} is named twice", g.name),
+            ));
+        }
+        groups.push(MirroredGroup {
+            name: g.name,
+            topic: topic.to_string(),
+        });
+    }
     Ok(NntpConfig {
         enabled: r.enabled,
+        groups,
         listen,
         group_prefix: prefix,
         path_host,

@@ -399,5 +399,6 @@ pub fn new_topic(
         trail: 1,
         policy: options.policy,
         allow,
+        mirror_of: None,
     })
 }

@@ -24,6 +24,7 @@ pub mod health;
 pub mod history;
 pub mod hosted;
 pub mod keyed;
+pub mod mirror;
 pub mod multicast_rx;
 pub mod multicast_tx;
 pub mod origin_limit;
@@ -165,6 +166,7 @@ pub struct Engine {
     mail: Option<Arc<crate::mail::smtp::MailSender>>,
     /// The topic client (SSRF-guarded, bounded redirects): names are looked up with it.
     topic_client: reqwest::Client,
+    topic_policy: crate::ssrf::Policy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -337,10 +339,14 @@ impl Engine {
         ));
         tracker.spawn(chain::run(chain.clone()));
         let hosted = Arc::new(hosted::Hosted::new(shared.clone(), stream.clone()));
+        if shared.cfg.nntp.enabled {
+            tracker.spawn(mirror::run(shared.clone(), stream.clone()));
+        }
         let engine = Arc::new(Engine {
             mail,
             hosted,
             topic_client: clients.topics.clone(),
+            topic_policy: clients.topic_policy.clone(),
             multicast,
             chain,
             forwarder,
@@ -452,6 +458,11 @@ impl Engine {
     /// fetches.
     pub fn topic_client(&self) -> &reqwest::Client {
         &self.topic_client
+    }
+
+    /// The address policy of topic fetches (for the literal addresses the resolver never sees).
+    pub fn topic_policy(&self) -> &crate::ssrf::Policy {
+        &self.topic_policy
     }
 
     pub fn chain(&self) -> &Arc<chain::Chain> {

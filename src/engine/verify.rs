@@ -237,7 +237,21 @@ async fn run(v: &Verifier, intent: Intent) {
     let callback = intent.callback.clone();
     let topic = intent.topic.clone();
     let mode = intent.mode.as_str();
-    if let Some(address) = intent.callback.strip_prefix("mailto:") {
+    let allowed = &v.shared.cfg.allowed_topics;
+    let mail_refused = intent.mode == IntentMode::Subscribe
+        && !allowed.is_empty()
+        && !allowed.iter().any(|p| p.covers(&intent.topic));
+    if let (Some(address), true) = (intent.callback.strip_prefix("mailto:"), mail_refused) {
+        v.shared.metrics.verification(Verification::Denied);
+        tracing::warn!(%topic, %address, "mail subscription refused: subscriptions.allowed_topics");
+        v.record(
+            &intent,
+            "denied",
+            None,
+            Some("this hub does not serve that topic".into()),
+            Some("subscriptions.allowed_topics lists the topics this hub serves"),
+        );
+    } else if let Some(address) = intent.callback.strip_prefix("mailto:") {
         confirm_by_mail(v, &intent, address).await;
     } else if let Some(refusal) = policy_refusal(v, &intent).await {
         v.shared.metrics.verification(Verification::Denied);

@@ -74,6 +74,15 @@ fn xml_safe(s: &str) -> String {
         .collect()
 }
 
+/// A header-safe value: control characters (line ends included) removed, trimmed.
+fn single_line(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
 impl EntryInput {
     /// Checks it and makes it an entry of the topic (`id` and `key` given by the caller).
     pub fn into_entry(
@@ -91,7 +100,7 @@ impl EntryInput {
         if size > max_bytes {
             return Err(InputError::TooLarge(max_bytes));
         }
-        let title = xml_safe(self.title.trim());
+        let title = single_line(&self.title);
         let content = xml_safe(&self.content);
         if title.is_empty() && content.trim().is_empty() {
             return Err(InputError::Invalid(
@@ -135,16 +144,19 @@ impl EntryInput {
             kind: self.kind,
             text: self.text.map(|t| xml_safe(&t)),
             author: self.author.map(|a| Author {
-                name: xml_safe(a.name.trim()),
-                email: a.email.map(|e| xml_safe(e.trim())),
+                name: single_line(&a.name),
+                email: a
+                    .email
+                    .map(|e| single_line(&e))
+                    .filter(|e| e.contains('@') && !e.contains(['<', '>', ' '])),
                 uri: a.uri.filter(|u| crate::urls::HttpUrl::parse(u).is_ok()),
             }),
             published_ms: published,
             updated_ms: now_ms,
-            in_reply_to: self.in_reply_to.map(|r| r.trim().to_owned()),
+            in_reply_to: self.in_reply_to.map(|r| single_line(&r)),
             link: self.link,
-            message_id: self.message_id,
-            references: self.references,
+            message_id: self.message_id.map(|m| single_line(&m)),
+            references: self.references.iter().map(|r| single_line(r)).collect(),
             digest: String::new(),
             source,
         };

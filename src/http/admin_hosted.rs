@@ -195,10 +195,12 @@ pub(super) async fn by_name(
     secret: Option<&str>,
 ) -> Result<serde_json::Value, crate::names::NameError> {
     let client = state.engine.topic_client();
-    let resolved = crate::names::resolve(client, name, state.cfg.webfinger.allow_http).await?;
+    let policy = state.engine.topic_policy();
+    let resolved =
+        crate::names::resolve(client, policy, name, state.cfg.webfinger.allow_http).await?;
     let mut v = serde_json::to_value(&resolved).expect("serialisable");
     if let Some(cb) = callback {
-        let status = crate::names::subscribe(client, &resolved, cb, secret).await?;
+        let status = crate::names::subscribe(client, policy, &resolved, cb, secret).await?;
         v["subscribed"] = serde_json::json!({ "callback": cb, "hub_status": status });
     }
     Ok(v)

@@ -185,8 +185,14 @@ async fn document(
 }
 
 /// Who may write: `Authorization: Bearer TOKEN`, or `X-Hub-Signature` over the body with the
-/// token as the secret. Every credential given must hold.
+/// token as the secret. Every credential given must hold. Nobody writes to a mirrored topic.
 fn owner(req: &HttpRequest, topic: &HostedTopic, body: &[u8]) -> Result<(), HttpResponse> {
+    if let Some(origin) = &topic.mirror_of {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            format!("this topic mirrors {origin}: its publisher writes it"),
+        ));
+    }
     let header_str = |name: &str| {
         req.headers()
             .get(name)
@@ -214,6 +220,31 @@ fn owner(req: &HttpRequest, topic: &HostedTopic, body: &[u8]) -> Result<(), Http
     } else {
         Err(text(StatusCode::FORBIDDEN, "credentials do not match"))
     }
+}
+
+/// Editing or deleting by key needs the bearer token: a signature covers only the body, so a
+/// captured one could be replayed against another key (or, for an empty body, forever).
+fn bearer_owner(req: &HttpRequest, topic: &HostedTopic) -> Result<(), HttpResponse> {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        });
+    if let Some(token) = bearer {
+        return if crate::hosted::token_matches(topic, token.trim()) {
+            Ok(())
+        } else {
+            Err(text(StatusCode::FORBIDDEN, "credentials do not match"))
+        };
+    }
+    Err(HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"hubcast\""))
+        .content_type("text/plain; charset=utf-8")
+        .body("editing or deleting an entry needs Authorization: Bearer TOKEN\n"))
 }
 
 /// The posted body as an entry, by media type.
@@ -320,6 +351,9 @@ pub async fn edit(
         Ok(t) => t,
         Err(r) => return r,
     };
+    if let Err(r) = bearer_owner(&req, &topic) {
+        return r;
+    }
     if let Err(r) = owner(&req, &topic, &body) {
         return r;
     }
@@ -344,7 +378,7 @@ pub async fn delete(
         Ok(t) => t,
         Err(r) => return r,
     };
-    if let Err(r) = owner(&req, &topic, b"") {
+    if let Err(r) = bearer_owner(&req, &topic) {
         return r;
     }
     match state.ingest.hosted().delete(&name, &key).await {

@@ -100,7 +100,7 @@ pub async fn retrieve(pairs: &[(String, String)], state: web::Data<AppState>) ->
     };
     let trail = topic.trail;
     let gone = match (after, before) {
-        (Some(a), _) if a + 1 < trail => Some(a),
+        (Some(a), _) if a.saturating_add(1) < trail => Some(a),
         (None, Some(b)) if trail > 1 && b <= trail => Some(b),
         _ => None,
     };

@@ -424,7 +424,7 @@ async fn recipient(door: &Door, address: &str) -> Result<Rcpt, String> {
             subscribe: false,
         },
         Some((base, tag)) if base.ends_with("-bounces") && door.mail.is_some() => Rcpt::Bounce {
-            name: base.trim_end_matches("-bounces").to_owned(),
+            name: base.strip_suffix("-bounces").unwrap_or(base).to_owned(),
             tag: tag.to_owned(),
         },
         Some((_, command)) => {
@@ -590,6 +590,9 @@ async fn allowed(door: &Door, name: &str, from: Option<&str>) -> Result<bool, St
         }
         Err(_) => return Err("451 4.3.0 storage unavailable; try again later\r\n".into()),
     };
+    if topic.mirror_of.is_some() {
+        return Ok(false);
+    }
     let Some(from) = from else {
         return Ok(topic.policy == PostingPolicy::Open);
     };
@@ -617,13 +620,17 @@ async fn deliver(
     // Loops: a mail this hub sent (to a subscriber that forwards to a list, or to a list
     // subscribed to itself) or any robot's mail does not become an entry again.
     if let Some(auto) = &m.auto_submitted {
-        return format!("550 5.7.0 Auto-Submitted: {auto} mail is not posted (mail loops)\r\n");
+        return format!(
+            "550 5.7.0 Auto-Submitted: {} mail is not posted (mail loops)\r\n",
+            one_line(auto)
+        );
     }
     if let (Some(list_id), Some(mail)) = (&m.list_id, &door.mail)
         && list_id.contains(&format!(".{}>", mail.smtp.from_domain))
     {
         return format!(
-            "550 5.7.0 {list_id} is a list of this hub: not posted again (mail loops)\r\n"
+            "550 5.7.0 {} is a list of this hub: not posted again (mail loops)\r\n",
+            one_line(list_id)
         );
     }
     match allowed(door, name, from).await {
@@ -632,7 +639,7 @@ async fn deliver(
             return format!(
                 "550 5.7.1 {name}@{} does not take mail from {} (its posting policy)\r\n",
                 door.cfg.domain,
-                from.unwrap_or("an unknown sender")
+                one_line(from.unwrap_or("an unknown sender"))
             );
         }
         Err(reply) => return reply,
@@ -649,9 +656,10 @@ async fn deliver(
     if matches!(taken, Err(HostedError::Taken(_))) {
         // A different message reusing the Message-ID: kept apart, never over the first.
         let apart = message::apart(&m.message_id, &m.content_hash);
-        taken = hosted
-            .take(name, m.input.clone(), apart, EntrySource::Mail)
-            .await;
+        // Its own Message-ID for newsreaders, which keep one article per Message-ID.
+        let mut input = m.input.clone();
+        input.message_id = None;
+        taken = hosted.take(name, input, apart, EntrySource::Mail).await;
     }
     let mid = &m.message_id;
     match taken {

@@ -98,10 +98,10 @@ fn rfc2822(ms: u64) -> String {
 pub fn of(site: &Site, topic: &HostedTopic, e: &HostedEntry, parent: Option<&str>) -> Article {
     let name = &topic.name;
     let group = site.group(name);
-    let message_id = site.message_id(name, e);
+    let message_id = one_line(&site.message_id(name, e));
     let from = match &e.author {
         Some(a) => {
-            let address = a.email.clone().unwrap_or_else(|| {
+            let address = a.email.as_deref().map(one_line).unwrap_or_else(|| {
                 format!(
                     "{name}@{}",
                     site.mail_domain.as_deref().unwrap_or(&site.host)
@@ -138,7 +138,10 @@ pub fn of(site: &Site, topic: &HostedTopic, e: &HostedEntry, parent: Option<&str
         one_line(&e.title)
     };
     let references: Vec<String> = if !e.references.is_empty() {
-        e.references.iter().map(|r| format!("<{r}>")).collect()
+        e.references
+            .iter()
+            .map(|r| format!("<{}>", one_line(r)))
+            .collect()
     } else {
         parent.map(str::to_owned).into_iter().collect()
     };

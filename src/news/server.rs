@@ -25,6 +25,9 @@ const MAX_LINE: usize = 512;
 const PAGE: usize = 500;
 /// Groups listed at most.
 const MAX_GROUPS: usize = 100_000;
+/// Articles one OVER, HDR, LISTGROUP or NEWNEWS answer covers at most: a reader asking for
+/// more gets the first ones and asks again from the next number (as for any large group).
+const MAX_RANGE: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for NNTP on {listen} (nntp.listen): {source}")]
@@ -119,15 +122,38 @@ async fn accept_loop(
                     .await;
                 return;
             }
+            // Counted out however the session ends.
+            let _counted = Counted { per_client, ip };
             Session::new(&server).run(stream, &stop).await;
-            let mut m = per_client.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = m.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
         });
+    }
+}
+
+/// What overview and header answers need of an article: its headers, and its size and line
+/// count as the pseudo-headers `:bytes` and `:lines`; not its body.
+fn summarised(mut a: Article) -> Article {
+    let (bytes, lines) = (a.bytes(), a.body.len());
+    a.body = Vec::new();
+    a.headers.push((":bytes", bytes.to_string()));
+    a.headers.push((":lines", lines.to_string()));
+    a
+}
+
+/// A session of a client address, counted while it lasts.
+struct Counted {
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -161,6 +187,9 @@ fn parse_range(r: &str) -> Option<(u64, u64)> {
 
 /// `yyyymmdd hhmmss` or `yymmdd hhmmss` → ms since the epoch (UTC).
 fn parse_date(date: &str, time: &str) -> Option<u64> {
+    if !date.bytes().chain(time.bytes()).all(|b| b.is_ascii_digit()) || time.len() != 6 {
+        return None;
+    }
     let date = match date.len() {
         8 => date.to_owned(),
         6 => {
@@ -466,7 +495,8 @@ impl<'a> Session<'a> {
             after = last.seq;
             let done = page.len() < want || after >= to;
             out.extend(page.into_iter().filter(|e| e.seq <= to));
-            if done {
+            if done || out.len() >= MAX_RANGE {
+                out.truncate(MAX_RANGE);
                 break;
             }
         }
@@ -607,7 +637,7 @@ impl<'a> Session<'a> {
     async fn selected(&self, arg: Option<&str>) -> Result<Vec<(u64, Article)>, Reply> {
         match arg {
             Some(mid) if mid.starts_with('<') => match self.by_message_id(mid).await {
-                Ok(Some((t, e))) => Ok(vec![(0, self.article_of(&t, &e).await)]),
+                Ok(Some((t, e))) => Ok(vec![(0, summarised(self.article_of(&t, &e).await))]),
                 Ok(None) => Err(status("430 no article with that message-id")),
                 Err(e) => Err(storage_failed(&e)),
             },
@@ -631,7 +661,7 @@ impl<'a> Session<'a> {
                 }
                 let mut out = Vec::with_capacity(entries.len());
                 for e in &entries {
-                    out.push((e.seq, self.article_of(&t, e).await));
+                    out.push((e.seq, summarised(self.article_of(&t, e).await)));
                 }
                 Ok(out)
             }
@@ -653,8 +683,8 @@ impl<'a> Session<'a> {
                 h("Date"),
                 h("Message-ID"),
                 h("References"),
-                a.bytes(),
-                a.body.len(),
+                h(":bytes"),
+                h(":lines"),
                 h("Xref")
             ));
         }
@@ -674,8 +704,7 @@ impl<'a> Session<'a> {
         }];
         for (n, a) in articles {
             let value = match field.to_ascii_lowercase().as_str() {
-                ":bytes" => a.bytes().to_string(),
-                ":lines" => a.body.len().to_string(),
+                f @ (":bytes" | ":lines") => a.header(f).unwrap_or("").to_owned(),
                 f => a.header(f.trim_end_matches(':')).unwrap_or("").to_owned(),
             };
             reply.push(format!("{n} {value}"));

@@ -34,6 +34,10 @@ pub struct HostedTopic {
     /// Addresses allowed to post when the policy is [`PostingPolicy::AllowList`] (lowercase).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Set for a topic the hub does not publish but keeps the entries of (a newsgroup opted
+    /// in): that topic's URL. Nobody posts to it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_of: Option<String>,
 }
 
 /// Who may post to a hosted topic by mail (the owner posts over HTTP with the token).
@@ -109,6 +113,8 @@ pub enum EntrySource {
     Post,
     /// A mail to the topic's address.
     Mail,
+    /// The topic's own publisher (a mirrored topic).
+    Mirror,
 }
 
 /// One entry of a hosted topic, as stored.
@@ -194,6 +200,10 @@ pub trait HostedStore: Send + Sync {
     async fn hosted_count(&self, name: &str) -> Result<(u64, u64)>;
     /// The last number the topic gave (0: none yet); never goes down.
     async fn hosted_last(&self, name: &str) -> Result<u64>;
+    /// Keeps entries of a mirrored topic (no events: they came with the topic's own): each
+    /// entry whose key holds the same digest already is skipped; the others get the topic's
+    /// next numbers, a new version replacing the old. Returns how many were written.
+    async fn put_mirrored(&self, name: &str, entries: Vec<HostedEntry>) -> Result<u64>;
     /// Counts a hard bounce of a mail subscriber of `topic` (any topic, hosted or not);
     /// returns the count so far.
     async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32>;

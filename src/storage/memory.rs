@@ -797,6 +797,27 @@ impl HostedStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_mirrored(&self, name: &str, entries: Vec<HostedEntry>) -> Result<u64> {
+        let mut g = self.lock();
+        let mut written = 0;
+        for e in entries {
+            let same = g
+                .hosted_keys
+                .get(&(name.to_owned(), e.key.clone()))
+                .and_then(|seq| g.hosted_entries.get(&(name.to_owned(), *seq)))
+                .is_some_and(|old| old.digest == e.digest);
+            if same {
+                continue;
+            }
+            g.apply_hosted(&HostedWrite {
+                name: name.to_owned(),
+                change: HostedChange::Put(Box::new(e)),
+            });
+            written += 1;
+        }
+        Ok(written)
+    }
+
     async fn hosted_last(&self, name: &str) -> Result<u64> {
         Ok(self.lock().hosted_seqs.get(name).copied().unwrap_or(0))
     }

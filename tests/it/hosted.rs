@@ -344,6 +344,10 @@ async fn writes_without_the_owners_credentials_or_with_bad_bodies_are_refused_wi
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let key = r.json::<serde_json::Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = hub
         .client
         .get(format!("{}t/nobody", hub.url))
@@ -351,6 +355,17 @@ async fn writes_without_the_owners_credentials_or_with_bad_bodies_are_refused_wi
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Deleting needs the bearer token: a signature over an empty body could be replayed.
+    let empty_sig =
+        hubcast::signature::sign(hubcast::signature::Algorithm::Sha256, TOKEN.as_bytes(), b"");
+    let r = hub
+        .client
+        .delete(format!("{topic}/{key}"))
+        .header("x-hub-signature", empty_sig)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // Pings for a hosted topic would have the hub fetch itself: its owner posts instead.
     let r = hub.publish(&topic).await;
     assert_eq!(r.status(), 400);

@@ -290,6 +290,8 @@ async fn refusals_say_why_and_each_client_address_has_a_bounded_number_of_sessio
             "LIST FROB",
             "LISTGROUP",
             "NEWNEWS * 2026 1",
+            "NEWGROUPS aé1234 000000",
+            "LIST ACTIVE ****************************************************************x",
         ],
     )
     .await;
@@ -298,7 +300,7 @@ async fn refusals_say_why_and_each_client_address_has_a_bounded_number_of_sessio
         codes,
         [
             "201", "412", "412", "411", "211", "423", "430", "440", "435", "500", "501", "211",
-            ".", "501", "205"
+            ".", "501", "501", "215", ".", "205"
         ],
         "{text}"
     );
@@ -321,4 +323,59 @@ async fn refusals_say_why_and_each_client_address_has_a_bounded_number_of_sessio
         l.starts_with("400") && l.contains("max_connections_per_client"),
         "{l}"
     );
+}
+
+#[tokio::test]
+async fn a_topic_the_hub_does_not_host_is_a_group_of_what_the_hub_receives_once_opted_in() {
+    let publisher = Publisher::start().await;
+    let topic = publisher.topic("/feed");
+    let hub = spawn_hub_with(&format!(
+        "[hosted]\nenabled = true\n[nntp]\nenabled = true\nlisten = \"127.0.0.1:0\"\ngroup_prefix = \"hub.example\"\npath_host = \"news.example\"\n[[nntp.groups]]\nname = \"blog\"\ntopic = \"{topic}\"\n"
+    ))
+    .await;
+    // The hub fetches the topic for its subscriber; the group keeps what it gets.
+    let sub = Subscriber::start().await;
+    hub.subscribed(&topic, &sub.callback("/cb")).await;
+    publisher.set(
+        "/feed",
+        "application/atom+xml",
+        atom(&[("urn:e1", "One"), ("urn:e2", "Two")]),
+    );
+    assert_eq!(hub.publish(&topic).await.status(), 202);
+    sub.wait_deliveries(1).await;
+    let addr = hub.running().nntp_addr.unwrap();
+    let text = poll_until("the group to hold both entries", PATIENCE, || async {
+        let t = raw_session(addr, &["GROUP hub.example.blog", "XOVER 1-"]).await;
+        t.contains("211 2 1 2 hub.example.blog").then_some(t)
+    })
+    .await;
+    assert!(
+        text.contains("\tOne\t") && text.contains("\tTwo\t"),
+        "{text}"
+    );
+    // A new entry and an unchanged one: one more article.
+    publisher.set(
+        "/feed",
+        "application/atom+xml",
+        atom(&[("urn:e1", "One"), ("urn:e2", "Two"), ("urn:e3", "Three")]),
+    );
+    assert_eq!(hub.publish(&topic).await.status(), 202);
+    poll_until("the third entry", PATIENCE, || async {
+        let t = raw_session(addr, &["GROUP hub.example.blog"]).await;
+        t.contains("211 3 1 3 hub.example.blog").then_some(())
+    })
+    .await;
+    let t = raw_session(addr, &["LIST ACTIVE hub.example.*"]).await;
+    assert!(t.contains("hub.example.blog 3 1 n"), "{t}");
+    // Nobody posts to it here.
+    let r = hub
+        .client
+        .post(format!("{}t/blog", hub.url))
+        .bearer_auth(TOKEN)
+        .form(&[("content", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("mirrors"));
 }

@@ -211,6 +211,31 @@ impl HostedStore for SledStore {
         Ok(())
     }
 
+    async fn put_mirrored(&self, name: &str, entries: Vec<HostedEntry>) -> Result<u64> {
+        let mut written = 0;
+        for e in entries {
+            let same = match self.hosted_index.get(index_key(name, KEY, &e.key))? {
+                Some(seq) => match self.hosted_entries.get(entry_key(name, read_be(&seq)?))? {
+                    Some(v) => from_json::<HostedEntry>(&v)?.digest == e.digest,
+                    None => false,
+                },
+                None => false,
+            };
+            if same {
+                continue;
+            }
+            let write = HostedWrite {
+                name: name.to_owned(),
+                change: HostedChange::Put(Box::new(e)),
+            };
+            (&self.hosted_entries, &self.hosted_index)
+                .transaction(|(entries, index)| put_in_tx(entries, index, &write))
+                .map_err(tx_err)?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
     async fn hosted_last(&self, name: &str) -> Result<u64> {
         match self.hosted_index.get(counter_key(name))? {
             Some(v) => read_be(&v),
@@ -237,13 +262,24 @@ impl HostedStore for SledStore {
                 break;
             }
             over = over.saturating_sub(1);
-            // The index and the entry go together; a crash between leaves an index entry
-            // pointing nowhere, which readers take as absent.
-            self.hosted_index.remove(index_key(name, KEY, &e.key))?;
-            self.hosted_index.remove(index_key(name, ID, &e.id))?;
-            self.hosted_entries.remove(&k)?;
-            trail = trail.max(e.seq + 1);
-            removed += 1;
+            // The entry and its index go together, and only while the index still points at
+            // this version: a new version written meanwhile (which freed this one) stays.
+            let seq = e.seq;
+            let gone = (&self.hosted_entries, &self.hosted_index)
+                .transaction(|(entries, index)| {
+                    if entries.remove(k.as_ref())?.is_none() {
+                        return Ok(false);
+                    }
+                    for ik in [index_key(name, KEY, &e.key), index_key(name, ID, &e.id)] {
+                        if index.get(&ik)?.is_some_and(|v| v.as_ref() == be(seq)) {
+                            index.remove(ik)?;
+                        }
+                    }
+                    Ok(true)
+                })
+                .map_err(tx_err)?;
+            trail = trail.max(seq.saturating_add(1));
+            removed += u64::from(gone);
         }
         if trail != topic.trail {
             topic.trail = trail;

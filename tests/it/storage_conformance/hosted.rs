@@ -15,6 +15,7 @@ fn topic(name: &str, max_entries: u64) -> HostedTopic {
         trail: 1,
         policy: PostingPolicy::Open,
         allow: vec![],
+        mirror_of: None,
     }
 }
 
