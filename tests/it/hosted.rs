@@ -18,17 +18,9 @@ fn hosted_config(page_size: usize, max_entries: u64) -> String {
 }
 
 async fn create(hub: &TestHub, name: &str) {
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(
-            &serde_json::json!({"name": name, "token": TOKEN, "title": format!("{name}'s notes")}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let title = format!("{name}'s notes");
+    let body = serde_json::json!({"name": name, "token": TOKEN, "title": title});
+    hub.create_hosted_topic(ADMIN, body).await;
 }
 
 /// Posts form fields as the owner; the JSON answer.

@@ -22,15 +22,7 @@ fn mail_config() -> String {
 }
 
 async fn create(hub: &TestHub, body: serde_json::Value) {
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    hub.create_hosted_topic(ADMIN, body).await;
 }
 
 fn lmtp_addr(hub: &TestHub) -> std::net::SocketAddr {

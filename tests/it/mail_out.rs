@@ -163,15 +163,11 @@ async fn press_confirm(hub: &TestHub, mail: &str) -> String {
 async fn a_confirmed_mail_subscriber_gets_each_entry_with_list_headers_and_leaves_in_one_click() {
     let mut sink = SmtpSink::start().await;
     let hub = mail_hub(&sink).await;
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "list", "token": TOKEN, "title": "The list"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    hub.create_hosted_topic(
+        ADMIN,
+        serde_json::json!({"name": "list", "token": TOKEN, "title": "The list"}),
+    )
+    .await;
     let topic = format!("{}t/list", hub.url);
     let reader = "mailto:reader@example.org";
     let r = hub.subscribe(&topic, reader).await;
@@ -318,15 +314,8 @@ async fn a_confirmed_mail_subscriber_gets_each_entry_with_list_headers_and_leave
 async fn subscribing_by_mail_and_hard_bounces_through_the_lmtp_door() {
     let mut sink = SmtpSink::start().await;
     let hub = mail_hub(&sink).await;
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "list", "token": TOKEN}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    hub.create_hosted_topic(ADMIN, serde_json::json!({"name": "list", "token": TOKEN}))
+        .await;
     let topic = format!("{}t/list", hub.url);
     let target = lmtp_target(&hub);
     // A mail to list+subscribe@ from the reader: a confirmation mail goes back.

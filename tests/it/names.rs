@@ -16,15 +16,8 @@ fn names_config(domain: &str) -> String {
 }
 
 async fn create(hub: &TestHub, name: &str) {
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": name, "token": TOKEN, "title": "Brad"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let body = serde_json::json!({"name": name, "token": TOKEN, "title": "Brad"});
+    hub.create_hosted_topic(ADMIN, body).await;
 }
 
 /// A web server for a second domain (127.0.0.2) that sends its WebFinger path to `hub`, as

@@ -23,15 +23,9 @@ async fn news_hub(per_client: usize) -> TestHub {
 }
 
 async fn create(hub: &TestHub, name: &str) {
-    let r = hub
-        .client
-        .post(format!("{}admin/api/hosted-topics", hub.url))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": name, "token": TOKEN, "title": format!("Topic {name}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let title = format!("Topic {name}");
+    let body = serde_json::json!({"name": name, "token": TOKEN, "title": title});
+    hub.create_hosted_topic(ADMIN, body).await;
 }
 
 async fn post(hub: &TestHub, name: &str, fields: &[(&str, &str)]) -> serde_json::Value {

@@ -204,6 +204,20 @@ pub async fn start_on_listener(
 }
 
 impl TestHub {
+    /// Creates a hosted topic through the admin API with the admin token `admin`; `body` is the
+    /// API's JSON (`name`, `token`, …). Asserts `201`.
+    pub async fn create_hosted_topic(&self, admin: &str, body: serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}admin/api/hosted-topics", self.url))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
     pub fn running(&self) -> &RunningHub {
         self.hub.as_ref().unwrap()
     }
