@@ -56,6 +56,8 @@ pub struct Ingest {
     forwarder: Arc<Forwarder>,
     chain: Arc<Chain>,
     hosted: Arc<Hosted>,
+    /// Mail out, when on (bounce tags of confirmed mail subscribers).
+    mail: Option<Arc<crate::mail::smtp::MailSender>>,
 }
 
 impl Ingest {
@@ -71,6 +73,7 @@ impl Ingest {
             forwarder: engine.forwarder().clone(),
             chain: engine.chain().clone(),
             hosted: engine.hosted().clone(),
+            mail: engine.mail().cloned(),
         }
     }
 
@@ -228,6 +231,15 @@ impl Ingest {
                 };
                 let put = self.store.subs.upsert(sub).await;
                 self.reported("mail subscription", put)?;
+                if let Some(mail) = &self.mail {
+                    let tag = mail.signer.bounce_tag(&claim.topic, &claim.address);
+                    let put = self
+                        .store
+                        .hosted
+                        .put_bounce_tag(&tag, &claim.topic, &claim.address)
+                        .await;
+                    self.reported("mail subscription", put)?;
+                }
                 true
             }
             crate::mail::token::Action::Unsubscribe => {

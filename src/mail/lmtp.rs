@@ -501,58 +501,41 @@ async fn bounce(door: &Door, name: &str, tag: &str, raw: &[u8]) -> String {
     if !hard {
         return "250 2.0.0 bounce noted (not permanent)\r\n".into();
     }
-    let urls = door.hosted.urls();
-    let topics = match urls.topic_of(&urls.atom(name)) {
-        Some(_) => vec![urls.atom(name), urls.json(name)],
-        None => Vec::new(),
+    let _ = name; // the tag alone names the subscription
+    let (topic, address) = match door.store.hosted.bounce_tag(tag).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return "250 2.0.0 bounce for no known subscriber\r\n".into(),
+        Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
     };
-    for topic in topics {
-        let mut after: Option<(String, String)> = None;
-        loop {
-            let page = match door
-                .store
-                .subs
-                .scan(
-                    Some(&topic),
-                    after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
-                    1000,
-                )
-                .await
-            {
-                Ok(p) => p,
-                Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
-            };
-            let Some(last) = page.last() else { break };
-            after = Some((last.topic.clone(), last.callback.clone()));
-            for sub in &page {
-                let Some(address) = sub.callback.strip_prefix("mailto:") else {
-                    continue;
-                };
-                if mail.signer.bounce_tag(&topic, address) != tag {
-                    continue;
-                }
-                let count = match door.store.hosted.note_bounce(&topic, address).await {
-                    Ok(n) => n,
-                    Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
-                };
-                if count >= mail.smtp.max_bounces {
-                    if door.store.subs.remove(&topic, &sub.callback).await.is_err()
-                        || door.store.flush().await.is_err()
-                    {
-                        return "451 4.3.0 storage unavailable; try again later\r\n".into();
-                    }
-                    tracing::info!(%topic, %address, count, "mail subscription ended after hard bounces");
-                    return format!("250 2.0.0 {address} bounced {count} times: unsubscribed\r\n");
-                }
-                let _ = door.store.flush().await;
-                return format!(
-                    "250 2.0.0 bounce {count} of {} noted\r\n",
-                    mail.smtp.max_bounces
-                );
-            }
-        }
+    let callback = format!("mailto:{address}");
+    match door.store.subs.get(&topic, &callback).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return "250 2.0.0 bounce for no current subscriber\r\n".into(),
+        Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
     }
-    "250 2.0.0 bounce for no current subscriber\r\n".into()
+    let count = match door.store.hosted.note_bounce(&topic, &address).await {
+        Ok(n) => n,
+        Err(_) => return "451 4.3.0 storage unavailable; try again later\r\n".into(),
+    };
+    if count >= mail.smtp.max_bounces {
+        if door.store.subs.remove(&topic, &callback).await.is_err()
+            || door.store.flush().await.is_err()
+        {
+            return "451 4.3.0 storage unavailable; try again later\r\n".into();
+        }
+        tracing::info!(%topic, %address, count, "mail subscription ended after hard bounces");
+        return format!(
+            "250 2.0.0 {} bounced {count} times: unsubscribed\r\n",
+            one_line(&address)
+        );
+    }
+    if door.store.flush().await.is_err() {
+        return "451 4.3.0 storage unavailable; try again later\r\n".into();
+    }
+    format!(
+        "250 2.0.0 bounce {count} of {} noted\r\n",
+        mail.smtp.max_bounces
+    )
 }
 
 /// One reply per recipient, in order.

@@ -207,6 +207,11 @@ pub trait HostedStore: Send + Sync {
     /// Counts a hard bounce of a mail subscriber of `topic` (any topic, hosted or not);
     /// returns the count so far.
     async fn note_bounce(&self, topic: &str, address: &str) -> Result<u32>;
+    /// Remembers whose mail a bounce tag stands for (written when a mail subscription is
+    /// confirmed), so a bounce names its topic and subscriber.
+    async fn put_bounce_tag(&self, tag: &str, topic: &str, address: &str) -> Result<()>;
+    /// The (topic, address) of a bounce tag.
+    async fn bounce_tag(&self, tag: &str) -> Result<Option<(String, String)>>;
     /// Stores an entry under its own number (restoring a backup).
     async fn restore_hosted_entry(&self, name: &str, entry: HostedEntry) -> Result<()>;
     /// Applies the topic's retention: removes its oldest entries while it keeps more than

@@ -37,6 +37,8 @@ struct Inner {
     hosted_seqs: BTreeMap<String, u64>,
     /// (topic, address) → hard bounces.
     bounces: BTreeMap<(String, String), u32>,
+    /// bounce tag → (topic, address).
+    bounce_tags: BTreeMap<String, (String, String)>,
 }
 
 pub struct MemoryStore {

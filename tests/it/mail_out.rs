@@ -365,6 +365,29 @@ async fn subscribing_by_mail_and_hard_bounces_through_the_lmtp_door() {
     )
     .await;
     assert_eq!(answers, ["ok"]);
+
+    // A topic the hub does not host: its mail's bounces name the subscriber too.
+    let publisher = Publisher::start().await;
+    let feed = publisher.topic("/feed");
+    let r = hub.subscribe(&feed, "mailto:far@example.org").await;
+    assert_eq!(r.status(), 202);
+    let (_, _, confirmation) = sink.next().await;
+    press_confirm(&hub, &confirmation).await;
+    assert!(hub.is_subscribed(&feed, "mailto:far@example.org").await);
+    publisher.set(
+        "/feed",
+        "application/atom+xml",
+        atom(&[("urn:f1", "Far news")]),
+    );
+    assert_eq!(hub.publish(&feed).await.status(), 202);
+    let (far_bounce_to, _, far_mail) = sink.next().await;
+    assert_eq!(header(&far_mail, "Subject").as_deref(), Some("Far news"));
+    assert!(far_bounce_to.starts_with("hub-bounces+"), "{far_bounce_to}");
+    for n in [4, 5] {
+        let answers = send_with_python(&target, &far_bounce_to, &[dsn(n)]).await;
+        assert_eq!(answers, ["ok"]);
+    }
+    assert!(!hub.is_subscribed(&feed, "mailto:far@example.org").await);
     let _ = SEND;
 }
 

@@ -113,6 +113,17 @@ impl HostedStore for MemoryStore {
         Ok(*n)
     }
 
+    async fn put_bounce_tag(&self, tag: &str, topic: &str, address: &str) -> Result<()> {
+        self.lock()
+            .bounce_tags
+            .insert(tag.to_owned(), (topic.to_owned(), address.to_owned()));
+        Ok(())
+    }
+
+    async fn bounce_tag(&self, tag: &str) -> Result<Option<(String, String)>> {
+        Ok(self.lock().bounce_tags.get(tag).cloned())
+    }
+
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
         let mut g = self.lock();
         let last = g.hosted_seqs.entry(name.to_owned()).or_default();

@@ -1,6 +1,7 @@
 //! Hosted topics on sled: `hosted_topics` (name → record), `hosted_entries` (name `\0` number
 //! → entry) and `hosted_index` (name `\0` `k` key, and name `\0` `i` Atom id → number; name
-//! `\0` `#` → the last number given). The
+//! `\0` `#` → the last number given; `~bounce` `\0` `t` tag → a mail subscriber's topic and
+//! address). The
 //! entries and their index are written by the log's append ([`put_in_tx`]), in the transaction
 //! of the event that carries them.
 
@@ -31,6 +32,8 @@ fn index_key(name: &str, tag: u8, value: &str) -> Vec<u8> {
     k
 }
 
+/// The prefix of bounce tags in `hosted_index`: no topic name or URL starts with `~`.
+const BOUNCE_TAGS: &str = "~bounce";
 const KEY: u8 = b'k';
 const ID: u8 = b'i';
 
@@ -192,6 +195,20 @@ impl HostedStore for SledStore {
             .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
             .map_or(1, u32::from_be_bytes);
         Ok(n)
+    }
+
+    async fn put_bounce_tag(&self, tag: &str, topic: &str, address: &str) -> Result<()> {
+        let value = json(&(topic, address));
+        self.hosted_index
+            .insert(index_key(BOUNCE_TAGS, b't', tag), value)?;
+        Ok(())
+    }
+
+    async fn bounce_tag(&self, tag: &str) -> Result<Option<(String, String)>> {
+        match self.hosted_index.get(index_key(BOUNCE_TAGS, b't', tag))? {
+            Some(v) => Ok(Some(from_json(&v)?)),
+            None => Ok(None),
+        }
     }
 
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {

@@ -193,4 +193,31 @@ pub async fn hosted(s: Storage) {
         1,
         "other topics keep theirs"
     );
+    // Bounce tags name their subscription; bounces count per (topic, address).
+    assert_eq!(h.bounce_tag("t1").await.unwrap(), None);
+    h.put_bounce_tag("t1", "https://x.example/feed", "a@example.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.bounce_tag("t1").await.unwrap(),
+        Some(("https://x.example/feed".into(), "a@example.org".into()))
+    );
+    assert_eq!(
+        h.note_bounce("https://x.example/feed", "a@example.org")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        h.note_bounce("https://x.example/feed", "a@example.org")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        h.note_bounce("https://x.example/feed", "b@example.org")
+            .await
+            .unwrap(),
+        1
+    );
 }
