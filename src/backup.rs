@@ -87,6 +87,15 @@ pub enum Record {
         name: String,
         entry: crate::storage::hosted::HostedEntry,
     },
+    /// A hosted topic's last number (after its entries).
+    HostedLast {
+        name: String,
+        last: u64,
+    },
+    /// The store's signing key (hex): mailed links and bounce tags keep working.
+    HubKey {
+        hex: String,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -255,6 +264,7 @@ pub async fn export<W: Write>(
             let name = t.name.clone();
             line(out, &Record::HostedTopic(t))?;
             n.hosted_topics += 1;
+            let last = store.hosted.hosted_last(&name).await?;
             let mut after = 0;
             loop {
                 let range = crate::storage::hosted::EntryRange::After(after);
@@ -267,8 +277,11 @@ pub async fn export<W: Write>(
                     n.hosted_entries += 1;
                 }
             }
+            line(out, &Record::HostedLast { name, last })?;
         }
     }
+    let hex = hex::encode(store.log.hub_key());
+    line(out, &Record::HubKey { hex })?;
     out.flush().map_err(BackupError::Write)?;
     progress.finish();
     Ok(n)
@@ -340,6 +353,9 @@ fn parse_line(
         (Record::Header { .. }, false) => return Err(malformed(n, "a second header")),
         (Record::Event { body_base64, .. }, _) => {
             decoded = Some(body(n, body_base64)?);
+        }
+        (Record::HubKey { hex }, _) if hex::decode(hex).map_or(true, |k| k.len() < 16) => {
+            return Err(malformed(n, "hub_key is not hex of 16 bytes or more"));
         }
         (
             Record::Ping {
@@ -532,6 +548,16 @@ async fn restore(
             store.hosted.restore_hosted_entry(&name, entry).await?;
             n.hosted_entries += 1;
         }
+        Record::HostedLast { name, last } => {
+            store.hosted.restore_hosted_last(&name, last).await?;
+        }
+        Record::HubKey { hex } => {
+            // Checked in `check`: valid hex.
+            let key = hex::decode(hex).unwrap_or_default();
+            if !key.is_empty() {
+                store.log.restore_hub_key(key).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -602,6 +628,8 @@ mod tests {
             .restore_hosted_entry("b", entry.clone())
             .await
             .unwrap();
+        // Entries 8 and 9 were deleted: their numbers are not given again after a restore.
+        a.hosted.restore_hosted_last("b", 9).await.unwrap();
         let mut out = Vec::new();
         let counts = export(&a, &mut out, 7, &mut Progress::hidden())
             .await
@@ -635,6 +663,12 @@ mod tests {
             "the lead follows restored events"
         );
         assert_eq!(b.hosted.hosted("b").await.unwrap(), Some(hosted));
+        assert_eq!(
+            b.log.hub_key(),
+            a.log.hub_key(),
+            "mailed links keep working"
+        );
+        assert_eq!(b.hosted.hosted_last("b").await.unwrap(), 9);
         assert_eq!(
             b.hosted.hosted_entry_by_id("b", "urn:k").await.unwrap(),
             Some(entry)

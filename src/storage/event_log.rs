@@ -76,6 +76,9 @@ pub trait EventLog: Send + Sync {
     /// node sharing the store signs with the same key.
     fn hub_key(&self) -> Vec<u8>;
 
+    /// Replaces the store's key (restoring a backup: links already mailed keep working).
+    async fn restore_hub_key(&self, key: Vec<u8>) -> Result<()>;
+
     /// Records `commits` in one transaction: topic states, ping removals, and for every commit
     /// with an event the next number of the stream (in `commits` order) and of its topic, and
     /// its delivery jobs. Returns each commit's event as stored. Durable after the next flush.

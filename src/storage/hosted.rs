@@ -212,6 +212,9 @@ pub trait HostedStore: Send + Sync {
     async fn put_bounce_tag(&self, tag: &str, topic: &str, address: &str) -> Result<()>;
     /// The (topic, address) of a bounce tag.
     async fn bounce_tag(&self, tag: &str) -> Result<Option<(String, String)>>;
+    /// Moves the topic's last number up to `last` (restoring a backup: numbers are never given
+    /// again, also those of entries deleted before it was made).
+    async fn restore_hosted_last(&self, name: &str, last: u64) -> Result<()>;
     /// Stores an entry under its own number (restoring a backup).
     async fn restore_hosted_entry(&self, name: &str, entry: HostedEntry) -> Result<()>;
     /// Applies the topic's retention: removes its oldest entries while it keeps more than

@@ -46,7 +46,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     ids: AtomicU64,
     hub_id: String,
-    hub_key: Vec<u8>,
+    hub_key: Mutex<Vec<u8>>,
     leases: super::claims::LeaseTable,
     /// Calls made to fail, and how many more times.
     faults: Mutex<std::collections::HashMap<Fault, u32>>,
@@ -69,7 +69,7 @@ impl Default for MemoryStore {
             inner: Mutex::default(),
             ids: AtomicU64::default(),
             hub_id: new_hub_id(),
-            hub_key: rand::random::<[u8; 32]>().to_vec(),
+            hub_key: Mutex::new(rand::random::<[u8; 32]>().to_vec()),
             faults: Mutex::default(),
             leases: Default::default(),
         }
@@ -453,7 +453,15 @@ impl EventLog for MemoryStore {
     }
 
     fn hub_key(&self) -> Vec<u8> {
-        self.hub_key.clone()
+        self.hub_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn restore_hub_key(&self, key: Vec<u8>) -> Result<()> {
+        *self.hub_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
     }
 
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {

@@ -124,6 +124,13 @@ impl HostedStore for MemoryStore {
         Ok(self.lock().bounce_tags.get(tag).cloned())
     }
 
+    async fn restore_hosted_last(&self, name: &str, last: u64) -> Result<()> {
+        let mut g = self.lock();
+        let n = g.hosted_seqs.entry(name.to_owned()).or_default();
+        *n = (*n).max(last);
+        Ok(())
+    }
+
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
         let mut g = self.lock();
         let last = g.hosted_seqs.entry(name.to_owned()).or_default();

@@ -211,6 +211,13 @@ impl HostedStore for SledStore {
         }
     }
 
+    async fn restore_hosted_last(&self, name: &str, last: u64) -> Result<()> {
+        if last > self.hosted_last(name).await? {
+            self.hosted_index.insert(counter_key(name), &be(last))?;
+        }
+        Ok(())
+    }
+
     async fn restore_hosted_entry(&self, name: &str, e: HostedEntry) -> Result<()> {
         let last = match self.hosted_index.get(counter_key(name))? {
             Some(v) => read_be(&v)?,

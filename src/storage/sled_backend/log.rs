@@ -15,7 +15,16 @@ impl EventLog for SledStore {
     }
 
     fn hub_key(&self) -> Vec<u8> {
-        self.hub_key.clone()
+        self.hub_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn restore_hub_key(&self, key: Vec<u8>) -> Result<()> {
+        self.meta.insert(HUB_KEY, key.as_slice())?;
+        *self.hub_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
     }
 
     async fn append(&self, commits: &[Commit]) -> Result<Vec<Option<Event>>> {

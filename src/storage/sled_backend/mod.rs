@@ -48,7 +48,7 @@ pub struct SledStore {
     leases: super::claims::LeaseTable,
     hub_id: String,
     /// The store's secret (links and addresses the hub signs).
-    hub_key: Vec<u8>,
+    hub_key: Mutex<Vec<u8>>,
     /// Appends and prunes take turns, so that numbers are handed out without conflicts and the
     /// counters below stay exact.
     log_lock: Mutex<LogCounters>,
@@ -194,7 +194,7 @@ impl SledStore {
             docs: t("delivery_docs")?,
             leases: Default::default(),
             hub_id,
-            hub_key,
+            hub_key: Mutex::new(hub_key),
             log_lock: Mutex::new(counters),
             meta,
             events,
