@@ -8,5 +8,6 @@ pub mod deliver;
 pub mod lmtp;
 pub mod message;
 pub mod outbound;
+pub mod rss;
 pub mod smtp;
 pub mod token;

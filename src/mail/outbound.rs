@@ -43,7 +43,8 @@ pub fn message_id(topic: &str, entry_id: &str, domain: &str) -> String {
     format!("<{}@{domain}>", &hex::encode(h)[..32])
 }
 
-/// The entries of an update: Atom entries, JSON Feed items, or the whole content as one.
+/// The entries of an update: Atom entries, RSS items, JSON Feed items, or the whole content as
+/// one.
 pub fn entries_of(content_type: &str, body: &[u8]) -> (Option<String>, Vec<MailEntry>) {
     let essence = crate::feed::essence(content_type);
     if (essence.contains("atom") || essence.ends_with("xml"))
@@ -97,6 +98,11 @@ pub fn entries_of(content_type: &str, body: &[u8]) -> (Option<String>, Vec<MailE
                 .collect();
             return (Some(feed.title.value.clone()), entries);
         }
+    }
+    if (essence.contains("rss") || essence.ends_with("xml"))
+        && let Some(found) = super::rss::items(body)
+    {
+        return found;
     }
     if essence.contains("json")
         && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body)
