@@ -403,3 +403,71 @@ pub(super) fn validate_nntp(r: RawNntp, hosted: &HostedConfig) -> Result<NntpCon
         idle_timeout: parse_duration("nntp.idle_timeout", &r.idle_timeout)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// The error of a config made of the defaults and `layer`.
+    fn error_of(layer: &str) -> String {
+        match Config::from_toml_layers(&[layer]) {
+            Ok(_) => panic!("{layer:?} was taken"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn each_door_names_the_key_at_fault() {
+        for (layer, key) in [
+            ("[hosted]\npage_size = 0", "hosted.page_size"),
+            (
+                "[hosted]\nmax_entry_bytes = \"1\"",
+                "hosted.max_entry_bytes",
+            ),
+            ("[webfinger]\ndomain = \"a b\"", "webfinger.domain"),
+            (
+                "[hosted]\nenabled = true\n[lmtp]\nenabled = true",
+                "lmtp.domain",
+            ),
+            (
+                "[lmtp]\nenabled = true\ndomain = \"l.example\"",
+                "lmtp.enabled",
+            ),
+            ("[lmtp]\nlisten = \"0.0.0.0:24\"", "lmtp.listen"),
+            ("[lmtp]\nlisten = \"unix:relative.sock\"", "lmtp.listen"),
+            (
+                "[smtp]\nsmarthost = \"smtps://mx.example\"",
+                "smtp.smarthost",
+            ),
+            (
+                "[hosted]\nenabled = true\n[smtp]\nenabled = true\nfrom_domain = \"l.example\"",
+                "smtp.enabled",
+            ),
+            ("[nntp]\ngroup_prefix = \"a..b\"", "nntp.group_prefix"),
+            ("[nntp]\nenabled = true", "nntp.enabled"),
+            (
+                "[[nntp.groups]]\nname = \"a\"\ntopic = \"https://x.example/f\"\n[[nntp.groups]]\nname = \"a\"\ntopic = \"https://y.example/f\"",
+                "nntp.groups[1].name",
+            ),
+            (
+                "[[nntp.groups]]\nname = \"a\"\ntopic = \"ftp://x.example/f\"",
+                "nntp.groups[0].topic",
+            ),
+        ] {
+            let e = error_of(layer);
+            assert!(e.contains(key), "{layer:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_doors_are_off_by_default_and_start_together() {
+        let cfg = Config::from_toml_layers(&[]).unwrap();
+        assert!(!cfg.hosted.enabled && !cfg.webfinger.enabled && !cfg.lmtp.enabled);
+        assert!(!cfg.smtp.enabled && !cfg.nntp.enabled);
+        let all = "[hosted]\nenabled = true\n[webfinger]\nenabled = true\n[lmtp]\nenabled = true\ndomain = \"Lists.Example\"\n[smtp]\nenabled = true\n[nntp]\nenabled = true";
+        let cfg = Config::from_toml_layers(&[all]).unwrap();
+        assert_eq!(cfg.lmtp.domain, "lists.example");
+        assert_eq!(cfg.smtp.from_domain, "lists.example", "from lmtp.domain");
+        assert_eq!(cfg.smtp.smarthost, ("localhost".to_owned(), 25));
+    }
+}
