@@ -224,19 +224,8 @@ impl Engine {
                 store.log.hub_key(),
             ))
         });
-        let mut all: Vec<Arc<dyn transport::Transport>> =
-            vec![Arc::new(transport::http::HttpTransport::new(
-                lean.clone(),
-                clients.callback_policy.clone(),
-                cfg.delivery_timeout,
-                cfg.signature,
-            ))];
-        if let Some(sender) = &mail {
-            all.push(Arc::new(crate::mail::smtp::MailTransport {
-                sender: sender.clone(),
-            }));
-        }
-        let transports = transport::Transports::new(all);
+        let transports =
+            transport::Transports::of_hub(&cfg, lean.clone(), &clients.callback_policy, &mail);
         let batches = relay_batch::BatchSender::new(
             lean,
             clients.callback_policy.clone(),
@@ -444,7 +433,7 @@ impl Engine {
         &self.forwarder
     }
 
-    /// Hub chaining: upstream subscriptions and what their hubs push.
+    /// Hosted topics' writes.
     pub fn hosted(&self) -> &Arc<hosted::Hosted> {
         &self.hosted
     }
@@ -465,6 +454,7 @@ impl Engine {
         &self.topic_policy
     }
 
+    /// Hub chaining: upstream subscriptions and what their hubs push.
     pub fn chain(&self) -> &Arc<chain::Chain> {
         &self.chain
     }

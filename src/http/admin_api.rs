@@ -24,11 +24,11 @@ fn denied(d: Denied) -> HttpResponse {
     json_error(d.status(), d.reason())
 }
 
-fn read(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+pub(super) fn read(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
     state.admin_gate.check(req).map_err(denied)
 }
 
-fn act(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+pub(super) fn act(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
     state.admin_gate.check_action(req).map_err(denied)
 }
 

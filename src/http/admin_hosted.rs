@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
-use super::admin_api::json_error;
+use super::admin_api::{act, json_error, read};
 use crate::engine::hosted::{HostedError, TopicOptions};
 use crate::storage::hosted::PostingPolicy;
 
@@ -44,8 +44,8 @@ pub async fn create(
     bytes: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(d) = state.admin_gate.check_action(&req) {
-        return json_error(d.status(), d.reason());
+    if let Err(r) = act(&req, &state) {
+        return r;
     }
     if !state.cfg.hosted.enabled {
         return json_error(
@@ -108,8 +108,8 @@ pub async fn list(
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(d) = state.admin_gate.check(&req) {
-        return json_error(d.status(), d.reason());
+    if let Err(r) = read(&req, &state) {
+        return r;
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let urls = super::hosted::urls(&state);
@@ -157,8 +157,8 @@ pub async fn resolve(
     bytes: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(d) = state.admin_gate.check_action(&req) {
-        return json_error(d.status(), d.reason());
+    if let Err(r) = act(&req, &state) {
+        return r;
     }
     let r: ResolveRequest = match body(&bytes) {
         Ok(r) => r,

@@ -31,6 +31,28 @@ pub struct Transports {
 }
 
 impl Transports {
+    /// A hub's transports: the signed POST for `http`/`https`, and mail for `mailto` when
+    /// `[smtp]` is on.
+    pub fn of_hub(
+        cfg: &crate::config::Config,
+        lean: Arc<lean::LeanClient>,
+        policy: &crate::ssrf::Policy,
+        mail: &Option<Arc<crate::mail::smtp::MailSender>>,
+    ) -> Transports {
+        let mut all: Vec<Arc<dyn Transport>> = vec![Arc::new(http::HttpTransport::new(
+            lean,
+            policy.clone(),
+            cfg.delivery_timeout,
+            cfg.signature,
+        ))];
+        if let Some(sender) = mail {
+            all.push(Arc::new(crate::mail::smtp::MailTransport {
+                sender: sender.clone(),
+            }));
+        }
+        Transports::new(all)
+    }
+
     pub fn new(all: Vec<Arc<dyn Transport>>) -> Transports {
         let by_scheme = all
             .iter()
