@@ -24,7 +24,7 @@ const BATCH: usize = 256;
 pub fn entries(shared: &Shared, content_type: &str, body: &[u8]) -> Vec<HostedEntry> {
     let now = shared.clock.now_ms();
     let max = shared.cfg.hosted.max_entry_bytes;
-    let (_, found) = crate::mail::outbound::entries_of(content_type, body);
+    let (_, found) = crate::feed::entries::entries_of(content_type, body);
     found
         .into_iter()
         .filter_map(|e| {

@@ -1,6 +1,8 @@
 //! What to deliver from a new version of a topic: only new or changed entries of Atom and RSS
 //! feeds (and, as an opt-in, JSON Feed items); other content whole, when it changed.
 
+pub mod entries;
+pub mod rss;
 pub mod xml;
 
 use bytes::Bytes;

@@ -8,6 +8,5 @@ pub mod deliver;
 pub mod lmtp;
 pub mod message;
 pub mod outbound;
-pub mod rss;
 pub mod smtp;
 pub mod token;

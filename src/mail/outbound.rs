@@ -10,18 +10,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use sha2::{Digest, Sha256};
 
-/// An entry as mail carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MailEntry {
-    pub id: String,
-    pub title: String,
-    pub text: String,
-    pub html: Option<String>,
-    pub author_name: Option<String>,
-    pub author_email: Option<String>,
-    pub in_reply_to: Option<String>,
-    pub link: Option<String>,
-}
+use crate::feed::entries::FeedEntry;
 
 /// The list a mail comes from.
 #[derive(Debug, Clone)]
@@ -43,121 +32,11 @@ pub fn message_id(topic: &str, entry_id: &str, domain: &str) -> String {
     format!("<{}@{domain}>", &hex::encode(h)[..32])
 }
 
-/// The entries of an update: Atom entries, RSS items, JSON Feed items, or the whole content as
-/// one.
-pub fn entries_of(content_type: &str, body: &[u8]) -> (Option<String>, Vec<MailEntry>) {
-    let essence = crate::feed::essence(content_type);
-    if (essence.contains("atom") || essence.ends_with("xml"))
-        && let Ok(feed) = atom_syndication::Feed::read_from(body)
-    {
-        {
-            let entries = feed
-                .entries
-                .iter()
-                .map(|e| {
-                    let (html, text) = match &e.content {
-                        Some(c) if matches!(c.content_type.as_deref(), Some("html" | "xhtml")) => {
-                            let h = c.value.clone().unwrap_or_default();
-                            let t = e
-                                .summary
-                                .as_ref()
-                                .map(|s| s.value.clone())
-                                .unwrap_or_else(|| html_to_text(&h));
-                            (Some(h), t)
-                        }
-                        Some(c) => (None, c.value.clone().unwrap_or_default()),
-                        None => (
-                            None,
-                            e.summary
-                                .as_ref()
-                                .map(|s| s.value.clone())
-                                .unwrap_or_default(),
-                        ),
-                    };
-                    MailEntry {
-                        id: e.id.clone(),
-                        title: e.title.value.clone(),
-                        text,
-                        html,
-                        author_name: e.authors.first().map(|a| a.name.clone()),
-                        author_email: e.authors.first().and_then(|a| a.email.clone()),
-                        in_reply_to: e
-                            .extensions
-                            .values()
-                            .flat_map(|m| m.values())
-                            .flatten()
-                            .find(|x| x.name.ends_with("in-reply-to"))
-                            .and_then(|x| x.attrs.get("ref").cloned()),
-                        link: e
-                            .links
-                            .iter()
-                            .find(|l| l.rel == "alternate")
-                            .map(|l| l.href.clone()),
-                    }
-                })
-                .collect();
-            return (Some(feed.title.value.clone()), entries);
-        }
-    }
-    if (essence.contains("rss") || essence.ends_with("xml"))
-        && let Some(found) = super::rss::items(body)
-    {
-        return found;
-    }
-    if essence.contains("json")
-        && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Some(items) = doc["items"].as_array()
-    {
-        let entries = items
-            .iter()
-            .filter(|i| i["_hubcast"]["deleted"] != true)
-            .map(|i| {
-                let html = i["content_html"].as_str().map(str::to_owned);
-                let text = i["content_text"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| html.as_deref().map(html_to_text))
-                    .unwrap_or_default();
-                MailEntry {
-                    id: i["id"].as_str().unwrap_or_default().to_owned(),
-                    title: i["title"].as_str().unwrap_or_default().to_owned(),
-                    text,
-                    html,
-                    author_name: i["authors"][0]["name"].as_str().map(str::to_owned),
-                    author_email: None,
-                    in_reply_to: i["_hubcast"]["in_reply_to"].as_str().map(str::to_owned),
-                    link: i["url"].as_str().map(str::to_owned),
-                }
-            })
-            .collect();
-        return (doc["title"].as_str().map(str::to_owned), entries);
-    }
-    // Anything else: the update itself, as text when it is text.
-    let text = if essence.starts_with("text/") {
-        String::from_utf8_lossy(body).into_owned()
-    } else {
-        format!("The topic was updated ({essence}, {} bytes).", body.len())
-    };
-    let id = hex::encode(&Sha256::digest(body)[..16]);
-    (
-        None,
-        vec![MailEntry {
-            id,
-            text,
-            ..MailEntry::default()
-        }],
-    )
-}
-
-fn html_to_text(html: &str) -> String {
-    html2text::from_read(html.as_bytes(), 78).unwrap_or_default()
-}
-
 fn header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
 
-fn subject_of(e: &MailEntry) -> String {
+fn subject_of(e: &FeedEntry) -> String {
     if !e.title.trim().is_empty() {
         return e.title.trim().to_owned();
     }
@@ -173,7 +52,7 @@ fn subject_of(e: &MailEntry) -> String {
 }
 
 /// One entry as a mail to `to`.
-pub fn entry_mail(list: &List, e: &MailEntry, to: &str) -> Result<Vec<u8>, String> {
+pub fn entry_mail(list: &List, e: &FeedEntry, to: &str) -> Result<Vec<u8>, String> {
     let display = match &e.author_name {
         Some(a) if !a.trim().is_empty() => format!("{} via {}", a.trim(), list.title),
         _ => list.title.clone(),
@@ -290,7 +169,7 @@ mod tests {
 
     #[test]
     fn an_entry_mail_carries_the_list_headers_and_a_stable_message_id() {
-        let e = MailEntry {
+        let e = FeedEntry {
             id: "urn:1".into(),
             title: "Hello".into(),
             text: "hi".into(),
@@ -325,7 +204,7 @@ mod tests {
 
     #[test]
     fn updates_that_are_not_feeds_become_one_mail() {
-        let (_, e) = entries_of("text/plain", b"plain update");
+        let (_, e) = crate::feed::entries::entries_of("text/plain", b"plain update");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].text, "plain update");
     }

@@ -172,7 +172,7 @@ impl Transport for MailTransport {
         let Some(address) = sub.callback.strip_prefix("mailto:") else {
             return Outcome::Failed(Failure::Other("not a mailto: callback".into()));
         };
-        let (title, entries) = outbound::entries_of(&p.content_type, &p.body);
+        let (title, entries) = crate::feed::entries::entries_of(&p.content_type, &p.body);
         let list = self.sender.list(&p.topic, title.as_deref(), address);
         let from = self.sender.bounce_address(&p.topic, address);
         for e in &entries {

@@ -1,4 +1,4 @@
-//! RSS 2.0 items as mail entries (`title`, `link`, `description`, `guid`, `author` or
+//! RSS 2.0 items as entries (`title`, `link`, `description`, `guid`, `author` or
 //! `dc:creator`), read with quick-xml: mail subscribers and mirrored newsgroups of RSS topics
 //! get the items, not a notice that the topic changed. A document type declaration is refused,
 //! as everywhere the hub reads XML.
@@ -6,20 +6,20 @@
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::outbound::MailEntry;
+use super::entries::FeedEntry;
 
 /// Items read at most.
 const MAX_ITEMS: usize = 10_000;
 
 /// The channel title and items of an RSS document; `None` when it is not one.
-pub fn items(body: &[u8]) -> Option<(Option<String>, Vec<MailEntry>)> {
+pub fn items(body: &[u8]) -> Option<(Option<String>, Vec<FeedEntry>)> {
     let text = std::str::from_utf8(body).ok()?;
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(false);
     let mut path: Vec<String> = Vec::new();
     let mut channel_title = None;
     let mut items = Vec::new();
-    let mut item: Option<MailEntry> = None;
+    let mut item: Option<FeedEntry> = None;
     let mut saw_rss = false;
     // The text of the element being read (entity references arrive as events of their own).
     let mut buf = String::new();
@@ -33,7 +33,7 @@ pub fn items(body: &[u8]) -> Option<(Option<String>, Vec<MailEntry>)> {
                     saw_rss = true;
                 }
                 if name == "item" {
-                    item = Some(MailEntry::default());
+                    item = Some(FeedEntry::default());
                 }
                 path.push(name.to_owned());
                 buf.clear();
@@ -81,7 +81,7 @@ pub fn items(body: &[u8]) -> Option<(Option<String>, Vec<MailEntry>)> {
     saw_rss.then_some((channel_title, items))
 }
 
-fn set(path: &[String], item: &mut Option<MailEntry>, title: &mut Option<String>, value: String) {
+fn set(path: &[String], item: &mut Option<FeedEntry>, title: &mut Option<String>, value: String) {
     let Some(field) = path.last().map(String::as_str) else {
         return;
     };
