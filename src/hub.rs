@@ -10,6 +10,7 @@ use crate::config::{Backend, Config};
 use crate::engine::{Engine, EngineError};
 use crate::http::{AppState, configure};
 use crate::storage::memory::MemoryStore;
+use crate::storage::postgres::{OpenError, PgStore};
 use crate::storage::sled_backend::SledStore;
 use crate::storage::{Storage, StorageError};
 
@@ -17,6 +18,8 @@ use crate::storage::{Storage, StorageError};
 pub enum StartError {
     #[error("cannot open storage in {dir}: {source}")]
     Storage { dir: String, source: StorageError },
+    #[error("{0} (storage.postgres_url)")]
+    Database(#[from] crate::storage::postgres::OpenError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -27,8 +30,18 @@ pub enum StartError {
     Http(#[from] std::io::Error),
 }
 
-pub fn open_storage(cfg: &Config) -> Result<Storage, StartError> {
+/// Opens the configured store (one attempt).
+pub async fn open_storage(cfg: &Config) -> Result<Storage, StartError> {
     match cfg.backend {
+        Backend::Postgres => {
+            let url = cfg
+                .postgres_url
+                .as_ref()
+                .map(|u| u.0.as_str())
+                .unwrap_or("");
+            let store = PgStore::open(url, cfg.pool_size).await?;
+            Ok(Storage::new_shared(Arc::new(store)))
+        }
         Backend::Memory => Ok(Storage::new(Arc::new(MemoryStore::new()))),
         Backend::Sled => {
             let store = SledStore::open(&cfg.data_dir, cfg.cache_capacity).map_err(|source| {
@@ -57,9 +70,48 @@ pub struct RunningHub {
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Opens the configured store; while the database cannot be reached, says so and tries
+/// again (backing off to 30 s), until it can.
+pub async fn open_storage_patiently(cfg: &Config) -> Result<Storage, StartError> {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match open_storage(cfg).await {
+            Err(StartError::Database(e @ OpenError::Unreachable { .. })) => {
+                tracing::error!(error = %e, key = "storage.postgres_url", retry_in = ?pause,
+                    "cannot reach the database; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// This node's name in a cluster when `cluster.node_id` is empty: the host's name and the
+/// port it listens on (stable across restarts, so a restarted node lets go of what its
+/// previous run held).
+pub fn default_node_id(addr: SocketAddr) -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(50)
+        .collect();
+    format!("{host}-{}", addr.port())
+}
+
 /// Starts a hub on an already-bound listener. Must run on the engine's tokio runtime.
 pub async fn start(cfg: Config, listener: TcpListener) -> Result<RunningHub, StartError> {
-    let store = open_storage(&cfg)?;
+    let store = open_storage_patiently(&cfg).await?;
     start_with_storage(cfg, listener, store).await
 }
 
@@ -69,6 +121,10 @@ pub async fn start_with_storage(
     store: Storage,
 ) -> Result<RunningHub, StartError> {
     let addr = listener.local_addr()?;
+    let mut cfg = cfg;
+    if store.shared && cfg.node_id.is_none() {
+        cfg.node_id = Some(default_node_id(addr));
+    }
     let hub_url = match &cfg.public_url {
         Some(u) => u.to_string(),
         None => format!("http://{addr}/"),

@@ -283,7 +283,7 @@ where
             .build()
             .context("cannot build a runtime")?;
         runtime.block_on(async {
-            let store = hubcast::hub::open_storage(&cfg).map_err(|e| {
+            let store = hubcast::hub::open_storage(&cfg).await.map_err(|e| {
                 anyhow::anyhow!(
                     "{e}\n(if a hub is running on {}, stop it first, or use the admin API)",
                     cfg.data_dir.display()

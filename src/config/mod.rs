@@ -123,6 +123,37 @@ impl std::fmt::Debug for PublisherConfig {
 pub enum Backend {
     Sled,
     Memory,
+    Postgres,
+}
+
+/// A database URL: it may hold a password, so it is never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(pub String);
+
+impl SecretUrl {
+    /// The URL without its password.
+    pub fn shown(&self) -> String {
+        crate::storage::postgres::describe_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+/// How nodes sharing a database keep in touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterTimes {
+    /// How long a node's claim on work lasts unless renewed (every third of it).
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    pub poll_interval: Duration,
+    pub rescan_interval: Duration,
+    /// How long a node that takes a topic to fetch waits first, gathering the pings that reach
+    /// other nodes at about the same moment into the same fetch.
+    pub ping_gather: Duration,
 }
 
 /// The validated configuration the hub runs with.
@@ -150,6 +181,11 @@ pub struct Config {
     /// This node's name in claims on shared work; `None`: the store's hub id (one node per
     /// store).
     pub node_id: Option<String>,
+    pub cluster: ClusterTimes,
+    /// The database of [`Backend::Postgres`].
+    pub postgres_url: Option<SecretUrl>,
+    /// Most connections to it.
+    pub pool_size: usize,
     pub default_lease: Duration,
     pub min_lease: Duration,
     pub max_lease: Duration,

@@ -76,6 +76,11 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     node_id: String,
+    lease: String,
+    heartbeat_interval: String,
+    poll_interval: String,
+    rescan_interval: String,
+    ping_gather: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +117,8 @@ struct RawStorage {
     backend: String,
     data_dir: PathBuf,
     cache_capacity: String,
+    postgres_url: String,
+    pool_size: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,13 +184,62 @@ impl RawConfig {
         let backend = match self.storage.backend.as_str() {
             "sled" => Backend::Sled,
             "memory" => Backend::Memory,
+            "postgres" => Backend::Postgres,
             other => {
                 return Err(invalid(
                     "storage.backend",
-                    format!("unknown backend {other:?}; expected \"sled\" or \"memory\""),
+                    format!(
+                        "unknown backend {other:?}; expected \"sled\", \"postgres\" or \"memory\""
+                    ),
                 ));
             }
         };
+        let postgres_url = match self.storage.postgres_url.trim() {
+            "" if backend == Backend::Postgres => {
+                return Err(invalid(
+                    "storage.postgres_url",
+                    "is required with backend \"postgres\" (postgres://user@host:port/dbname)",
+                ));
+            }
+            "" => None,
+            url => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    return Err(invalid(
+                        "storage.postgres_url",
+                        format!("is not a PostgreSQL URL: {e}"),
+                    ));
+                }
+                Some(crate::config::SecretUrl(url.to_owned()))
+            }
+        };
+        if self.storage.pool_size == 0 || self.storage.pool_size > 1_000 {
+            return Err(invalid("storage.pool_size", "must be between 1 and 1000"));
+        }
+        let cluster = crate::config::ClusterTimes {
+            lease: parse_duration("cluster.lease", &self.cluster.lease)?,
+            heartbeat_interval: parse_duration(
+                "cluster.heartbeat_interval",
+                &self.cluster.heartbeat_interval,
+            )?,
+            poll_interval: parse_duration("cluster.poll_interval", &self.cluster.poll_interval)?,
+            rescan_interval: parse_duration(
+                "cluster.rescan_interval",
+                &self.cluster.rescan_interval,
+            )?,
+            ping_gather: parse_duration("cluster.ping_gather", &self.cluster.ping_gather)?,
+        };
+        if cluster.lease < std::time::Duration::from_secs(1) {
+            return Err(invalid("cluster.lease", "must be at least 1s"));
+        }
+        for (key, d) in [
+            ("cluster.heartbeat_interval", cluster.heartbeat_interval),
+            ("cluster.poll_interval", cluster.poll_interval),
+            ("cluster.rescan_interval", cluster.rescan_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
         let sub = self.subscriptions;
         let min_lease = parse_duration("subscriptions.min_lease", &sub.min_lease)?;
         let max_lease = parse_duration("subscriptions.max_lease", &sub.max_lease)?;
@@ -389,6 +445,9 @@ impl RawConfig {
             limits,
             retention,
             node_id,
+            cluster,
+            postgres_url,
+            pool_size: self.storage.pool_size,
             listen: parse_addr("server.listen", &s.listen)?,
             shutdown_deadline: parse_duration("server.shutdown_deadline", &s.shutdown_deadline)?,
             public_url,

@@ -14,22 +14,22 @@ use super::health::Health;
 use crate::clock::Clock;
 use crate::storage::{Claim, ClaimStore, StorageError, WorkKey};
 
-/// How long a claim lasts without renewal; renewed every third of it.
-pub const LEASE: Duration = Duration::from_secs(60);
-
 pub struct Claims {
     store: Arc<dyn ClaimStore>,
     node: String,
     clock: Clock,
+    /// How long a claim lasts without renewal (`cluster.lease`); renewed every third of it.
+    lease: Duration,
     held: Mutex<HashSet<WorkKey>>,
 }
 
 impl Claims {
-    pub fn new(store: Arc<dyn ClaimStore>, node: String, clock: Clock) -> Claims {
+    pub fn new(store: Arc<dyn ClaimStore>, node: String, clock: Clock, lease: Duration) -> Claims {
         Claims {
             store,
             node,
             clock,
+            lease,
             held: Mutex::new(HashSet::new()),
         }
     }
@@ -38,13 +38,18 @@ impl Claims {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// This node's name in claims.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// A claim by this node from now for one lease.
     pub fn claim(&self) -> Claim {
         let now_ms = self.clock.now_ms();
         Claim {
             node: self.node.clone(),
             now_ms,
-            until_ms: now_ms + LEASE.as_millis() as u64,
+            until_ms: now_ms + self.lease.as_millis() as u64,
         }
     }
 
@@ -80,7 +85,7 @@ impl Claims {
     /// found taken by another node (this one paused past its end) is dropped from the set;
     /// the other node does that work too, which is at-least-once, as after a crash.
     pub async fn renew_until(self: Arc<Self>, health: Arc<Health>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(LEASE / 3);
+        let mut tick = tokio::time::interval(self.lease / 3);
         tick.tick().await;
         loop {
             tokio::select! {

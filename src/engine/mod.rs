@@ -15,6 +15,7 @@ pub mod bounded_set;
 pub mod chain;
 pub mod claims;
 pub mod client;
+pub mod cluster;
 pub mod completion;
 pub mod deliver;
 pub mod delivery_cap;
@@ -28,6 +29,7 @@ pub mod mirror;
 pub mod multicast_rx;
 pub mod multicast_tx;
 pub mod origin_limit;
+pub mod owners;
 pub mod peer_stream;
 pub mod planner;
 pub mod publish;
@@ -202,7 +204,12 @@ impl Engine {
         if released > 0 {
             tracing::info!(released, "leases of the previous run released");
         }
-        let claims = Arc::new(claims::Claims::new(store.claims.clone(), node, clock));
+        let claims = Arc::new(claims::Claims::new(
+            store.claims.clone(),
+            node,
+            clock,
+            cfg.cluster.lease,
+        ));
         let stream = Arc::new(stream::EventStream::start(
             store.clone(),
             health.clone(),
@@ -245,6 +252,7 @@ impl Engine {
             tracker: tracker.clone(),
             metrics: Default::default(),
             health,
+            owners: owners::Owners::new(claims.node().to_owned()),
             claims,
             retry_wake: Notify::new(),
             planned: std::sync::atomic::AtomicU64::new(lead),
@@ -367,6 +375,7 @@ impl Engine {
             dispatcher.completions().clone(),
         ));
         tracker.spawn(retry::run(dispatcher));
+        tracker.spawn(cluster::run(engine.clone(), overflow.clone()));
         tracker.spawn(sweep::run(shared));
         Ok((engine, Intake { tx, overflow }))
     }
@@ -552,6 +561,11 @@ impl Engine {
     }
 
     /// The store the engine works on.
+    /// This node's name in claims and in the cluster's list.
+    pub fn node_id(&self) -> &str {
+        self.shared.claims.node()
+    }
+
     pub fn store(&self) -> &Storage {
         &self.shared.store
     }

@@ -64,6 +64,10 @@ pub async fn run(dispatcher: Arc<Dispatcher>, mut follower: Follower) {
                 }
             }
         }
+        // With other nodes, each planner takes the jobs of the destinations it owns.
+        if store.shared {
+            jobs.retain(|(j, _)| shared.owners.owns(&j.destination));
+        }
         // Claimed before they are worked on: another node may have claimed some from storage.
         let got = shared
             .take(jobs.iter().map(|(j, _)| WorkKey::job(j)).collect())

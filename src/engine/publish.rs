@@ -109,6 +109,9 @@ impl Fetcher {
 
     /// Handles every ping waiting for `topic` that this node can claim.
     pub async fn run(&self, topic: String, batch: Vec<Ping>) {
+        if self.shared.store.shared {
+            return self.run_shared(topic, batch).await;
+        }
         let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
         let got = self.shared.take(keys.clone()).await;
         let mine: Vec<Ping> = batch
@@ -131,6 +134,112 @@ impl Fetcher {
         self.shared.release(taken.collect()).await;
     }
 }
+
+impl Fetcher {
+    /// [`Fetcher::run`] with other nodes sharing the store: one node at a time fetches and
+    /// diffs a topic (it holds the topic's lease). A node that finds the topic taken leaves its
+    /// light pings to the holder, whose fetch answers every ping received before it started,
+    /// and waits for the topic: then only pings nobody answered are left to fetch for.
+    async fn run_shared(&self, topic: String, batch: Vec<Ping>) {
+        let keys: Vec<WorkKey> = batch.iter().map(|p| WorkKey::Ping(p.id)).collect();
+        let got = self.shared.take(keys).await;
+        let mut mine: Vec<Ping> = Vec::new();
+        for (p, ok) in batch.into_iter().zip(got) {
+            if ok {
+                mine.push(p);
+            } else {
+                self.take_ack(p.id); // another node's: not answered here
+            }
+        }
+        let topic_key = WorkKey::Topic(topic.clone());
+        let mut left = false;
+        loop {
+            if self.shared.take(vec![topic_key.clone()]).await == [true] {
+                break;
+            }
+            if !left {
+                // Stored light pings go to the holder's fetch; unstored (fat) ones stay here.
+                let (lights, rest): (Vec<Ping>, Vec<Ping>) = mine
+                    .into_iter()
+                    .partition(|p| p.fat.is_none() && !self.expects(p.id));
+                self.shared
+                    .release(lights.iter().map(|p| WorkKey::Ping(p.id)).collect())
+                    .await;
+                mine = rest;
+                left = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TOPIC_TAKEN_PAUSE) => {}
+                _ = self.shared.shutdown.cancelled() => {
+                    self.shared.release(mine.iter().map(|p| WorkKey::Ping(p.id)).collect()).await;
+                    return;
+                }
+            }
+        }
+        // Pings of the topic that reach other nodes at about the same moment join this batch:
+        // they find the topic taken and leave their light pings to this node.
+        let gather = self.shared.cfg.cluster.ping_gather;
+        if !gather.is_zero() && mine.iter().any(|p| p.fat.is_none()) {
+            tokio::select! {
+                _ = tokio::time::sleep(gather) => {}
+                _ = self.shared.shutdown.cancelled() => {}
+            }
+        }
+        // Light pings of the topic nobody answered yet (left here by other nodes, or by this one
+        // while it waited).
+        let claim = self.shared.claims.claim();
+        let swept = self
+            .persist("pings of a topic", || {
+                self.shared
+                    .store
+                    .claims
+                    .claim_topic_pings(&claim, &topic, claim.now_ms, SWEEP)
+            })
+            .await
+            .unwrap_or_default();
+        self.shared
+            .claims
+            .hold(swept.iter().map(|p| WorkKey::Ping(p.id)));
+        mine.extend(swept);
+        let held: Vec<WorkKey> = mine.iter().map(|p| WorkKey::Ping(p.id)).collect();
+        // Light pings received before the topic's last fetch started (another node's, made
+        // while this one waited) were answered by it: they go without a fetch of their own.
+        if mine.iter().any(|p| p.fat.is_none()) {
+            let started = match stored_state(self, &topic).await {
+                Some(s) => s.fetch_started_ms,
+                None => 0,
+            };
+            let (answered, rest): (Vec<Ping>, Vec<Ping>) = mine
+                .into_iter()
+                .partition(|p| p.fat.is_none() && !self.expects(p.id) && p.received_ms <= started);
+            for p in answered {
+                let store = &self.shared.store.publish;
+                self.persist("answered ping", || store.drop_ping(p.id, &topic, None))
+                    .await;
+            }
+            mine = rest;
+        }
+        if !mine.is_empty() {
+            run(self, topic, mine).await;
+        }
+        let mut done = held;
+        done.push(topic_key);
+        self.shared.release(done).await;
+    }
+
+    /// Whether a ping's answer waits here (a fat ping that was not stored).
+    fn expects(&self, id: u64) -> bool {
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+}
+
+/// How long a node waits before asking again for a topic another node is fetching.
+const TOPIC_TAKEN_PAUSE: Duration = Duration::from_millis(50);
+/// Most pings of a topic another node left that one fetch takes.
+const SWEEP: usize = 1_000;
 
 async fn run(fetcher: &Fetcher, topic: String, batch: Vec<Ping>) {
     let mut lights = Vec::new();
@@ -213,6 +322,7 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
     };
     let mut attempt = 0;
     let origin = OriginLimit::origin_of(topic);
+    let mut fetch_started: u64;
     let result = loop {
         // The topic's rate (pings arriving meanwhile wait for the next fetch), then a place
         // among the fetches in flight, held for one attempt (not its backoff).
@@ -223,6 +333,7 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
             } => p,
             _ = fetcher.shared.shutdown.cancelled() => return, // the pings stay stored
         };
+        fetch_started = fetcher.shared.clock.now_ms();
         let fetched = fetch(fetcher, topic, &state, subscribers).await;
         drop(place);
         match fetched {
@@ -239,6 +350,39 @@ async fn fetch_and_process(fetcher: &Fetcher, topic: &str, ping_ids: &[u64]) {
         }
     };
     state.last_fetch_ms = fetcher.shared.clock.now_ms();
+    state.fetch_started_ms = fetch_started;
+    // With other nodes: the light pings they left for this topic, received before this fetch
+    // started, are answered by it too.
+    let mut ids = ping_ids.to_vec();
+    let mut swept = Vec::new();
+    if fetcher.shared.store.shared {
+        let claim = fetcher.shared.claims.claim();
+        let store = &fetcher.shared.store.claims;
+        let got = fetcher
+            .persist("pings of a topic", || {
+                store.claim_topic_pings(&claim, topic, fetch_started, SWEEP)
+            })
+            .await
+            .unwrap_or_default();
+        fetcher
+            .shared
+            .claims
+            .hold(got.iter().map(|p| WorkKey::Ping(p.id)));
+        ids.extend(got.iter().map(|p| p.id));
+        swept = got.iter().map(|p| WorkKey::Ping(p.id)).collect();
+    }
+    let ping_ids = &ids[..];
+    answer_fetch(fetcher, topic, ping_ids, state, result).await;
+    fetcher.shared.release(swept).await;
+}
+
+async fn answer_fetch(
+    fetcher: &Fetcher,
+    topic: &str,
+    ping_ids: &[u64],
+    mut state: TopicState,
+    result: Result<FetchResult, Failure>,
+) {
     match result {
         Ok(FetchResult::NotModified) => {
             state.last_result = "304 not modified".into();

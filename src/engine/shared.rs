@@ -33,6 +33,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// The work this node has claimed.
     pub claims: Arc<Claims>,
+    /// Which destinations this node's planner takes, with other nodes sharing the store.
+    pub owners: super::owners::Owners,
     /// Rung when a retry is stored or replayed.
     pub retry_wake: Notify,
     /// The last event whose jobs the planner has handed to the dispatcher: the log's

@@ -313,6 +313,16 @@ impl EventStream {
     }
 
     /// The newest durable event.
+    /// Moves the lead up to `lead`, the log's lead as stored: events other nodes sharing the
+    /// store committed (followers read them from the log).
+    pub fn observe(&self, lead: u64) {
+        self.writer.lead.send_if_modified(|l| {
+            let moved = lead > *l;
+            *l = (*l).max(lead);
+            moved
+        });
+    }
+
     pub fn lead(&self) -> u64 {
         *self.lead.borrow()
     }

@@ -17,6 +17,7 @@ mod relay_batch;
 mod relay_stream;
 pub mod request_id;
 mod retrieve;
+mod status_cluster;
 mod status_multicast;
 mod status_names;
 mod status_page;
@@ -123,6 +124,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route("/subscriptions", web::get().to(admin_api::subscriptions))
                     .route("/events", web::get().to(admin_api::events))
                     .route("/relay", web::get().to(admin_api::relay))
+                    .route("/cluster", web::get().to(status_cluster::api))
                     .service(
                         web::resource("/hosted-topics")
                             .route(web::get().to(admin_hosted::list))

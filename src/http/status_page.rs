@@ -374,6 +374,10 @@ pub async fn dashboard(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     body.push_str(&super::status_relay::relay_html(
         &state.engine.relay_view().await,
     ));
+    match super::status_cluster::view(&state).await {
+        Ok(v) => body.push_str(&super::status_cluster::cluster_html(&v)),
+        Err(e) => return unavailable(e),
+    }
     body.push_str(&dead_letters_html(&dead, overview.dead_letters));
     body.push_str(&debug_forms_html());
     page(StatusCode::OK, "hubcast status", &body)

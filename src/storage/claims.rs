@@ -14,8 +14,13 @@ use super::{Intent, Job, Ping, Result, Retry};
 pub enum WorkKey {
     Intent(u64),
     Ping(u64),
-    Job { destination: String, event: u64 },
+    Job {
+        destination: String,
+        event: u64,
+    },
     Retry(RetryKey),
+    /// A topic's fetching and diffing: with several nodes, one at a time per topic.
+    Topic(String),
 }
 
 /// A retry record's identity: (due, event, topic, callback).
@@ -109,6 +114,17 @@ impl LeaseTable {
         }
     }
 
+    /// How many unexpired leases each node holds.
+    pub fn held(&self, now_ms: u64) -> std::collections::HashMap<String, u64> {
+        let mut out = std::collections::HashMap::new();
+        for (node, until) in self.lock().values() {
+            if *until >= now_ms {
+                *out.entry(node.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
     pub fn release_all(&self, node: &str) -> u64 {
         let mut leases = self.lock();
         let before = leases.len();
@@ -125,6 +141,15 @@ pub trait ClaimStore: Send + Sync {
     async fn claim_intents(&self, c: &Claim, limit: usize) -> Result<Vec<Intent>>;
     /// Accepted pings nobody holds, claimed; at most `limit`, oldest first.
     async fn claim_pings(&self, c: &Claim, limit: usize) -> Result<Vec<Ping>>;
+    /// Light pings of `topic` received at or before `received_by` that nobody holds, claimed;
+    /// at most `limit`, oldest first: those a fetch that started then answers.
+    async fn claim_topic_pings(
+        &self,
+        c: &Claim,
+        topic: &str,
+        received_by: u64,
+        limit: usize,
+    ) -> Result<Vec<Ping>>;
     /// Delivery jobs nobody holds, claimed; at most `limit`: those of events up to `up_to`
     /// (the jobs of later events are the node's planner's to hand out as it reaches them) and
     /// those of delivery documents.

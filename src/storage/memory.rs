@@ -48,6 +48,7 @@ pub struct MemoryStore {
     hub_id: String,
     hub_key: Mutex<Vec<u8>>,
     leases: super::claims::LeaseTable,
+    nodes: super::nodes::NodeTable,
     /// Calls made to fail, and how many more times.
     faults: Mutex<std::collections::HashMap<Fault, u32>>,
 }
@@ -72,6 +73,7 @@ impl Default for MemoryStore {
             hub_key: Mutex::new(rand::random::<[u8; 32]>().to_vec()),
             faults: Mutex::default(),
             leases: Default::default(),
+            nodes: Default::default(),
         }
     }
 }
@@ -637,6 +639,23 @@ impl ClaimStore for MemoryStore {
         Ok(self.claim_from(c, all, limit, |p| WorkKey::Ping(p.id)))
     }
 
+    async fn claim_topic_pings(
+        &self,
+        c: &Claim,
+        topic: &str,
+        received_by: u64,
+        limit: usize,
+    ) -> Result<Vec<Ping>> {
+        let all: Vec<Ping> = self
+            .lock()
+            .pings
+            .values()
+            .filter(|p| p.topic == topic && p.fat.is_none() && p.received_ms <= received_by)
+            .cloned()
+            .collect();
+        Ok(self.claim_from(c, all, limit, |p| WorkKey::Ping(p.id)))
+    }
+
     async fn claim_jobs(&self, c: &Claim, up_to: u64, limit: usize) -> Result<Vec<Job>> {
         let all: Vec<Job> = self
             .lock()
@@ -691,5 +710,21 @@ impl MemoryStore {
             .filter(|item| self.leases.take(c, &key_of(item), false))
             .take(limit)
             .collect()
+    }
+}
+
+#[async_trait]
+impl NodeStore for MemoryStore {
+    async fn heartbeat(&self, id: &str, address: &str, started_ms: u64, now_ms: u64) -> Result<()> {
+        self.nodes.heartbeat(id, address, started_ms, now_ms);
+        Ok(())
+    }
+
+    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>> {
+        Ok(self.nodes.nodes(&self.leases.held(now_ms)))
+    }
+
+    async fn forget_nodes(&self, before_ms: u64) -> Result<u64> {
+        Ok(self.nodes.forget(before_ms))
     }
 }

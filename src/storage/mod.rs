@@ -8,20 +8,26 @@
 //! - [`DeliveryStore`]: one job per (event, destination) with a cursor (a backend may keep an
 //!   event's jobs in one record), retry records for single failed deliveries, dead letters.
 //!
-//! Backends: [`sled_backend::SledStore`] (the default, embedded) and [`memory::MemoryStore`].
-//! The same conformance suite (`tests/it/storage_conformance/`) runs against both.
+//! - [`NodeStore`]: the nodes sharing the store (heartbeats, what each holds).
+//!
+//! Backends: [`sled_backend::SledStore`] (the default, embedded), [`postgres::PgStore`] (one
+//! database shared by several hub nodes) and [`memory::MemoryStore`]. The same conformance
+//! suite (`tests/it/storage_conformance/`) runs against each.
 
 mod claims;
 pub mod codec;
 mod event_log;
 pub mod hosted;
 pub mod memory;
+pub mod nodes;
+pub mod postgres;
 pub mod sled_backend;
 mod sub_changes;
 
 pub use claims::{Claim, ClaimStore, RetryKey, WorkKey};
 pub use event_log::{Commit, DELIVERY_DOC, EventLog, LogBounds, Retention};
 pub use hosted::HostedStore;
+pub use nodes::{NodeInfo, NodeStore};
 pub use sub_changes::SubChanges;
 
 use std::sync::Arc;
@@ -195,6 +201,10 @@ pub struct TopicState {
     /// Fingerprints of the entries of the last feed seen (Atom, RSS, JSON Feed items).
     pub entries: Vec<String>,
     pub last_fetch_ms: u64,
+    /// When the last fetch started: it answered every ping received before (with several
+    /// nodes, one may find its pings answered by another's fetch).
+    #[serde(default)]
+    pub fetch_started_ms: u64,
     /// Outcome of the last fetch, for operators ("200", "304", "error: …").
     pub last_result: String,
 }
@@ -480,11 +490,18 @@ pub trait DeliveryStore: Send + Sync {
 
 /// A backend implements every trait; the hub holds them as trait objects.
 pub trait Backend:
-    SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore + HostedStore
+    SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore + HostedStore + NodeStore
 {
 }
-impl<T: SubscriptionStore + PublishStore + DeliveryStore + EventLog + ClaimStore + HostedStore>
-    Backend for T
+impl<
+    T: SubscriptionStore
+        + PublishStore
+        + DeliveryStore
+        + EventLog
+        + ClaimStore
+        + HostedStore
+        + NodeStore,
+> Backend for T
 {
 }
 
@@ -498,6 +515,12 @@ pub struct Storage {
     pub claims: Arc<dyn ClaimStore>,
     /// Hosted topics and their history.
     pub hosted: Arc<dyn HostedStore>,
+    /// The nodes sharing the store.
+    pub nodes: Arc<dyn NodeStore>,
+    /// Whether other processes may share the store (a database): then every node claims
+    /// work through it, follows the log's lead as others move it, and fetches a topic only
+    /// while it holds the topic's lease.
+    pub shared: bool,
     /// Writes through `subs`, counted per topic.
     pub sub_changes: Arc<SubChanges>,
     ids: Arc<dyn IdSource>,
@@ -521,6 +544,15 @@ pub trait Flush: Send + Sync {
 
 impl Storage {
     pub fn new<B: Backend + IdSource + Flush + 'static>(backend: Arc<B>) -> Storage {
+        Storage::of(backend, false)
+    }
+
+    /// A store other processes share (see [`Storage::shared`]).
+    pub fn new_shared<B: Backend + IdSource + Flush + 'static>(backend: Arc<B>) -> Storage {
+        Storage::of(backend, true)
+    }
+
+    fn of<B: Backend + IdSource + Flush + 'static>(backend: Arc<B>, shared: bool) -> Storage {
         let sub_changes = Arc::new(SubChanges::default());
         Storage {
             subs: Arc::new(sub_changes::Watched {
@@ -533,6 +565,8 @@ impl Storage {
             log: backend.clone(),
             claims: backend.clone(),
             hosted: backend.clone(),
+            nodes: backend.clone(),
+            shared,
             ids: backend.clone(),
             flusher: backend,
         }

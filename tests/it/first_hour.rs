@@ -10,9 +10,8 @@ use crate::helpers::*;
 async fn hub_with_default_guard(extra: &str) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let storage = format!(
-        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
-        backend_name(backend()),
-        dir.path().join("data").display().to_string()
+        "{}\ncache_capacity = \"8MiB\"",
+        storage_section(&dir.path().join("data"), backend())
     );
     let cfg = hubcast::config::Config::from_toml_layers(&[&storage, extra]).unwrap();
     start_in(dir, cfg).await

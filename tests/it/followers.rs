@@ -129,7 +129,7 @@ async fn mutual_peers_do_not_loop() {
         format!("http://{}/", la.local_addr().unwrap()),
         format!("http://{}/", lb.local_addr().unwrap()),
     );
-    let start = |listener, up: &str, extra: String| {
+    let start = async |listener, up: &str, extra: String| {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(
             &dir,
@@ -138,8 +138,8 @@ async fn mutual_peers_do_not_loop() {
                 follower(up, "mutual-token-0123456", "peer", "mutual-token-0123456")
             ),
         );
-        let store = hubcast::hub::open_storage(&cfg).unwrap();
-        start_on_listener(dir, cfg, store, listener)
+        let store = hubcast::hub::open_storage(&cfg).await.unwrap();
+        start_on_listener(dir, cfg, store, listener).await
     };
     let a = start(la, &ub, publisher()).await;
     let b = start(lb, &ua, publisher()).await;

@@ -39,7 +39,7 @@ async fn a_job_done_leaves_storage_while_its_events_other_job_hangs_and_is_not_r
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, CONFIG);
     // Kept across the restart (a memory store lives only as long as this handle).
-    let store = hubcast::hub::open_storage(&cfg).unwrap();
+    let store = hubcast::hub::open_storage(&cfg).await.unwrap();
     let hub = start_with_storage(dir, cfg.clone(), store.clone()).await;
     let hung = Subscriber::start().await;
     let quick = Subscriber::start_on("127.0.0.2").await;

@@ -3,6 +3,7 @@ mod admin;
 mod backup;
 mod browser;
 mod chaining;
+mod cluster;
 mod config_cli;
 mod delivery_client;
 mod destinations;

@@ -35,7 +35,11 @@ async fn spawn(config: &std::path::Path, logs: bool) -> (Proc, Option<LogLines>)
     if logs {
         cmd.env_remove("RUST_LOG").stderr(Stdio::piped());
     } else {
-        cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("TEST_HUB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stderr(Stdio::inherit());
     }
     let mut child = cmd.spawn().unwrap();
     let logs = child.stderr.take().map(|e| BufReader::new(e).lines());
@@ -95,9 +99,8 @@ pub fn process_config_with(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[storage]\nbackend = \"{}\"\ndata_dir = {:?}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{NO_LIMITS}\n{extra}",
-            backend_name(backend),
-            dir.path().join("data").display().to_string()
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}\n[ssrf]\ncallback_allow = [\"127.0.0.0/8\"]\ntopic_allow = [\"127.0.0.0/8\"]\n{NO_LIMITS}\n{extra}",
+            storage_section(&dir.path().join("data"), backend)
         ),
     )
     .unwrap();

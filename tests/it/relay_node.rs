@@ -106,7 +106,7 @@ async fn a_hubcast_node_relays_a_destination_end_to_end() {
             origin.url
         ),
     );
-    let store = hubcast::hub::open_storage(&cfg).unwrap();
+    let store = hubcast::hub::open_storage(&cfg).await.unwrap();
     let relay = start_on_listener(dir, cfg, store, listener).await;
 
     // The node registers itself (its endpoint with a token the verification carries back);

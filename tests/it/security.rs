@@ -8,11 +8,7 @@ use crate::helpers::*;
 async fn default_config_refuses_loopback_callbacks_and_topics() {
     // The shipped defaults, with storage in a temp dir: no allow-list.
     let dir = tempfile::tempdir().unwrap();
-    let storage = format!(
-        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}",
-        backend_name(backend()),
-        dir.path().join("d").display().to_string()
-    );
+    let storage = storage_section(&dir.path().join("d"), backend());
     let cfg = Config::from_toml_layers(&[&storage]).unwrap();
     assert!(cfg.callback_allow.is_empty());
     let hub = start_in(dir, cfg).await;

@@ -49,6 +49,30 @@ impl ClaimStore for SledStore {
         })
     }
 
+    async fn claim_topic_pings(
+        &self,
+        c: &Claim,
+        topic: &str,
+        received_by: u64,
+        limit: usize,
+    ) -> Result<Vec<Ping>> {
+        // Pings are keyed by id: the walk reads them all (one process holds a sled store, so
+        // this is only called when several nodes share one in a test).
+        let mut out = Vec::new();
+        for entry in self.pings.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = entry?;
+            let p = decode_ping(&v)?;
+            let answers = p.topic == topic && p.fat.is_none() && p.received_ms <= received_by;
+            if answers && self.leases.take(c, &WorkKey::Ping(p.id), false) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     async fn claim_jobs(&self, c: &Claim, up_to: u64, limit: usize) -> Result<Vec<Job>> {
         self.walk_jobs(up_to, limit, |j| {
             self.leases.take(c, &WorkKey::job(j), false)

@@ -46,6 +46,8 @@ pub struct SledStore {
     docs: sled::Tree,
     /// Claimed work (in memory: one process holds a sled store).
     leases: super::claims::LeaseTable,
+    /// This process's heartbeat.
+    nodes: super::nodes::NodeTable,
     hub_id: String,
     /// The store's secret (links and addresses the hub signs).
     hub_key: Mutex<Vec<u8>>,
@@ -193,6 +195,7 @@ impl SledStore {
             cursors: t("cursors")?,
             docs: t("delivery_docs")?,
             leases: Default::default(),
+            nodes: Default::default(),
             hub_id,
             hub_key: Mutex::new(hub_key),
             log_lock: Mutex::new(counters),
@@ -580,5 +583,21 @@ mod tests {
         assert_eq!(found, vec![Job::new(7, "http://x:80", "http://t/")]);
         store.remove_jobs(7, &["http://x:80".into()]).await.unwrap();
         assert!(store.jobs().await.unwrap().is_empty());
+    }
+}
+
+#[async_trait]
+impl NodeStore for SledStore {
+    async fn heartbeat(&self, id: &str, address: &str, started_ms: u64, now_ms: u64) -> Result<()> {
+        self.nodes.heartbeat(id, address, started_ms, now_ms);
+        Ok(())
+    }
+
+    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>> {
+        Ok(self.nodes.nodes(&self.leases.held(now_ms)))
+    }
+
+    async fn forget_nodes(&self, before_ms: u64) -> Result<u64> {
+        Ok(self.nodes.forget(before_ms))
     }
 }

@@ -2,7 +2,8 @@
 //! ([`subscriber`]) and topic servers ([`publisher`]). Tests wait on what the doubles record (a watch channel), never on the clock.
 //!
 //! Every hub of the suite stores on the backend `HUBCAST_TEST_BACKEND` names: `sled` (the
-//! default) or `memory`. Tests whose point is a store that outlives its hub (a restart, a
+//! default), `memory` or `postgres` (each hub in a schema of its own, created in the database
+//! `DATABASE_URL` names). Tests whose point is a store that outlives its hub (a restart, a
 //! process's data on disk, the operator commands) take [`persistent_backend`] instead.
 
 use std::net::TcpListener;
@@ -86,7 +87,10 @@ pub fn backend_named(value: Option<&str>) -> Backend {
     match value {
         None | Some("" | "sled") => Backend::Sled,
         Some("memory") => Backend::Memory,
-        Some(other) => panic!("{BACKEND_VAR}={other:?}: expected \"sled\" or \"memory\""),
+        Some("postgres") => Backend::Postgres,
+        Some(other) => {
+            panic!("{BACKEND_VAR}={other:?}: expected \"sled\", \"memory\" or \"postgres\"")
+        }
     }
 }
 
@@ -103,7 +107,74 @@ pub fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Sled => "sled",
         Backend::Memory => "memory",
+        Backend::Postgres => "postgres",
     }
+}
+
+/// A config's `[storage]` section for `backend`: sled's data in `data_dir`, PostgreSQL's in
+/// a fresh schema ([`fresh_database`]).
+pub fn storage_section(data_dir: &std::path::Path, backend: Backend) -> String {
+    let mut s = format!(
+        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}",
+        backend_name(backend),
+        data_dir.display().to_string()
+    );
+    if backend == Backend::Postgres {
+        s.push_str(&format!(
+            "\npostgres_url = {:?}\npool_size = 4",
+            fresh_database()
+        ));
+    }
+    s
+}
+
+/// The database tests on the PostgreSQL backend use (each in schemas of its own).
+pub const DATABASE_VAR: &str = "DATABASE_URL";
+
+/// A URL of `DATABASE_URL`'s database whose connections work in a new, empty schema: what one
+/// hub (or several nodes sharing it) gets.
+pub fn fresh_database() -> String {
+    let base = std::env::var(DATABASE_VAR)
+        .unwrap_or_else(|_| panic!("{DATABASE_VAR} must name a PostgreSQL database"));
+    let schema = format!("t_{}", hex(&rand_bytes()));
+    let create = format!("CREATE SCHEMA {schema}");
+    let url = base.clone();
+    // Its own thread and runtime: callers may be on a runtime, or on none.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("{DATABASE_VAR}: {e}"));
+            let conn = tokio::spawn(conn);
+            client.batch_execute(&create).await.unwrap();
+            drop(client);
+            let _ = conn.await;
+        })
+    })
+    .join()
+    .expect("schema created");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
+
+fn rand_bytes() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish().to_le_bytes()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The hub's binary with the test's environment minus the switch: the hub reads every
@@ -157,15 +228,16 @@ pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
 
 pub fn config_on(dir: &tempfile::TempDir, backend: Backend, extra: &str) -> Config {
     let storage = format!(
-        "[storage]\nbackend = \"{}\"\ndata_dir = {:?}\ncache_capacity = \"8MiB\"",
-        backend_name(backend),
-        dir.path().join("data").display().to_string()
+        "{}\ncache_capacity = \"8MiB\"",
+        storage_section(&dir.path().join("data"), backend)
     );
     Config::from_toml_layers(&[TEST_CONFIG, &storage, extra]).expect("test config is valid")
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> TestHub {
-    let store = hubcast::hub::open_storage(&cfg).expect("storage opens");
+    let store = hubcast::hub::open_storage(&cfg)
+        .await
+        .expect("storage opens");
     start_with_storage(dir, cfg, store).await
 }
 

@@ -157,9 +157,17 @@ pub(super) async fn claims(s: Storage) {
         .unwrap();
     assert_eq!(s.claims.claim_intents(&a, 10).await.unwrap().len(), 1);
     assert!(s.claims.claim_intents(&b, 10).await.unwrap().is_empty());
-    for (due, cb) in [(5, "http://c/1"), (50, "http://c/2")] {
-        s.delivery.put_retry(retry(1, cb, due)).await.unwrap();
-    }
+    s.delivery
+        .put_retry(retry(1, "http://c/1", 5))
+        .await
+        .unwrap();
+    s.delivery
+        .put_retry(Retry {
+            destination: "http://d:80".into(),
+            ..retry(1, "http://d/2", 50)
+        })
+        .await
+        .unwrap();
     let due = s.claims.claim_due_retries(&a, 10).await.unwrap();
     assert_eq!(
         due.iter().map(|r| r.due_ms).collect::<Vec<_>>(),
@@ -173,4 +181,63 @@ pub(super) async fn claims(s: Storage) {
         .await
         .unwrap();
     assert_eq!(due.iter().map(|r| r.due_ms).collect::<Vec<_>>(), [50]);
+    if s.shared {
+        destinations_go_to_one_node_at_a_time(&s).await;
+    }
+}
+
+/// A store several processes share leases a destination server to one node at a time, with
+/// the jobs and retries of it that node holds: the destination's window is not multiplied.
+async fn destinations_go_to_one_node_at_a_time(s: &Storage) {
+    let at = |name: &str| Claim {
+        node: name.into(),
+        now_ms: 100,
+        until_ms: 1_100,
+    };
+    let job = |event| WorkKey::Job {
+        destination: "http://e:80".into(),
+        event,
+    };
+    for event in [7, 8] {
+        s.delivery
+            .put_job(Job::new(event, "http://e:80", "http://t/"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.claims.acquire(&at("a"), &[job(7)]).await.unwrap(), [true]);
+    assert_eq!(
+        s.claims.acquire(&at("b"), &[job(8)]).await.unwrap(),
+        [false],
+        "another node holds the destination"
+    );
+    assert!(
+        s.claims
+            .claim_jobs(&at("b"), 100, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.destination != "http://e:80"),
+        "nor are its jobs claimed by another node"
+    );
+    assert_eq!(s.claims.acquire(&at("a"), &[job(8)]).await.unwrap(), [true]);
+    // The destination goes with the last item of it the node lets go of.
+    s.claims.release("a", &[job(7)]).await.unwrap();
+    let b_job = job(9);
+    s.delivery
+        .put_job(Job::new(9, "http://e:80", "http://t/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.claims.acquire(&at("b"), &[b_job.clone()]).await.unwrap(),
+        [false]
+    );
+    s.claims.release("a", &[job(8)]).await.unwrap();
+    assert_eq!(s.claims.acquire(&at("b"), &[b_job]).await.unwrap(), [true]);
+    // A node that dies holds it until its leases end.
+    let later = Claim {
+        node: "a".into(),
+        now_ms: 2_000,
+        until_ms: 3_000,
+    };
+    assert_eq!(s.claims.acquire(&later, &[job(7)]).await.unwrap(), [true]);
 }

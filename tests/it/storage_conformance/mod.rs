@@ -580,6 +580,14 @@ conformance!(sled, {
     (dir, Storage::new(Arc::new(store)))
 });
 
+conformance!(postgres, {
+    let url = crate::helpers::fresh_database();
+    let store = hubcast::storage::postgres::PgStore::open(&url, 4)
+        .await
+        .expect("the test database opens");
+    ((), Storage::new_shared(Arc::new(store)))
+});
+
 // Sled by name, whatever the switch says: reopening a store on disk is the point.
 #[tokio::test]
 async fn sled_state_survives_reopening() {
@@ -636,10 +644,13 @@ mod switch {
         assert_eq!(backend_named(None), Backend::Sled);
         assert_eq!(backend_named(Some("sled")), Backend::Sled);
         assert_eq!(backend_named(Some("memory")), Backend::Memory);
+        assert_eq!(backend_named(Some("postgres")), Backend::Postgres);
     }
 
     #[test]
-    #[should_panic(expected = "HUBCAST_TEST_BACKEND=\"rocks\": expected \"sled\" or \"memory\"")]
+    #[should_panic(
+        expected = "HUBCAST_TEST_BACKEND=\"rocks\": expected \"sled\", \"memory\" or \"postgres\""
+    )]
     fn an_unknown_backend_is_refused_naming_the_switch() {
         backend_named(Some("rocks"));
     }
