@@ -284,10 +284,14 @@ where
             .context("cannot build a runtime")?;
         runtime.block_on(async {
             let store = hubcast::hub::open_storage(&cfg).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}\n(if a hub is running on {}, stop it first, or use the admin API)",
-                    cfg.data_dir.display()
-                )
+                if cfg.backend == hubcast::config::Backend::Sled {
+                    anyhow::anyhow!(
+                        "{e}\n(if a hub is running on {}, stop it first, or use the admin API)",
+                        cfg.data_dir.display()
+                    )
+                } else {
+                    anyhow::anyhow!("{e}")
+                }
             })?;
             f(store, cfg.clone()).await
         })

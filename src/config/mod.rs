@@ -470,6 +470,38 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_backend_needs_a_url_and_never_shows_its_password() {
+        let err = Config::from_toml_str("[storage]\nbackend = \"postgres\"").unwrap_err();
+        assert!(
+            err.to_string().contains("storage.backend") && err.to_string().contains("postgres_url"),
+            "{err}"
+        );
+        let cfg = Config::from_toml_str(
+            "[storage]\nbackend = \"postgres\"\npostgres_url = \"postgres://hub:s3cret-pw@db:5432/hub\"\npool_size = 4",
+        )
+        .unwrap();
+        assert_eq!(cfg.backend, Backend::Postgres);
+        assert_eq!(cfg.pool_size, 4);
+        assert!(!format!("{cfg:?}").contains("s3cret-pw"), "{cfg:?}");
+        let err = Config::from_toml_str("[storage]\npostgres_url = \"postgres://h:notaport/x\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("storage.postgres_url"), "{err}");
+        let err = Config::from_toml_str("[storage]\npool_size = 0").unwrap_err();
+        assert!(err.to_string().contains("storage.pool_size"), "{err}");
+        let cfg = load_env(&[]).unwrap();
+        assert_eq!(cfg.cluster.lease, Duration::from_secs(60));
+        for key in [
+            "lease",
+            "heartbeat_interval",
+            "poll_interval",
+            "rescan_interval",
+        ] {
+            let err = Config::from_toml_str(&format!("[cluster]\n{key} = \"0s\"")).unwrap_err();
+            assert!(err.to_string().contains(&format!("cluster.{key}")), "{err}");
+        }
+    }
+
+    #[test]
     fn publisher_needs_credentials() {
         let err = Config::from_toml_str("[[publishers]]\nname = \"a\"\ntopics = [\"https://a/\"]")
             .unwrap_err();

@@ -197,8 +197,8 @@ impl RawConfig {
         let postgres_url = match self.storage.postgres_url.trim() {
             "" if backend == Backend::Postgres => {
                 return Err(invalid(
-                    "storage.postgres_url",
-                    "is required with backend \"postgres\" (postgres://user@host:port/dbname)",
+                    "storage.backend",
+                    "\"postgres\" needs storage.postgres_url (postgres://user@host:port/dbname)",
                 ));
             }
             "" => None,

@@ -221,3 +221,83 @@ async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
     assert_eq!(got[before].body, b"replayed");
     stop_gracefully(hub).await;
 }
+
+/// A hub moves from sled to PostgreSQL (`export`, then `import` into an empty database), runs
+/// there and delivers to what it had, then moves back to sled: the same subscriptions and
+/// topic states at every step. PostgreSQL by name (the database `DATABASE_URL` names).
+#[tokio::test]
+async fn a_hub_moves_from_sled_to_postgres_and_back() {
+    use hubcast::config::Backend;
+    let publisher = Publisher::start().await;
+    let topic = publisher.topic("/moving");
+    publisher.set("/moving", "text/plain", "before the move");
+    let sub = Subscriber::start().await;
+    let sled = tempfile::tempdir().unwrap();
+    let config_sled = process_config(&sled, Backend::Sled, "");
+    let hub = start_process(&config_sled).await;
+    for (cb, secret) in [("/a", Some("secret-of-a-0001")), ("/b", None)] {
+        let callback = sub.callback(cb);
+        let mut form = vec![
+            ("hub.mode", "subscribe"),
+            ("hub.topic", topic.as_str()),
+            ("hub.callback", callback.as_str()),
+        ];
+        if let Some(s) = secret {
+            form.push(("hub.secret", s));
+        }
+        assert_eq!(post(&hub.url, &form).await, 202);
+    }
+    sub.wait_verifications(2).await;
+    post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
+    sub.wait_deliveries(2).await;
+    stop_gracefully(hub).await;
+    let from_sled = sled.path().join("from-sled.jsonl");
+    let o = hubcast(&["export", "-o", from_sled.to_str().unwrap()], &config_sled);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Into an empty database.
+    let pg = tempfile::tempdir().unwrap();
+    let config_pg = process_config(&pg, Backend::Postgres, "");
+    let o = hubcast(&["import", from_sled.to_str().unwrap()], &config_pg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("imported 2 subscriptions"),
+        "{}",
+        stderr(&o)
+    );
+    let o = hubcast(&["import", from_sled.to_str().unwrap()], &config_pg);
+    assert!(!o.status.success(), "a second import is refused");
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    // A hub on the database delivers to the subscriptions it took, and its log goes on from
+    // the numbers it had.
+    publisher.set("/moving", "text/plain", "after the move");
+    let hub = start_process(&config_pg).await;
+    post(&hub.url, &[("hub.mode", "publish"), ("hub.url", &topic)]).await;
+    let got = sub.wait_deliveries(4).await;
+    assert!(got[2..].iter().all(|d| d.body == b"after the move"));
+    stop_gracefully(hub).await;
+    let from_pg = pg.path().join("from-pg.jsonl");
+    let o = hubcast(&["export", "-o", from_pg.to_str().unwrap()], &config_pg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        records(&from_sled, "subscription"),
+        records(&from_pg, "subscription")
+    );
+    assert_eq!(
+        records(&from_pg, "event").len(),
+        2,
+        "both updates in the log"
+    );
+
+    // And back to sled.
+    let back = tempfile::tempdir().unwrap();
+    let config_back = process_config(&back, Backend::Sled, "");
+    let o = hubcast(&["import", from_pg.to_str().unwrap()], &config_back);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = back.path().join("again.jsonl");
+    let o = hubcast(&["export", "-o", again.to_str().unwrap()], &config_back);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for kind in ["subscription", "topic_state", "event"] {
+        assert_eq!(records(&from_pg, kind), records(&again, kind), "{kind}");
+    }
+}

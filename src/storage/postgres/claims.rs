@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 
 use super::delivery::{JOB_COLS, job_of, retry_of};
 use super::subs::{PING_COLS, ping_of};
-use super::{PgStore, exec, n, rec, rows};
+use super::{PgStore, exec, lim, n, rec, rows};
 use crate::storage::*;
 
 /// The lease row of an item: its key, and the destination server it delivers to.
@@ -146,7 +146,7 @@ impl ClaimStore for PgStore {
             "SELECT i.rec FROM intents i
              WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.k = 'i:' || i.id AND l.until_ms >= $1)
              ORDER BY i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED",
-            &[&n(c.now_ms), &(limit as i64)],
+            &[&n(c.now_ms), &lim(limit)],
             |r| {
                 let i: Intent = rec(r, "rec")?;
                 let k = WorkKey::Intent(i.id);
@@ -164,7 +164,7 @@ impl ClaimStore for PgStore {
                  WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.k = 'p:' || p.id AND l.until_ms >= $1)
                  ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED"
             ),
-            &[&n(c.now_ms), &(limit as i64)],
+            &[&n(c.now_ms), &lim(limit)],
             |r| {
                 let p = ping_of(r)?;
                 let k = WorkKey::Ping(p.id);
@@ -189,7 +189,7 @@ impl ClaimStore for PgStore {
                    AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.k = 'p:' || p.id AND l.until_ms >= $1)
                  ORDER BY p.topic, p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED"
             ),
-            &[&n(c.now_ms), &(limit as i64), &topic, &n(received_by)],
+            &[&n(c.now_ms), &lim(limit), &topic, &n(received_by)],
             |r| {
                 let p = ping_of(r)?;
                 let k = WorkKey::Ping(p.id);
@@ -211,7 +211,7 @@ impl ClaimStore for PgStore {
                                    WHERE d.k = 'd:' || j.destination AND d.until_ms >= $3 AND d.node <> $4)
                  ORDER BY j.event, j.destination LIMIT $5 FOR UPDATE OF j SKIP LOCKED"
             ),
-            &[&n(up_to), &n(DELIVERY_DOC), &n(c.now_ms), &c.node, &(limit as i64)],
+            &[&n(up_to), &n(DELIVERY_DOC), &n(c.now_ms), &c.node, &lim(limit)],
             |r| {
                 let j = job_of(r)?;
                 let k = WorkKey::job(&j);
@@ -232,7 +232,7 @@ impl ClaimStore for PgStore {
                AND NOT EXISTS (SELECT 1 FROM leases d
                                WHERE d.k = 'd:' || (r.rec->>'destination') AND d.until_ms >= $1 AND d.node <> $2)
              ORDER BY r.due_ms, r.event, r.topic, r.callback LIMIT $3 FOR UPDATE OF r SKIP LOCKED",
-            &[&n(c.now_ms), &c.node, &(limit as i64)],
+            &[&n(c.now_ms), &c.node, &lim(limit)],
             |r| {
                 let retry = retry_of(r)?;
                 let k = WorkKey::retry(&retry);

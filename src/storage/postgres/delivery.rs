@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{PgStore, n, rec, to_rec, u};
+use super::{PgStore, lim, n, rec, to_rec, u};
 use crate::storage::*;
 
 pub(super) const JOB_COLS: &str = "event, destination, topic, cursor";
@@ -138,7 +138,7 @@ impl DeliveryStore for PgStore {
             .rows(
                 "SELECT rec FROM retries WHERE due_ms <= $1
                  ORDER BY due_ms, event, topic, callback LIMIT $2",
-                &[&n(now_ms), &(limit as i64)],
+                &[&n(now_ms), &lim(limit)],
             )
             .await?;
         r.iter().map(retry_of).collect()
@@ -195,7 +195,7 @@ impl DeliveryStore for PgStore {
         let r = self
             .rows(
                 "SELECT rec FROM dead_letters ORDER BY id LIMIT $1",
-                &[&(limit as i64)],
+                &[&lim(limit)],
             )
             .await?;
         r.iter().map(dead_of).collect()
@@ -259,7 +259,7 @@ impl DeliveryStore for PgStore {
         let r = self
             .rows(
                 "SELECT rec FROM retries ORDER BY due_ms, event, topic, callback LIMIT $1",
-                &[&(limit as i64)],
+                &[&lim(limit)],
             )
             .await?;
         r.iter().map(retry_of).collect()

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{PgStore, exec, n, rec, rows, to_rec, u};
+use super::{PgStore, exec, lim, n, rec, rows, to_rec, u};
 use crate::storage::Result;
 use crate::storage::hosted::{
     EntryRange, HostedChange, HostedEntry, HostedStore, HostedTopic, HostedWrite,
@@ -83,7 +83,7 @@ impl HostedStore for PgStore {
         let r = self
             .rows(
                 "SELECT rec FROM hosted WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2",
-                &[&after, &(limit as i64)],
+                &[&after, &lim(limit)],
             )
             .await?;
         r.iter().map(|r| rec(r, "rec")).collect()
@@ -120,7 +120,7 @@ impl HostedStore for PgStore {
                 self.rows(
                     "SELECT rec FROM hosted_entries WHERE name = $1 AND seq < $2
                      ORDER BY seq DESC LIMIT $3",
-                    &[&name, &n(b), &(limit as i64)],
+                    &[&name, &n(b), &lim(limit)],
                 )
                 .await?
             }
@@ -128,7 +128,7 @@ impl HostedStore for PgStore {
                 self.rows(
                     "SELECT rec FROM hosted_entries WHERE name = $1 AND seq > $2
                      ORDER BY seq LIMIT $3",
-                    &[&name, &n(a), &(limit as i64)],
+                    &[&name, &n(a), &lim(limit)],
                 )
                 .await?
             }
@@ -265,7 +265,7 @@ impl HostedStore for PgStore {
         let oldest = self
             .rows(
                 "SELECT seq, updated_ms FROM hosted_entries WHERE name = $1 ORDER BY seq LIMIT $2",
-                &[&name, &(limit as i64)],
+                &[&name, &lim(limit)],
             )
             .await?;
         let mut doomed = Vec::new();

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{PgStore, exec, n, rows, to_rec, u};
+use super::{PgStore, exec, lim, n, rows, to_rec, u};
 use crate::storage::*;
 
 /// Most events one retention pass removes (the rest go at the next sweep).
@@ -236,7 +236,7 @@ impl EventLog for PgStore {
                 &format!(
                     "SELECT {EVENT_COLS} FROM events WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3"
                 ),
-                &[&n(from), &n(to), &(limit as i64)],
+                &[&n(from), &n(to), &lim(limit)],
             )
             .await?;
         r.iter().map(event_of).collect()
@@ -251,7 +251,7 @@ impl EventLog for PgStore {
                 &format!(
                     "SELECT {SUMMARY_COLS} FROM events WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3"
                 ),
-                &[&n(from), &n(to), &(limit as i64)],
+                &[&n(from), &n(to), &lim(limit)],
             )
             .await?;
         r.iter().map(summary_of).collect()
@@ -283,7 +283,7 @@ impl EventLog for PgStore {
                        (SELECT * FROM events ORDER BY seq DESC LIMIT $2) e
                      WHERE topic = $1 ORDER BY seq DESC LIMIT $3"
                 ),
-                &[&topic, &(scan as i64), &(limit as i64)],
+                &[&topic, &lim(scan), &lim(limit)],
             )
             .await?;
         r.iter().map(summary_of).collect()
@@ -392,7 +392,7 @@ impl EventLog for PgStore {
         let r = self
             .rows(
                 &format!("SELECT {EVENT_COLS} FROM docs WHERE seq > $1 ORDER BY seq LIMIT $2"),
-                &[&n(after), &(limit as i64)],
+                &[&n(after), &lim(limit)],
             )
             .await?;
         r.iter().map(event_of).collect()

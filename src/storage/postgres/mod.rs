@@ -32,6 +32,11 @@ pub(crate) fn n(v: u64) -> i64 {
     (v ^ (1 << 63)) as i64
 }
 
+/// A row limit as SQL takes it (`usize::MAX`: no limit in effect).
+pub(crate) fn lim(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// The `u64` a bigint column holds (the inverse of [`n`]).
 pub(crate) fn u(v: i64) -> u64 {
     (v as u64) ^ (1 << 63)

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{PgStore, n, rec, to_rec, u};
+use super::{PgStore, lim, n, rec, to_rec, u};
 use crate::storage::*;
 
 fn sub_of(row: &Row) -> Result<Subscription> {
@@ -83,7 +83,7 @@ impl SubscriptionStore for PgStore {
             .rows(
                 "SELECT rec FROM subs WHERE topic = $1 AND destination = $2 AND callback > $3
                  ORDER BY callback LIMIT $4",
-                &[&topic, &destination, &after, &(limit as i64)],
+                &[&topic, &destination, &after, &lim(limit)],
             )
             .await?;
         r.iter().map(sub_of).collect()
@@ -94,7 +94,7 @@ impl SubscriptionStore for PgStore {
             .rows(
                 "SELECT rec FROM subs WHERE expires_ms < $1
                  ORDER BY topic, destination, callback LIMIT $2",
-                &[&n(now_ms), &(limit as i64)],
+                &[&n(now_ms), &lim(limit)],
             )
             .await?;
         r.iter().map(sub_of).collect()
@@ -126,7 +126,7 @@ impl SubscriptionStore for PgStore {
                        AND (NOT $2 OR (topic, destination, callback) > ($3, $4, $5))
                      ORDER BY topic, destination, callback LIMIT $6"
                 ),
-                &[&topic, &has_after, &at, &ad, &ac, &(limit as i64)],
+                &[&topic, &has_after, &at, &ad, &ac, &lim(limit)],
             )
             .await?;
         r.iter().map(sub_of).collect()
@@ -136,7 +136,7 @@ impl SubscriptionStore for PgStore {
         let r = self
             .rows(
                 "SELECT rec FROM subs WHERE callback = $1 ORDER BY topic, destination LIMIT $2",
-                &[&callback, &(limit as i64)],
+                &[&callback, &lim(limit)],
             )
             .await?;
         r.iter().map(sub_of).collect()
@@ -238,7 +238,7 @@ impl PublishStore for PgStore {
             .rows(
                 "SELECT topic, rec FROM topic_states WHERE ($1::text IS NULL OR topic > $1)
                  ORDER BY topic LIMIT $2",
-                &[&after, &(limit as i64)],
+                &[&after, &lim(limit)],
             )
             .await?;
         r.iter()
