@@ -25,6 +25,9 @@ pub struct HubSettings {
     /// More config, appended (e.g. `[[peers]]`, `[[upstreams]]`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub extra: String,
+    /// More `[storage]` keys (e.g. the PostgreSQL backend's; never reported: a URL).
+    #[serde(skip)]
+    pub storage: String,
 }
 
 impl Default for HubSettings {
@@ -37,6 +40,7 @@ impl Default for HubSettings {
             engine_threads: 2,
             page_size: 500,
             extra: String::new(),
+            storage: String::new(),
         }
     }
 }
@@ -71,6 +75,7 @@ max_connections_per_client = 0
 engine_threads = {threads}
 [storage]
 data_dir = {data:?}
+{storage}
 [subscriptions]
 verify_timeout = "10s"
 [delivery]
@@ -99,6 +104,7 @@ token = "{PUBLISHER_TOKEN}"
 {extra}
 "#,
                 extra = s.extra,
+                storage = s.storage,
                 threads = s.engine_threads,
                 data = data.display().to_string(),
                 timeout = s.delivery_timeout,

@@ -11,6 +11,7 @@
 
 pub mod baseline;
 pub mod ceiling;
+pub mod cluster;
 pub mod driver;
 pub mod histogram;
 pub mod hubproc;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod multicast;
 pub mod nginx;
 pub mod payload;
+pub mod pg;
 pub mod programs;
 pub mod relay;
 pub mod report;

@@ -61,6 +61,11 @@ pub enum Scenario {
     /// (`--payload` for one size), over HTTP and by multicast at 0%, 1% and 5% loss (nftables,
     /// as root): events/s into every receiver's log, repair p50/p99, bytes sent per event.
     Multicast,
+    /// 1, 2 and 3 hub nodes on one PostgreSQL database (`DATABASE_URL`, or a throwaway
+    /// cluster), and one sled hub beside them: fan-out (1 topic × 20,000 subscribers on 100
+    /// destinations, 1 event) and many-topics (2,000 topics × 10, 1 event each) throughput,
+    /// with the database's statements, transactions and WAL bytes per event and delivery.
+    Cluster,
     /// A seconds-long run of the fan-out and crash paths (CI keeps the tool from rotting).
     Smoke,
 }
@@ -250,6 +255,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
         Scenario::Smoke => o.topology(300, 3, 6, 2),
         Scenario::Relay => o.topology(100_000, 1, 10, 10),
         Scenario::Firehose | Scenario::Multicast => o.topology(0, 100, 1, 200),
+        Scenario::Cluster => o.topology(20_000, 1, 100, 1),
     };
     let mut parameters = serde_json::json!({ "topology": topo, "options": o, "hub": o.settings() });
     if scenario == Scenario::Stream {
@@ -269,6 +275,7 @@ pub async fn run(scenario: Scenario, o: &Options) -> anyhow::Result<Report> {
             Scenario::SubscribeStorm | Scenario::Scale => storage(o, &topo, &mut report).await?,
             Scenario::Relay => crate::relay::run(o, &topo, &mut report).await?,
             Scenario::Multicast => crate::multicast::run(o, &mut report).await?,
+            Scenario::Cluster => crate::cluster::run(o, &topo, &mut report).await?,
             Scenario::Firehose => {
                 let (origin, follow) = crate::relay::firehose(o, &mut report).await?;
                 vec![origin, follow]
@@ -356,7 +363,7 @@ fn checked_figures(r: &mut Report, hub: &HubRun, prefix: &str) {
 
 /// Starts the lean sink on the topology's destinations and measures the machine's ceiling
 /// against it. The sink is returned running (the hub may deliver to it next).
-async fn measure_ceiling(
+pub(crate) async fn measure_ceiling(
     o: &Options,
     topo: &Topology,
     r: &mut Report,

@@ -152,12 +152,12 @@ impl Fetcher {
             }
         }
         let topic_key = WorkKey::Topic(topic.clone());
-        let mut left = false;
+        let mut left: Option<Vec<Ping>> = None;
         loop {
             if self.shared.take(vec![topic_key.clone()]).await == [true] {
                 break;
             }
-            if !left {
+            if left.is_none() {
                 // Stored light pings go to the holder's fetch; unstored (fat) ones stay here.
                 let (lights, rest): (Vec<Ping>, Vec<Ping>) = mine
                     .into_iter()
@@ -166,7 +166,7 @@ impl Fetcher {
                     .release(lights.iter().map(|p| WorkKey::Ping(p.id)).collect())
                     .await;
                 mine = rest;
-                left = true;
+                left = Some(lights);
             }
             tokio::select! {
                 _ = tokio::time::sleep(TOPIC_TAKEN_PAUSE) => {}
@@ -175,6 +175,19 @@ impl Fetcher {
                     return;
                 }
             }
+        }
+        // The light pings left while waiting come back unless another node holds them now
+        // (this node's own rescan may have claimed them again meanwhile: its queue holds them
+        // as in progress here). Those the holder answered are dropped below.
+        if let Some(lights) = left.filter(|l| !l.is_empty()) {
+            let keys: Vec<WorkKey> = lights.iter().map(|p| WorkKey::Ping(p.id)).collect();
+            let got = self.shared.take(keys).await;
+            mine.extend(
+                lights
+                    .into_iter()
+                    .zip(got)
+                    .filter_map(|(p, ok)| ok.then_some(p)),
+            );
         }
         // Pings of the topic that reach other nodes at about the same moment join this batch:
         // they find the topic taken and leave their light pings to this node.

@@ -15,6 +15,7 @@ mod claims;
 mod hosted;
 mod jobs;
 mod log;
+mod nodes;
 mod subs;
 
 use super::codec::{
@@ -583,21 +584,5 @@ mod tests {
         assert_eq!(found, vec![Job::new(7, "http://x:80", "http://t/")]);
         store.remove_jobs(7, &["http://x:80".into()]).await.unwrap();
         assert!(store.jobs().await.unwrap().is_empty());
-    }
-}
-
-#[async_trait]
-impl NodeStore for SledStore {
-    async fn heartbeat(&self, id: &str, address: &str, started_ms: u64, now_ms: u64) -> Result<()> {
-        self.nodes.heartbeat(id, address, started_ms, now_ms);
-        Ok(())
-    }
-
-    async fn nodes(&self, now_ms: u64) -> Result<Vec<NodeInfo>> {
-        Ok(self.nodes.nodes(&self.leases.held(now_ms)))
-    }
-
-    async fn forget_nodes(&self, before_ms: u64) -> Result<u64> {
-        Ok(self.nodes.forget(before_ms))
     }
 }

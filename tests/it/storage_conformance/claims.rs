@@ -228,7 +228,10 @@ async fn destinations_go_to_one_node_at_a_time(s: &Storage) {
         .await
         .unwrap();
     assert_eq!(
-        s.claims.acquire(&at("b"), &[b_job.clone()]).await.unwrap(),
+        s.claims
+            .acquire(&at("b"), std::slice::from_ref(&b_job))
+            .await
+            .unwrap(),
         [false]
     );
     s.claims.release("a", &[job(8)]).await.unwrap();
