@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{PgStore, lim, n, rec, to_rec, u};
+use deadpool_postgres::GenericClient;
+
+use super::{PgStore, exec, lim, n, rec, to_rec, u};
 use crate::storage::*;
 
 pub(super) const JOB_COLS: &str = "event, destination, topic, cursor";
@@ -21,9 +23,26 @@ pub(super) fn retry_of(row: &Row) -> Result<Retry> {
     rec(row, "rec")
 }
 
-pub(super) const INSERT_RETRY: &str =
-    "INSERT INTO retries (due_ms, event, topic, callback, rec) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (due_ms, event, topic, callback) DO UPDATE SET rec = excluded.rec";
+async fn insert_retry<C: GenericClient>(c: &C, r: &Retry) -> Result<()> {
+    exec(
+        c,
+        "INSERT INTO retries (due_ms, event, topic, callback, rec) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (due_ms, event, topic, callback) DO UPDATE SET rec = excluded.rec",
+        &[&n(r.due_ms), &n(r.event), &r.topic, &r.callback, &to_rec(r)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_retry<C: GenericClient>(c: &C, r: &Retry) -> Result<()> {
+    exec(
+        c,
+        "DELETE FROM retries WHERE due_ms = $1 AND event = $2 AND topic = $3 AND callback = $4",
+        &[&n(r.due_ms), &n(r.event), &r.topic, &r.callback],
+    )
+    .await?;
+    Ok(())
+}
 
 fn dead_of(row: &Row) -> Result<DeadLetter> {
     rec(row, "rec")
@@ -105,32 +124,11 @@ impl DeliveryStore for PgStore {
     }
 
     async fn put_retry(&self, retry: Retry) -> Result<()> {
-        self.exec(
-            INSERT_RETRY,
-            &[
-                &n(retry.due_ms),
-                &n(retry.event),
-                &retry.topic,
-                &retry.callback,
-                &to_rec(&retry),
-            ],
-        )
-        .await?;
-        Ok(())
+        insert_retry(&self.client().await?, &retry).await
     }
 
     async fn remove_retry(&self, retry: &Retry) -> Result<()> {
-        self.exec(
-            "DELETE FROM retries WHERE due_ms = $1 AND event = $2 AND topic = $3 AND callback = $4",
-            &[
-                &n(retry.due_ms),
-                &n(retry.event),
-                &retry.topic,
-                &retry.callback,
-            ],
-        )
-        .await?;
-        Ok(())
+        delete_retry(&self.client().await?, retry).await
     }
 
     async fn due_retries(&self, now_ms: u64, limit: usize) -> Result<Vec<Retry>> {
@@ -170,17 +168,7 @@ impl DeliveryStore for PgStore {
         };
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        super::exec(
-            &tx,
-            "DELETE FROM retries WHERE due_ms = $1 AND event = $2 AND topic = $3 AND callback = $4",
-            &[
-                &n(retry.due_ms),
-                &n(retry.event),
-                &retry.topic,
-                &retry.callback,
-            ],
-        )
-        .await?;
+        delete_retry(&tx, retry).await?;
         super::exec(
             &tx,
             "INSERT INTO dead_letters (id, event, rec) VALUES ($1, $2, $3)",
@@ -239,18 +227,7 @@ impl DeliveryStore for PgStore {
             return Ok(None);
         };
         let retry = dead_of(row)?.replayed(now_ms);
-        super::exec(
-            &tx,
-            INSERT_RETRY,
-            &[
-                &n(retry.due_ms),
-                &n(retry.event),
-                &retry.topic,
-                &retry.callback,
-                &to_rec(&retry),
-            ],
-        )
-        .await?;
+        insert_retry(&tx, &retry).await?;
         tx.commit().await?;
         Ok(Some(retry))
     }
