@@ -400,16 +400,7 @@ impl DeliveryStore for MemoryStore {
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
         let id = self.generate_id();
-        let dl = DeadLetter {
-            id,
-            event: retry.event,
-            topic: retry.topic.clone(),
-            callback: retry.callback.clone(),
-            attempts: retry.attempts,
-            last_error: retry.last_error.clone(),
-            failed_ms,
-            forward: retry.forward.clone(),
-        };
+        let dl = retry.dead(id, failed_ms);
         let mut g = self.lock();
         g.retries.remove(&retry_key(retry));
         g.dead.insert(id, dl.clone());

@@ -322,6 +322,22 @@ pub struct Retry {
     pub forward: Option<Forward>,
 }
 
+impl Retry {
+    /// The dead letter `id` this retry becomes once its schedule has run out, at `failed_ms`.
+    pub fn dead(&self, id: u64, failed_ms: u64) -> DeadLetter {
+        DeadLetter {
+            id,
+            event: self.event,
+            topic: self.topic.clone(),
+            callback: self.callback.clone(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            failed_ms,
+            forward: self.forward.clone(),
+        }
+    }
+}
+
 impl DeadLetter {
     /// The retry a replay starts: due at `now_ms`, no attempts counted.
     pub fn replayed(&self, now_ms: u64) -> Retry {

@@ -156,16 +156,7 @@ impl DeliveryStore for PgStore {
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
         let id = <Self as IdSource>::next_id(self).await?;
-        let dl = DeadLetter {
-            id,
-            event: retry.event,
-            topic: retry.topic.clone(),
-            callback: retry.callback.clone(),
-            attempts: retry.attempts,
-            last_error: retry.last_error.clone(),
-            failed_ms,
-            forward: retry.forward.clone(),
-        };
+        let dl = retry.dead(id, failed_ms);
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         delete_retry(&tx, retry).await?;

@@ -473,16 +473,7 @@ impl DeliveryStore for SledStore {
     }
 
     async fn dead_letter(&self, retry: &Retry, failed_ms: u64) -> Result<DeadLetter> {
-        let dl = DeadLetter {
-            id: self.generate_id()?,
-            event: retry.event,
-            topic: retry.topic.clone(),
-            callback: retry.callback.clone(),
-            attempts: retry.attempts,
-            last_error: retry.last_error.clone(),
-            failed_ms,
-            forward: retry.forward.clone(),
-        };
+        let dl = retry.dead(self.generate_id()?, failed_ms);
         let rkey = retry_key(retry);
         let value = json(&dl);
         let had_retry = (&self.retries, &self.dead)
