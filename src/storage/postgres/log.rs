@@ -228,32 +228,12 @@ impl EventLog for PgStore {
     }
 
     async fn read(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Event>> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let r = self
-            .rows(
-                &format!(
-                    "SELECT {EVENT_COLS} FROM events WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3"
-                ),
-                &[&n(from), &n(to), &lim(limit)],
-            )
-            .await?;
+        let r = self.range(EVENT_COLS, from, to, limit).await?;
         r.iter().map(event_of).collect()
     }
 
     async fn summaries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<EventSummary>> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let r = self
-            .rows(
-                &format!(
-                    "SELECT {SUMMARY_COLS} FROM events WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3"
-                ),
-                &[&n(from), &n(to), &lim(limit)],
-            )
-            .await?;
+        let r = self.range(SUMMARY_COLS, from, to, limit).await?;
         r.iter().map(summary_of).collect()
     }
 
@@ -437,6 +417,18 @@ impl EventLog for PgStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl PgStore {
+    /// The rows (`cols`) of the log's events with `from <= seq < to`, in order, at most `limit`.
+    async fn range(&self, cols: &str, from: u64, to: u64, limit: usize) -> Result<Vec<Row>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let sql =
+            format!("SELECT {cols} FROM events WHERE seq >= $1 AND seq < $2 ORDER BY seq LIMIT $3");
+        self.rows(&sql, &[&n(from), &n(to), &lim(limit)]).await
     }
 }
 
