@@ -112,3 +112,32 @@ impl Claims {
         }
     }
 }
+
+/// Claims pages of one kind of work while `queued()` is below [`super::MAX_CLAIMED`], handing
+/// each item to `take`. `false` when it stopped because the queue was full.
+pub(super) async fn claim_pages<T, C, Fut>(
+    claims: &Claims,
+    queued: impl Fn() -> usize,
+    claim: C,
+    key: impl Fn(&T) -> WorkKey,
+    mut take: impl FnMut(T),
+) -> Result<bool, StorageError>
+where
+    C: Fn(crate::storage::Claim) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StorageError>>,
+{
+    loop {
+        if queued() >= super::MAX_CLAIMED {
+            return Ok(false);
+        }
+        let page = claim(claims.claim()).await?;
+        claims.hold(page.iter().map(&key));
+        let done = page.len() < super::CLAIM_PAGE;
+        for item in page {
+            take(item);
+        }
+        if done {
+            return Ok(true);
+        }
+    }
+}

@@ -411,14 +411,14 @@ impl Engine {
     async fn reload(&self) -> Result<bool, StorageError> {
         let store = &self.shared.store.claims;
         let claims = &self.shared.claims;
-        let intents = claim_pages(
+        let intents = claims::claim_pages(
             claims,
             || self.intents.pending(),
             |c| async move { store.claim_intents(&c, CLAIM_PAGE).await },
             |i| WorkKey::Intent(i.id),
             |i| self.submit(Work::Intent(i)),
         );
-        let pings = claim_pages(
+        let pings = claims::claim_pages(
             claims,
             || self.pings.pending(),
             |c| async move { store.claim_pings(&c, CLAIM_PAGE).await },
@@ -427,7 +427,7 @@ impl Engine {
         );
         // Jobs of events the planner has not reached are its to hand out.
         let planned = self.shared.planned.load(Ordering::Relaxed);
-        let jobs = claim_pages(
+        let jobs = claims::claim_pages(
             claims,
             || self.dispatcher.queued_jobs(),
             |c| async move { store.claim_jobs(&c, planned, CLAIM_PAGE).await },
@@ -656,35 +656,6 @@ impl Engine {
             .is_err()
         {
             tracing::warn!("engine tasks still running after the deadline; leaving them");
-        }
-    }
-}
-
-/// Claims pages of one kind of work while `queued()` is below [`MAX_CLAIMED`], handing each
-/// item to `take`. `false` when it stopped because the queue was full.
-async fn claim_pages<T, C, Fut>(
-    claims: &claims::Claims,
-    queued: impl Fn() -> usize,
-    claim: C,
-    key: impl Fn(&T) -> WorkKey,
-    mut take: impl FnMut(T),
-) -> Result<bool, StorageError>
-where
-    C: Fn(crate::storage::Claim) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<T>, StorageError>>,
-{
-    loop {
-        if queued() >= MAX_CLAIMED {
-            return Ok(false);
-        }
-        let page = claim(claims.claim()).await?;
-        claims.hold(page.iter().map(&key));
-        let done = page.len() < CLAIM_PAGE;
-        for item in page {
-            take(item);
-        }
-        if done {
-            return Ok(true);
         }
     }
 }
